@@ -1,0 +1,228 @@
+//! Memory-mapped safetensors reading with an owned index (no self-referential borrow), and an
+//! atomic safetensors writer.
+//!
+//! Header validation (size cap, JSON, offsets covering the data exactly, no overflow) is done by
+//! the `safetensors` crate; this file maps its errors to [`Error`] variants that name the file.
+
+use crate::error::{Error, Result};
+use crate::tensor::{Element, Tensor};
+use half::{bf16, f16};
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensorError, SafeTensors};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Name, dtype, shape and byte range (relative to the data section) of one stored tensor.
+#[derive(Clone, Debug)]
+pub struct TensorInfo {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    start: usize,
+    end: usize,
+}
+
+enum Backing {
+    Mmap(Mmap),
+    Owned(Vec<u8>),
+}
+
+/// An opened safetensors file: the mapped bytes plus an owned index of its tensors.
+pub struct WeightFile {
+    path: PathBuf,
+    bytes: Backing,
+    data_start: usize,
+    tensors: BTreeMap<String, TensorInfo>,
+    metadata: HashMap<String, String>,
+}
+
+fn header_error(e: SafeTensorError) -> String {
+    match e {
+        SafeTensorError::HeaderTooLarge => "header length is larger than 100 MB".into(),
+        SafeTensorError::HeaderTooSmall => "file is shorter than the 8-byte header length".into(),
+        SafeTensorError::InvalidHeaderLength => {
+            "header length points past the end of the file (truncated file?)".into()
+        }
+        SafeTensorError::MetadataIncompleteBuffer => {
+            "tensor data does not match the file size (truncated file?)".into()
+        }
+        SafeTensorError::InvalidOffset(name) => {
+            format!("tensor `{name}` has data offsets that are out of order or overlap")
+        }
+        other => format!("{other}"),
+    }
+}
+
+impl WeightFile {
+    /// Maps `path` and parses its header.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        if len < 8 {
+            return Err(Error::invalid_file(
+                path,
+                header_error(SafeTensorError::HeaderTooSmall),
+            ));
+        }
+        // SAFETY: the map is read-only and private to this process. Another process truncating
+        // or rewriting the file while it is mapped would be undefined behaviour; movq never
+        // writes to its inputs, and users are told not to modify files being decoded.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        Self::parse(path.to_path_buf(), Backing::Mmap(mmap))
+    }
+
+    /// Parses an in-memory safetensors buffer (used by tests and fuzzing). `path` names it in errors.
+    pub fn from_bytes(path: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self> {
+        Self::parse(path.into(), Backing::Owned(bytes))
+    }
+
+    fn parse(path: PathBuf, bytes: Backing) -> Result<Self> {
+        let buf: &[u8] = match &bytes {
+            Backing::Mmap(m) => m,
+            Backing::Owned(v) => v,
+        };
+        let (n, meta) = SafeTensors::read_metadata(buf)
+            .map_err(|e| Error::invalid_file(&path, header_error(e)))?;
+        let data_start = 8 + n;
+        let data_len = buf.len() - data_start;
+        let mut tensors = BTreeMap::new();
+        for (name, info) in meta.tensors() {
+            let (start, end) = info.data_offsets;
+            if start > end || end > data_len {
+                return Err(Error::invalid_file(
+                    &path,
+                    format!("tensor `{name}` lies outside the file"),
+                ));
+            }
+            tensors.insert(
+                name,
+                TensorInfo {
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    start,
+                    end,
+                },
+            );
+        }
+        let metadata = meta.metadata().clone().unwrap_or_default();
+        Ok(WeightFile {
+            path,
+            bytes,
+            data_start,
+            tensors,
+            metadata,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Tensor names in sorted order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    pub fn info(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.get(name)
+    }
+
+    /// The `__metadata__` string map of the header (empty if absent).
+    pub fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
+    }
+
+    fn raw(&self, info: &TensorInfo) -> &[u8] {
+        let buf: &[u8] = match &self.bytes {
+            Backing::Mmap(m) => m,
+            Backing::Owned(v) => v,
+        };
+        &buf[self.data_start + info.start..self.data_start + info.end]
+    }
+
+    /// Reads tensor `name` converted to `T`: returns its shape and row-major data.
+    /// F32, F64, F16 and BF16 are read; other dtypes are an [`Error::UnsupportedDtype`].
+    pub fn read<T: Element>(&self, name: &str) -> Result<(Vec<usize>, Vec<T>)> {
+        let info = self.info(name).ok_or_else(|| Error::MissingWeight {
+            path: self.path.clone(),
+            name: name.to_string(),
+            expected: vec![],
+        })?;
+        let raw = self.raw(info);
+        let data: Vec<T> = match info.dtype {
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|b| T::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+                .collect(),
+            Dtype::F64 => raw
+                .chunks_exact(8)
+                .map(|b| T::from_f64(f64::from_le_bytes(b.try_into().expect("chunk of 8"))))
+                .collect(),
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(|b| T::from_f32(f16::from_le_bytes([b[0], b[1]]).to_f32()))
+                .collect(),
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|b| T::from_f32(bf16::from_le_bytes([b[0], b[1]]).to_f32()))
+                .collect(),
+            other => {
+                return Err(Error::UnsupportedDtype {
+                    path: self.path.clone(),
+                    name: name.to_string(),
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        // read_metadata checked numel * dtype size == byte length.
+        debug_assert_eq!(data.len(), info.shape.iter().product::<usize>());
+        Ok((info.shape.clone(), data))
+    }
+}
+
+/// Writes `tensor` as a safetensors file holding the single tensor `name`, in the tensor's
+/// element type (F32 or F64), with `metadata` in the header. The file is written to a temporary
+/// name beside `path` and renamed into place, so a failed run leaves no partial output.
+pub fn write_safetensors<T: Element>(
+    path: &Path,
+    name: &str,
+    tensor: &Tensor<T>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    let dtype = if T::NAME == "f64" { "F64" } else { "F32" };
+    let elem = std::mem::size_of::<T>();
+    let nbytes = tensor.data().len() * elem;
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert(
+            "__metadata__".into(),
+            serde_json::to_value(metadata).expect("string map"),
+        );
+    }
+    header.insert(
+        name.into(),
+        serde_json::json!({"dtype": dtype, "shape": tensor.shape().dims(), "data_offsets": [0, nbytes]}),
+    );
+    let mut text = serde_json::to_string(&header).expect("json of plain values");
+    while (8 + text.len()) % 8 != 0 {
+        text.push(' ');
+    }
+    crate::io::atomic_write(path, |w| {
+        w.write_all(&(text.len() as u64).to_le_bytes())?;
+        w.write_all(text.as_bytes())?;
+        for chunk in tensor.data().chunks(1 << 14) {
+            let mut bytes = Vec::with_capacity(chunk.len() * elem);
+            for &x in chunk {
+                if elem == 8 {
+                    bytes.extend_from_slice(&x.to_f64().to_le_bytes());
+                } else {
+                    bytes.extend_from_slice(&(x.to_f64() as f32).to_le_bytes());
+                }
+            }
+            w.write_all(&bytes)?;
+        }
+        Ok(())
+    })
+}

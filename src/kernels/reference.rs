@@ -1,0 +1,159 @@
+//! Scalar, obviously-correct kernels: the oracle for the fast kernels and the fallback on CPUs
+//! without SIMD support. No `unsafe`, no cleverness.
+
+use super::conv3d::Conv3dParams;
+use crate::tensor::Element;
+
+/// Sum of `x` in f64, left to right.
+pub fn sum_f64<T: Element>(x: &[T]) -> f64 {
+    x.iter().map(|v| v.to_f64()).sum()
+}
+
+/// Sum of `(x - mean)^2` in f64, left to right.
+pub fn sum_sq_dev_f64<T: Element>(x: &[T], mean: f64) -> f64 {
+    x.iter()
+        .map(|v| (v.to_f64() - mean) * (v.to_f64() - mean))
+        .sum()
+}
+
+/// SiLU: `y * sigmoid(y)`, computed as `y / (1 + exp(-y))` like PyTorch.
+pub fn silu<T: Element>(y: T) -> T {
+    y / (T::ONE + (-y).exp())
+}
+
+/// In place: `y = x * a + b`; then `y = y * scale + shift` if `modulation` is given; then
+/// `y = silu(y)` if `silu`. `buf`, `scale`, `shift`: same length.
+pub fn norm_apply<T: Element>(
+    buf: &mut [T],
+    a: T,
+    b: T,
+    modulation: Option<(&[T], &[T])>,
+    silu_: bool,
+) {
+    for (i, v) in buf.iter_mut().enumerate() {
+        let mut y = v.mul_add(a, b);
+        if let Some((scale, shift)) = modulation {
+            y = y.mul_add(scale[i], shift[i]);
+        }
+        if silu_ {
+            y = silu(y);
+        }
+        *v = y;
+    }
+}
+
+/// Direct 3D convolution of one sample, the definition written out.
+/// out: (c_out, d_out, h_out, w_out); x: (c_in, d, h, w); weight: (c_out, c_in, k_d, k_h, k_w).
+pub fn conv3d<T: Element>(
+    out: &mut [T],
+    x: &[T],
+    weight: &[T],
+    bias: &[T],
+    p: &Conv3dParams,
+    dims: (usize, usize, usize),
+) {
+    let (d, h, w) = dims;
+    let (d_out, h_out, w_out) = p.out_dims(d, h, w).expect("valid conv geometry");
+    for co in 0..p.c_out {
+        for t in 0..d_out {
+            for y in 0..h_out {
+                for xo in 0..w_out {
+                    let mut acc = bias[co].to_f64();
+                    for ci in 0..p.c_in {
+                        for dt in 0..p.k_d {
+                            let Some(s) = p.src_frame(t, dt, d) else {
+                                continue;
+                            };
+                            for dh in 0..p.k_h {
+                                let iy = (y + dh) as isize - p.pad_h.0 as isize;
+                                if iy < 0 || iy >= h as isize {
+                                    continue;
+                                }
+                                for dw in 0..p.k_w {
+                                    let ix = (xo + dw) as isize - p.pad_w.0 as isize;
+                                    if ix < 0 || ix >= w as isize {
+                                        continue;
+                                    }
+                                    let wi = (((co * p.c_in + ci) * p.k_d + dt) * p.k_h + dh)
+                                        * p.k_w
+                                        + dw;
+                                    let xi = ((ci * d + s) * h + iy as usize) * w + ix as usize;
+                                    acc += weight[wi].to_f64() * x[xi].to_f64();
+                                }
+                            }
+                        }
+                    }
+                    out[((co * d_out + t) * h_out + y) * w_out + xo] = T::from_f64(acc);
+                }
+            }
+        }
+    }
+}
+
+/// im2col of one sample for output columns `p0 .. p0 + tile.len() / rows`, element by element.
+/// tile: (c_in * k_d * k_h * k_w, n_cols); x: (c_in, d, h, w).
+pub fn vol2col<T: Element>(
+    tile: &mut [T],
+    x: &[T],
+    p: &Conv3dParams,
+    dims: (usize, usize, usize),
+    p0: usize,
+) {
+    let (d, h, w) = dims;
+    let (_, h_out, w_out) = p.out_dims(d, h, w).expect("valid conv geometry");
+    let rows = p.c_in * p.k_d * p.k_h * p.k_w;
+    let n_cols = tile.len() / rows;
+    for r in 0..rows {
+        let dw = r % p.k_w;
+        let dh = (r / p.k_w) % p.k_h;
+        let dt = (r / (p.k_w * p.k_h)) % p.k_d;
+        let ci = r / (p.k_w * p.k_h * p.k_d);
+        for j in 0..n_cols {
+            let q = p0 + j;
+            let (t, y, xo) = (q / (h_out * w_out), (q / w_out) % h_out, q % w_out);
+            let iy = (y + dh) as isize - p.pad_h.0 as isize;
+            let ix = (xo + dw) as isize - p.pad_w.0 as isize;
+            tile[r * n_cols + j] = match p.src_frame(t, dt, d) {
+                Some(s) if iy >= 0 && iy < h as isize && ix >= 0 && ix < w as isize => {
+                    x[((ci * d + s) * h + iy as usize) * w + ix as usize]
+                }
+                _ => T::ZERO,
+            };
+        }
+    }
+}
+
+/// Single-head attention of one frame with a full softmax, in f64.
+/// out: (n_tokens, c) token-major; q, k, v: element (ch, i) at `ch * ch_stride + i`.
+pub fn attention<T: Element>(
+    out: &mut [T],
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    c: usize,
+    n_tokens: usize,
+    ch_stride: usize,
+    scale: f64,
+) {
+    let mut p = vec![0.0f64; n_tokens];
+    for i in 0..n_tokens {
+        for (j, pj) in p.iter_mut().enumerate() {
+            let s: f64 = (0..c)
+                .map(|ch| q[ch * ch_stride + i].to_f64() * k[ch * ch_stride + j].to_f64())
+                .sum();
+            *pj = s * scale;
+        }
+        let m = p.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let mut l = 0.0;
+        for pj in p.iter_mut() {
+            *pj = (*pj - m).exp();
+            l += *pj;
+        }
+        for ch in 0..c {
+            let o: f64 = (0..n_tokens)
+                .map(|j| p[j] * v[ch * ch_stride + j].to_f64())
+                .sum();
+            out[i * c + ch] = T::from_f64(o / l);
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Fast im2col for one column tile of a 3D convolution; twin of [`super::reference::vol2col`].
+//!
+//! Row r = ((ci * k_d + dt) * k_h + dh) * k_w + dw of the tile holds, for every output position
+//! of the tile, the input value that weight tap (ci, dt, dh, dw) multiplies. Each row is built by
+//! whole output-row runs: one bounds decision per run, then a slice copy for the valid columns
+//! and zero fill for the padding. Rows are independent and filled in parallel.
+
+use super::conv3d::Conv3dParams;
+use crate::tensor::Element;
+use rayon::prelude::*;
+
+/// tile: (k_len, n_cols) for output columns `p0 .. p0 + n_cols`; x: (c_in, d, h, w).
+pub fn vol2col<T: Element>(
+    tile: &mut [T],
+    x: &[T],
+    p: &Conv3dParams,
+    dims: (usize, usize, usize),
+    p0: usize,
+) {
+    let (d, h, w) = dims;
+    let (_, h_out, w_out) = p
+        .out_dims(d, h, w)
+        .expect("caller validated the conv geometry");
+    let k_len = p.k_len();
+    let n_cols = tile.len() / k_len;
+    debug_assert_eq!(tile.len(), k_len * n_cols);
+    tile.par_chunks_mut(n_cols)
+        .enumerate()
+        .for_each(|(r, row)| {
+            let dw = r % p.k_w;
+            let dh = (r / p.k_w) % p.k_h;
+            let dt = (r / (p.k_w * p.k_h)) % p.k_d;
+            let ci = r / (p.k_w * p.k_h * p.k_d);
+            let x_c = &x[ci * d * h * w..(ci + 1) * d * h * w];
+            let mut j = 0;
+            while j < n_cols {
+                let q = p0 + j;
+                let (t, y, x0) = (q / (h_out * w_out), (q / w_out) % h_out, q % w_out);
+                let run = (w_out - x0).min(n_cols - j);
+                let dst = &mut row[j..j + run];
+                let iy = (y + dh) as isize - p.pad_h.0 as isize;
+                match p.src_frame(t, dt, d) {
+                    Some(s) if iy >= 0 && (iy as usize) < h => {
+                        let src = &x_c[(s * h + iy as usize) * w..][..w];
+                        // Output column xo reads input column xo + dw - pad_w.0; the valid
+                        // columns of the run form one range [start, end).
+                        let shift = dw as isize - p.pad_w.0 as isize;
+                        let start = (-(x0 as isize + shift)).clamp(0, run as isize) as usize;
+                        let end = (w as isize - shift - x0 as isize)
+                            .clamp(start as isize, run as isize)
+                            as usize;
+                        dst[..start].fill(T::ZERO);
+                        dst[end..].fill(T::ZERO);
+                        if end > start {
+                            let ix0 = ((x0 + start) as isize + shift) as usize;
+                            dst[start..end].copy_from_slice(&src[ix0..ix0 + (end - start)]);
+                        }
+                    }
+                    _ => dst.fill(T::ZERO),
+                }
+                j += run;
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::conv3d::TimePad;
+    use super::*;
+    use crate::kernels::reference;
+    use proptest::prelude::*;
+
+    fn params() -> impl Strategy<Value = (Conv3dParams, (usize, usize, usize))> {
+        (
+            1usize..4,
+            1usize..4,
+            1usize..4,
+            1usize..4,
+            (
+                0usize..3,
+                0usize..3,
+                0usize..3,
+                0usize..3,
+                0usize..3,
+                0usize..2,
+            ),
+            (1usize..3, 1usize..3, 0usize..3),
+            (1usize..6, 1usize..7, 1usize..8),
+        )
+            .prop_map(
+                |(c_in, k_d, k_h, k_w, pads, (stride_d, dilation_d, mode), dims)| {
+                    let time_pad =
+                        [TimePad::Zeros, TimePad::ReplicateFirst, TimePad::Reflect][mode];
+                    (
+                        Conv3dParams {
+                            c_in,
+                            c_out: 1,
+                            k_d,
+                            k_h,
+                            k_w,
+                            stride_d,
+                            dilation_d,
+                            pad_d: (pads.0, pads.5),
+                            pad_h: (pads.1, pads.2),
+                            pad_w: (pads.3, pads.4),
+                            time_pad,
+                        },
+                        dims,
+                    )
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn vol2col_matches_reference((p, dims) in params(), split in 1usize..50) {
+            let Some((d_out, h_out, w_out)) = p.out_dims(dims.0, dims.1, dims.2) else { return Ok(()) };
+            let x: Vec<f32> = (0..p.c_in * dims.0 * dims.1 * dims.2).map(|i| i as f32 + 1.0).collect();
+            let n_out = d_out * h_out * w_out;
+            let p0 = split % n_out;
+            let n_cols = (n_out - p0).min(split);
+            let mut fast = vec![f32::NAN; p.k_len() * n_cols];
+            let mut slow = vec![f32::NAN; p.k_len() * n_cols];
+            vol2col(&mut fast, &x, &p, dims, p0);
+            reference::vol2col(&mut slow, &x, &p, dims, p0);
+            prop_assert_eq!(fast, slow);
+        }
+    }
+}

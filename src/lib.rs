@@ -1,0 +1,31 @@
+//! movq: a pure-Rust CPU inference engine for CogVideo's MoVQ 3D video decoders
+//! (`MOVQDecoder3D`, `NewDecoder3D`).
+//!
+//! The stable surface is what this root re-exports: [`Decoder`], [`DecoderConfig`], [`Tensor`],
+//! [`Shape`], [`Error`] and [`Result`]. The `ops`, `kernels` and `io` modules are public so that
+//! benches, fuzz targets and tools can reach them, but they may change.
+//!
+//! ```no_run
+//! use movq::{Decoder, DecoderConfig};
+//! # fn main() -> movq::Result<()> {
+//! let config = DecoderConfig::from_file("config.json".as_ref())?;
+//! let decoder = Decoder::<f32>::from_file("weights.safetensors".as_ref(), &config, "")?;
+//! let z = movq::io::read_latent::<f32>("z.npy".as_ref(), None)?;
+//! let frames = decoder.forward(&z)?; // (b, 3, t', h', w')
+//! # Ok(()) }
+//! ```
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod error;
+pub mod io;
+pub mod kernels;
+pub mod model;
+pub mod ops;
+pub mod tensor;
+pub mod verify;
+
+pub use error::{Error, Result};
+pub use model::{Decoder, DecoderClass, DecoderConfig, PadMode};
+pub use tensor::{Shape, Tensor};

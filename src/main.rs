@@ -1,0 +1,242 @@
+//! The `movq` command line: decode latents, verify against golden references.
+//!
+//! Exit codes: 0 success; 1 a verification failed; 2 usage or input error.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use movq::io::{read_latent, write_safetensors};
+use movq::verify::{CaseOutcome, golden_files, verify_file};
+use movq::{Decoder, DecoderConfig, Tensor};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(
+    name = "movq",
+    version,
+    about = "CPU inference for CogVideo's MoVQ 3D video decoders (MOVQDecoder3D, NewDecoder3D)"
+)]
+struct Cli {
+    /// Worker threads (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Precision {
+    F32,
+    F64,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Decode a latent video z (b, c, t, h, w) into frames; writes a safetensors file with key `sample`.
+    Decode {
+        /// Decoder weights (.safetensors, upstream state-dict names).
+        #[arg(long)]
+        weights: PathBuf,
+        /// Decoder config JSON with the upstream argument names. Default: the config stored in
+        /// the weights file's metadata.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Latent: a .npy file, or a .safetensors file (first tensor, or --latent-key).
+        #[arg(long)]
+        latent: PathBuf,
+        /// Tensor name inside a safetensors latent file.
+        #[arg(long)]
+        latent_key: Option<String>,
+        /// Key prefix of the decoder weights in the file, e.g. `decoder.` or `first_stage_model.decoder.`.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Output .safetensors path; written atomically.
+        #[arg(long)]
+        output: PathBuf,
+        /// Compute precision: f32 (fast) or f64 (reference).
+        #[arg(long, value_enum, default_value = "f32")]
+        precision: Precision,
+    },
+    /// Run golden reference files (or directories of them) in f32 and f64 and check them
+    /// against the tolerance rule; exit code 1 if any case fails.
+    Verify {
+        /// Golden .safetensors files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn decode<T: movq::kernels::Float>(
+    weights: &Path,
+    config: &DecoderConfig,
+    prefix: &str,
+    latent: &Path,
+    latent_key: Option<&str>,
+    output: &Path,
+) -> Result<()> {
+    let t0 = Instant::now();
+    let decoder = Decoder::<T>::from_file(weights, config, prefix)
+        .with_context(|| format!("loading decoder weights from {}", weights.display()))?;
+    let z: Tensor<T> = read_latent(latent, latent_key)
+        .with_context(|| format!("reading latent {}", latent.display()))?;
+    let out_shape = config.output_shape(z.shape())?;
+    let t_load = t0.elapsed().as_secs_f64();
+    eprintln!("decoding z {} -> {} in {}", z.shape(), out_shape, T::NAME);
+    let t1 = Instant::now();
+    let y = decoder.forward(&z)?;
+    let t_dec = t1.elapsed().as_secs_f64();
+    let mut meta = BTreeMap::new();
+    meta.insert(
+        "producer".to_string(),
+        format!("movq {}", env!("CARGO_PKG_VERSION")),
+    );
+    meta.insert("precision".to_string(), T::NAME.to_string());
+    meta.insert("config".to_string(), serde_json::to_string(config)?);
+    write_safetensors(output, "sample", &y, &meta)?;
+    eprintln!(
+        "wrote {} {} to {} (load {:.2} s, decode {:.2} s, threads {}, peak RSS {:.0} MiB)",
+        "sample",
+        y.shape(),
+        output.display(),
+        t_load,
+        t_dec,
+        rayon::current_num_threads(),
+        peak_rss_mib().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
+
+fn verify(paths: &[PathBuf]) -> Result<bool> {
+    let mut files = Vec::new();
+    for p in paths {
+        files.extend(golden_files(p)?);
+    }
+    if files.is_empty() {
+        bail!("no .safetensors files found in {paths:?}");
+    }
+    println!(
+        "{:<36} {:<14} {:<4} {:>10} {:>10} {:>10} {:>10} {:>7} {:>7}  result",
+        "case", "class", "prec", "max_abs", "rel_l2", "torch_abs", "torch_rel", "ratio", "secs"
+    );
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    for f in &files {
+        match verify_file(f) {
+            Ok(CaseOutcome::Ran {
+                name,
+                class,
+                torch_f32,
+                runs,
+            }) => {
+                for r in &runs {
+                    // ratio: how far from the f64 reference relative to PyTorch's own f32 run.
+                    let ratio = if r.precision == "f32" {
+                        r.rel_l2 / torch_f32.1.max(1e-30)
+                    } else {
+                        f64::NAN
+                    };
+                    println!(
+                        "{:<36} {:<14} {:<4} {:>10.3e} {:>10.3e} {:>10.3e} {:>10.3e} {:>7.2} {:>7.2}  {}",
+                        name,
+                        class,
+                        r.precision,
+                        r.max_abs,
+                        r.rel_l2,
+                        torch_f32.0,
+                        torch_f32.1,
+                        ratio,
+                        r.seconds,
+                        if r.pass { "PASS" } else { "FAIL" }
+                    );
+                    if r.pass { passed += 1 } else { failed += 1 }
+                }
+            }
+            Ok(CaseOutcome::Skipped {
+                name,
+                class,
+                reason,
+            }) => {
+                println!("{name:<36} {class:<14} SKIPPED: {reason}");
+                skipped += 1;
+            }
+            Err(e) => {
+                println!("{:<36} ERROR: {e}", f.display());
+                failed += 1;
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed, {skipped} skipped");
+    Ok(failed == 0)
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("configuring the thread pool")?;
+    }
+    match cli.command {
+        Command::Decode {
+            weights,
+            config,
+            latent,
+            latent_key,
+            prefix,
+            output,
+            precision,
+        } => {
+            let config = match &config {
+                Some(p) => DecoderConfig::from_file(p)?,
+                None => DecoderConfig::from_metadata(&movq::io::WeightFile::open(&weights)?)
+                    .context("no --config given and the weights file carries none")?,
+            };
+            match precision {
+                Precision::F32 => decode::<f32>(
+                    &weights,
+                    &config,
+                    &prefix,
+                    &latent,
+                    latent_key.as_deref(),
+                    &output,
+                )?,
+                Precision::F64 => decode::<f64>(
+                    &weights,
+                    &config,
+                    &prefix,
+                    &latent,
+                    latent_key.as_deref(),
+                    &output,
+                )?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { paths } => Ok(if verify(&paths)? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

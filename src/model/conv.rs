@@ -1,0 +1,156 @@
+//! Convolution modules: `CausalConv3d` (movq_enc_3d.py), plain `Conv3d` (nin_shortcut) and
+//! `Conv2d` (attention projections, upsampler conv), all lowered to one 3D convolution.
+
+use super::config::PadMode;
+use crate::error::{Error, Result};
+use crate::io::VarPath;
+use crate::kernels::Float;
+use crate::kernels::conv3d::{Conv3dParams, TimePad};
+use crate::ops::conv::conv3d;
+use crate::tensor::Tensor;
+
+/// A convolution's parameters and geometry. Weights are stored as loaded:
+/// weight (c_out, c_in * k_d * k_h * k_w), bias (c_out,).
+pub struct Conv3d<T> {
+    weight: Vec<T>, // (c_out, c_in, k_d, k_h, k_w)
+    bias: Vec<T>,   // (c_out,)
+    params: Conv3dParams,
+    op: &'static str,
+}
+
+impl<T: Float> Conv3d<T> {
+    /// Loads `weight`/`bias` under `vp`; `weight_shape` is the stored shape (4-D for Conv2d).
+    fn load_with(
+        vp: &VarPath,
+        params: Conv3dParams,
+        weight_shape: &[usize],
+        op: &'static str,
+    ) -> Result<Self> {
+        let weight = vp.get("weight", weight_shape)?;
+        let bias = vp.get("bias", &[params.c_out])?;
+        Ok(Conv3d {
+            weight,
+            bias,
+            params,
+            op,
+        })
+    }
+
+    /// `nn.Conv3d(c_in, c_out, k)` without padding (the decoders' `nin_shortcut`, k = 1).
+    pub fn load(vp: &VarPath, c_in: usize, c_out: usize, k: usize) -> Result<Self> {
+        Self::load_with(
+            vp,
+            Conv3dParams::plain(c_in, c_out, (k, k, k)),
+            &[c_out, c_in, k, k, k],
+            "Conv3d",
+        )
+    }
+
+    /// x: (n, c_in, d, h, w) -> (n, c_out, d', h', w')
+    pub fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
+        conv3d(self.op, x, &self.weight, &self.bias, &self.params)
+    }
+
+    pub fn params(&self) -> &Conv3dParams {
+        &self.params
+    }
+}
+
+/// `nn.Conv2d(c, c, k, padding=k//2)` applied to every frame independently.
+pub struct Conv2d<T>(Conv3d<T>);
+
+impl<T: Float> Conv2d<T> {
+    pub fn load(vp: &VarPath, c_in: usize, c_out: usize, k: usize) -> Result<Self> {
+        let mut p = Conv3dParams::plain(c_in, c_out, (1, k, k));
+        p.pad_h = (k / 2, k / 2);
+        p.pad_w = (k / 2, k / 2);
+        Ok(Conv2d(Conv3d::load_with(
+            vp,
+            p,
+            &[c_out, c_in, k, k],
+            "Conv2d",
+        )?))
+    }
+
+    /// x: (n, c_in, d, h, w) -> (n, c_out, d, h, w)
+    pub fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
+        self.0.forward(x)
+    }
+}
+
+/// `CausalConv3d(chan_in, chan_out, kernel_size, pad_mode)` with stride 1 and dilation 1.
+/// Parameters live at `<name>.conv.weight` / `.bias`.
+pub struct CausalConv3d<T> {
+    conv: Conv3d<T>,
+}
+
+/// The padding upstream's CausalConv3d applies for kernel `k` (cubic), reproducing the
+/// "constant" pad-order quirk (spec section 2).
+pub fn causal_params(
+    c_in: usize,
+    c_out: usize,
+    k: usize,
+    pad_mode: PadMode,
+) -> Result<Conv3dParams> {
+    if k % 2 == 0 {
+        return Err(Error::InvalidConfig(format!(
+            "CausalConv3d kernel {k} must be odd (upstream asserts)"
+        )));
+    }
+    let time_pad = k - 1; // dilation * (k - 1) + (1 - stride) with stride = dilation = 1
+    let (hp, wp) = (k / 2, k / 2);
+    let mut p = Conv3dParams::plain(c_in, c_out, (k, k, k));
+    match pad_mode {
+        PadMode::First => {
+            if k == 1 {
+                // Upstream concatenates an empty list of frames and raises.
+                return Err(Error::Unsupported(
+                    "CausalConv3d pad_mode \"first\" with kernel 1 (upstream raises)".into(),
+                ));
+            }
+            p.pad_d = (time_pad, 0);
+            p.time_pad = TimePad::ReplicateFirst;
+            p.pad_h = (hp, hp);
+            p.pad_w = (wp, wp);
+        }
+        PadMode::Reflect => {
+            p.pad_d = (time_pad, 0);
+            p.time_pad = TimePad::Reflect;
+            p.pad_h = (hp, hp);
+            p.pad_w = (wp, wp);
+        }
+        PadMode::Constant => {
+            // F.pad gets (time_pad, 0, wp, wp, hp, hp), read from the last axis: W (time_pad, 0),
+            // H (wp, wp), T (hp, hp).
+            p.pad_w = (time_pad, 0);
+            p.pad_h = (wp, wp);
+            p.pad_d = (hp, hp);
+            p.time_pad = TimePad::Zeros;
+        }
+    }
+    Ok(p)
+}
+
+impl<T: Float> CausalConv3d<T> {
+    pub fn load(
+        vp: &VarPath,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        pad_mode: PadMode,
+    ) -> Result<Self> {
+        let p = causal_params(c_in, c_out, k, pad_mode)?;
+        Ok(CausalConv3d {
+            conv: Conv3d::load_with(&vp.pp("conv"), p, &[c_out, c_in, k, k, k], "CausalConv3d")?,
+        })
+    }
+
+    /// x: (n, c_in, d, h, w) -> (n, c_out, d, h, w)
+    pub fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
+        self.conv.forward(x)
+    }
+
+    pub fn params(&self) -> &Conv3dParams {
+        self.conv.params()
+    }
+}

@@ -1,0 +1,58 @@
+//! `ResnetBlock3D` (movq_dec_3d.py @ 7a1af715, spec section 4): two SpatialNorm + SiLU +
+//! CausalConv3d stages and a residual, through a plain 1x1x1 `nin_shortcut` when channels change.
+
+use super::config::PadMode;
+use super::conv::{CausalConv3d, Conv3d};
+use super::spatial_norm::SpatialNorm3d;
+use crate::error::Result;
+use crate::io::VarPath;
+use crate::kernels::Float;
+use crate::ops::add_inplace;
+use crate::tensor::Tensor;
+
+pub struct ResnetBlock3d<T> {
+    norm1: SpatialNorm3d<T>,
+    conv1: CausalConv3d<T>,
+    norm2: SpatialNorm3d<T>,
+    conv2: CausalConv3d<T>,
+    nin_shortcut: Option<Conv3d<T>>, // 1x1x1, present iff c_in != c_out
+}
+
+impl<T: Float> ResnetBlock3d<T> {
+    pub fn load(
+        vp: &VarPath,
+        c_in: usize,
+        c_out: usize,
+        zq_ch: usize,
+        add_conv: bool,
+        pad_mode: PadMode,
+    ) -> Result<Self> {
+        Ok(ResnetBlock3d {
+            norm1: SpatialNorm3d::load(&vp.pp("norm1"), c_in, zq_ch, add_conv)?,
+            conv1: CausalConv3d::load(&vp.pp("conv1"), c_in, c_out, 3, pad_mode)?,
+            norm2: SpatialNorm3d::load(&vp.pp("norm2"), c_out, zq_ch, add_conv)?,
+            conv2: CausalConv3d::load(&vp.pp("conv2"), c_out, c_out, 3, pad_mode)?,
+            nin_shortcut: if c_in != c_out {
+                Some(Conv3d::load(&vp.pp("nin_shortcut"), c_in, c_out, 1)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// x: (n, c_in, d, h, w); zq: (n, c_zq, d_z, h_z, w_z) -> (n, c_out, d, h, w)
+    pub fn forward(&self, x: Tensor<T>, zq: &Tensor<T>) -> Result<Tensor<T>> {
+        let mut h = x.clone();
+        self.norm1.forward_inplace(&mut h, zq, true)?;
+        let mut h = self.conv1.forward(&h)?;
+        // Dropout (p = 0 / eval) is the identity.
+        self.norm2.forward_inplace(&mut h, zq, true)?;
+        let h = self.conv2.forward(&h)?;
+        let mut s = match &self.nin_shortcut {
+            Some(conv) => conv.forward(&x)?,
+            None => x,
+        };
+        add_inplace(&mut s, &h)?;
+        Ok(s)
+    }
+}

@@ -1,0 +1,140 @@
+//! `SpatialNorm3D` (CogVideo sat/sgm/modules/autoencoding/vqvae/movq_dec_3d.py @ 7a1af715):
+//! GroupNorm(f) * conv_y(zq) + conv_b(zq), zq nearest-resized to f (spec section 3).
+
+use super::config::{NORM_EPS, NORM_GROUPS, PadMode};
+use super::conv::CausalConv3d;
+use crate::error::{Error, Result};
+use crate::io::VarPath;
+use crate::kernels::Float;
+use crate::ops::norm::{GroupNormParams, Modulation, group_norm_inplace};
+use crate::ops::resample::{IndexMaps, resize};
+use crate::tensor::Tensor;
+
+/// `nn.GroupNorm(32, c, eps=1e-6, affine=True)`.
+pub struct GroupNorm<T> {
+    weight: Vec<T>, // (c,)
+    bias: Vec<T>,   // (c,)
+}
+
+impl<T: Float> GroupNorm<T> {
+    pub fn load(vp: &VarPath, c: usize) -> Result<Self> {
+        if c % NORM_GROUPS != 0 {
+            return Err(Error::InvalidConfig(format!(
+                "{}: {c} channels are not divisible by {NORM_GROUPS} GroupNorm groups",
+                vp.path()
+            )));
+        }
+        Ok(GroupNorm {
+            weight: vp.get("weight", &[c])?,
+            bias: vp.get("bias", &[c])?,
+        })
+    }
+}
+
+/// Normalize3D(f_channels, zq_ch, add_conv): SpatialNorm3D whose convs always use
+/// pad_mode "constant" (upstream does not forward the decoder's pad_mode).
+pub struct SpatialNorm3d<T> {
+    norm_layer: GroupNorm<T>,
+    conv: Option<CausalConv3d<T>>, // zq -> zq, 3x3x3, present iff add_conv
+    conv_y: CausalConv3d<T>,       // zq -> f, 1x1x1
+    conv_b: CausalConv3d<T>,       // zq -> f, 1x1x1
+}
+
+impl<T: Float> SpatialNorm3d<T> {
+    pub fn load(
+        vp: &VarPath,
+        f_channels: usize,
+        zq_channels: usize,
+        add_conv: bool,
+    ) -> Result<Self> {
+        let conv = if add_conv {
+            Some(CausalConv3d::load(
+                &vp.pp("conv"),
+                zq_channels,
+                zq_channels,
+                3,
+                PadMode::Constant,
+            )?)
+        } else {
+            None
+        };
+        Ok(SpatialNorm3d {
+            norm_layer: GroupNorm::load(&vp.pp("norm_layer"), f_channels)?,
+            conv,
+            conv_y: CausalConv3d::load(
+                &vp.pp("conv_y"),
+                zq_channels,
+                f_channels,
+                1,
+                PadMode::Constant,
+            )?,
+            conv_b: CausalConv3d::load(
+                &vp.pp("conv_b"),
+                zq_channels,
+                f_channels,
+                1,
+                PadMode::Constant,
+            )?,
+        })
+    }
+
+    /// In place: f = norm(f, zq), followed by SiLU if `silu`.
+    /// f: (n, c_f, d, h, w); zq: (n, c_zq, d_z, h_z, w_z)
+    pub fn forward_inplace(&self, f: &mut Tensor<T>, zq: &Tensor<T>, silu: bool) -> Result<()> {
+        let (fs, zs) = (f.shape(), zq.shape());
+        if fs.n != zs.n {
+            return Err(Error::ShapeMismatch {
+                op: "SpatialNorm3D zq",
+                expected: format!("batch {}", fs.n),
+                got: zs.to_string(),
+            });
+        }
+        let maps = IndexMaps::spatial_norm((fs.d, fs.h, fs.w), (zs.d, zs.h, zs.w))?;
+        let p = GroupNormParams {
+            groups: NORM_GROUPS,
+            eps: NORM_EPS,
+        };
+        let (gamma, beta) = (&self.norm_layer.weight, &self.norm_layer.bias);
+        match &self.conv {
+            Some(conv) => {
+                let zr = conv.forward(&resize(zq, &maps)?)?;
+                let (y, b) = (self.conv_y.forward(&zr)?, self.conv_b.forward(&zr)?);
+                drop(zr);
+                group_norm_inplace(
+                    f,
+                    gamma,
+                    beta,
+                    p,
+                    Modulation::Full {
+                        scale: &y,
+                        shift: &b,
+                    },
+                    silu,
+                )
+            }
+            None => {
+                // 1x1x1 convs commute with nearest resizing: evaluate at zq's resolution.
+                let (y, b) = (self.conv_y.forward(zq)?, self.conv_b.forward(zq)?);
+                group_norm_inplace(
+                    f,
+                    gamma,
+                    beta,
+                    p,
+                    Modulation::Gather {
+                        scale: &y,
+                        shift: &b,
+                        maps: &maps,
+                    },
+                    silu,
+                )
+            }
+        }
+    }
+
+    /// f: (n, c_f, d, h, w); zq: (n, c_zq, d_z, h_z, w_z) -> (n, c_f, d, h, w)
+    pub fn forward(&self, f: &Tensor<T>, zq: &Tensor<T>) -> Result<Tensor<T>> {
+        let mut out = f.clone();
+        self.forward_inplace(&mut out, zq, false)?;
+        Ok(out)
+    }
+}

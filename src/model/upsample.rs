@@ -1,0 +1,38 @@
+//! `Upsample3D` (movq_enc_3d.py @ 7a1af715, spec section 6): nearest 2x in h and w, and in time
+//! for every frame but the first when `compress_time`; then an optional 3x3 Conv2d per frame.
+
+use super::conv::Conv2d;
+use crate::error::Result;
+use crate::io::VarPath;
+use crate::kernels::Float;
+use crate::ops::resample::{IndexMaps, resize};
+use crate::tensor::Tensor;
+
+pub struct Upsample3d<T> {
+    conv: Option<Conv2d<T>>, // 3x3, padding 1; present iff with_conv
+    compress_time: bool,
+}
+
+impl<T: Float> Upsample3d<T> {
+    pub fn load(vp: &VarPath, c: usize, with_conv: bool, compress_time: bool) -> Result<Self> {
+        let conv = if with_conv {
+            Some(Conv2d::load(&vp.pp("conv"), c, c, 3)?)
+        } else {
+            None
+        };
+        Ok(Upsample3d {
+            conv,
+            compress_time,
+        })
+    }
+
+    /// x: (n, c, d, h, w) -> (n, c, d', 2h, 2w) with d' = 2d - 1 if compress_time and d > 1, else d.
+    pub fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
+        let s = x.shape();
+        let up = resize(x, &IndexMaps::upsample(s.d, s.h, s.w, self.compress_time))?;
+        match &self.conv {
+            Some(conv) => conv.forward(&up),
+            None => Ok(up),
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Nearest resizing on tensors: the SpatialNorm3D zq resize and the Upsample3D doubling.
+
+use crate::error::{Error, Result};
+use crate::kernels::resample::{gather, nearest_map};
+use crate::tensor::{Element, Shape, Tensor};
+
+/// Per-axis source-index maps of a nearest resize.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexMaps {
+    pub t: Vec<usize>,
+    pub h: Vec<usize>,
+    pub w: Vec<usize>,
+}
+
+impl IndexMaps {
+    /// The maps of SpatialNorm3D's resize of zq (d_z, h_z, w_z) to f's (d, h, w): with more
+    /// than one zq frame, frame 0 maps to frame 0 and frames 1.. are resized onto 1.. (the
+    /// first-frame rule); with one zq frame, the whole tensor is resized (spec section 3).
+    pub fn spatial_norm(f: (usize, usize, usize), zq: (usize, usize, usize)) -> Result<Self> {
+        let (d, h, w) = f;
+        let (dz, hz, wz) = zq;
+        if dz == 0 || hz == 0 || wz == 0 {
+            return Err(Error::ShapeMismatch {
+                op: "SpatialNorm3D",
+                expected: "a non-empty zq".into(),
+                got: format!("zq (d, h, w) = {zq:?}"),
+            });
+        }
+        let t = if dz > 1 {
+            if d < 2 {
+                return Err(Error::ShapeMismatch {
+                    op: "SpatialNorm3D",
+                    expected: format!(
+                        "f with at least 2 frames when zq has {dz} frames (upstream resizes to 0 frames)"
+                    ),
+                    got: format!("f with {d} frame(s)"),
+                });
+            }
+            std::iter::once(0)
+                .chain(nearest_map(dz - 1, d - 1).into_iter().map(|s| s + 1))
+                .collect()
+        } else {
+            nearest_map(1, d)
+        };
+        Ok(IndexMaps {
+            t,
+            h: nearest_map(hz, h),
+            w: nearest_map(wz, w),
+        })
+    }
+
+    /// The maps of Upsample3D: 2x in h and w; with `compress_time` and more than one frame,
+    /// frame 0 stays single and every later frame is doubled (d -> 2d - 1).
+    pub fn upsample(d: usize, h: usize, w: usize, compress_time: bool) -> Self {
+        let t = if compress_time && d > 1 {
+            std::iter::once(0)
+                .chain((0..2 * (d - 1)).map(|i| 1 + (i >> 1)))
+                .collect()
+        } else {
+            (0..d).collect()
+        };
+        IndexMaps {
+            t,
+            h: (0..2 * h).map(|i| i >> 1).collect(),
+            w: (0..2 * w).map(|i| i >> 1).collect(),
+        }
+    }
+
+    /// The output (d, h, w).
+    pub fn dims(&self) -> (usize, usize, usize) {
+        (self.t.len(), self.h.len(), self.w.len())
+    }
+}
+
+/// out[n, c, t, y, x] = x[n, c, maps.t[t], maps.h[y], maps.w[x]].
+/// x: (n, c, d, h, w) -> (n, c, maps.t.len(), maps.h.len(), maps.w.len())
+pub fn resize<T: Element>(x: &Tensor<T>, maps: &IndexMaps) -> Result<Tensor<T>> {
+    let s = x.shape();
+    let (d, h, w) = maps.dims();
+    let mut out = Tensor::zeros(Shape::new(s.n, s.c, d, h, w))?;
+    gather(
+        out.data_mut(),
+        x.data(),
+        (s.d, s.h, s.w),
+        &maps.t,
+        &maps.h,
+        &maps.w,
+    );
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spatial_norm_maps_first_frame_rule() {
+        // f 5 frames, zq 3 frames: frame 0 alone, rest 2 latents onto 4 frames.
+        let m = IndexMaps::spatial_norm((5, 8, 8), (3, 4, 4)).unwrap();
+        assert_eq!(m.t, vec![0, 1, 1, 2, 2]);
+        assert_eq!(m.h, vec![0, 0, 1, 1, 2, 2, 3, 3]);
+        // Non-integer time ratio: 6 frames from 3 (rest 2 -> 5).
+        assert_eq!(
+            IndexMaps::spatial_norm((6, 8, 12), (3, 4, 6)).unwrap().t,
+            vec![0, 1, 1, 1, 2, 2]
+        );
+        // Single zq frame: everything reads frame 0.
+        assert_eq!(
+            IndexMaps::spatial_norm((3, 8, 8), (1, 2, 2)).unwrap().t,
+            vec![0, 0, 0]
+        );
+        assert!(IndexMaps::spatial_norm((1, 8, 8), (3, 4, 4)).is_err());
+    }
+
+    #[test]
+    fn upsample_maps_compress_time() {
+        assert_eq!(IndexMaps::upsample(3, 1, 1, true).t, vec![0, 1, 1, 2, 2]);
+        assert_eq!(IndexMaps::upsample(1, 1, 1, true).t, vec![0]);
+        assert_eq!(IndexMaps::upsample(3, 1, 1, false).t, vec![0, 1, 2]);
+        assert_eq!(
+            IndexMaps::upsample(1, 2, 3, false).w,
+            vec![0, 0, 1, 1, 2, 2]
+        );
+    }
+}

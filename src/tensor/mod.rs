@@ -1,0 +1,178 @@
+//! `Tensor<T>`: an owned, contiguous NCDHW tensor of `f32` or `f64`.
+//!
+//! The f64 instantiation is the high-precision reference mode: the same code runs with another
+//! element type, so a f64 decode is the f32 decode's exact twin up to rounding.
+
+mod shape;
+
+pub use shape::Shape;
+
+use crate::error::{Error, Result};
+use std::fmt::Debug;
+use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
+
+/// The element types movq computes in: `f32` (default) and `f64` (reference mode).
+pub trait Element:
+    Copy
+    + Send
+    + Sync
+    + Debug
+    + Default
+    + PartialOrd
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+    + AddAssign
+    + 'static
+{
+    /// "f32" or "f64".
+    const NAME: &'static str;
+    const ZERO: Self;
+    const ONE: Self;
+    fn from_f32(x: f32) -> Self;
+    /// Rounds to nearest for `f32`.
+    fn from_f64(x: f64) -> Self;
+    fn to_f64(self) -> f64;
+    fn exp(self) -> Self;
+    fn mul_add(self, a: Self, b: Self) -> Self;
+    fn max(self, other: Self) -> Self;
+    fn is_finite(self) -> bool;
+}
+
+impl Element for f32 {
+    const NAME: &'static str = "f32";
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    fn from_f32(x: f32) -> Self {
+        x
+    }
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn exp(self) -> Self {
+        f32::exp(self)
+    }
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f32::mul_add(self, a, b)
+    }
+    fn max(self, other: Self) -> Self {
+        f32::max(self, other)
+    }
+    fn is_finite(self) -> bool {
+        f32::is_finite(self)
+    }
+}
+
+impl Element for f64 {
+    const NAME: &'static str = "f64";
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    fn from_f32(x: f32) -> Self {
+        x as f64
+    }
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn exp(self) -> Self {
+        f64::exp(self)
+    }
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f64::mul_add(self, a, b)
+    }
+    fn max(self, other: Self) -> Self {
+        f64::max(self, other)
+    }
+    fn is_finite(self) -> bool {
+        f64::is_finite(self)
+    }
+}
+
+/// Allocates `len` copies of `value`, returning an error instead of aborting when the
+/// allocation cannot be made.
+pub fn try_filled<T: Clone>(len: usize, value: T, what: &str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| Error::TooLarge {
+        what: what.to_string(),
+        reason: format!(
+            "cannot allocate {len} elements ({} MiB)",
+            len.saturating_mul(std::mem::size_of::<T>()) >> 20
+        ),
+    })?;
+    v.resize(len, value);
+    Ok(v)
+}
+
+/// An owned NCDHW tensor; `data.len() == shape.numel()` always holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor<T> {
+    shape: Shape,
+    data: Vec<T>, // (n, c, d, h, w)
+}
+
+impl<T: Element> Tensor<T> {
+    /// A zero-filled tensor; errors if the size overflows or cannot be allocated.
+    pub fn zeros(shape: Shape) -> Result<Self> {
+        let len = shape.numel()?;
+        Ok(Tensor {
+            shape,
+            data: try_filled(len, T::ZERO, &format!("tensor {shape}"))?,
+        })
+    }
+
+    /// Wraps `data` (row-major NCDHW) as a tensor of `shape`.
+    pub fn from_vec(shape: Shape, data: Vec<T>) -> Result<Self> {
+        let len = shape.numel()?;
+        if data.len() != len {
+            return Err(Error::ShapeMismatch {
+                op: "Tensor::from_vec",
+                expected: format!("{len} elements for {shape}"),
+                got: format!("{} elements", data.len()),
+            });
+        }
+        Ok(Tensor { shape, data })
+    }
+
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+
+    pub fn data(&self) -> &[T] {
+        &self.data
+    }
+
+    pub fn data_mut(&mut self) -> &mut [T] {
+        &mut self.data
+    }
+
+    pub fn into_vec(self) -> Vec<T> {
+        self.data
+    }
+
+    /// Converts every element to another element type (f32 <-> f64).
+    pub fn cast<U: Element>(&self) -> Tensor<U> {
+        Tensor {
+            shape: self.shape,
+            data: self.data.iter().map(|&x| U::from_f64(x.to_f64())).collect(),
+        }
+    }
+
+    /// Errors with `op` in the message unless the shape is `expected`.
+    pub fn expect_shape(&self, op: &'static str, expected: Shape) -> Result<()> {
+        if self.shape != expected {
+            return Err(Error::ShapeMismatch {
+                op,
+                expected: expected.to_string(),
+                got: self.shape.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
