@@ -8,10 +8,7 @@ use std::path::PathBuf;
 pub enum Error {
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 
     /// A safetensors or npy file is malformed (bad header, truncated data, bad offsets).
     #[error("{}: invalid file: {reason}", path.display())]
@@ -19,44 +16,23 @@ pub enum Error {
 
     /// A weight the model needs is not in the file.
     #[error("{}: missing weight `{name}` (expected shape {expected:?})", path.display())]
-    MissingWeight {
-        path: PathBuf,
-        name: String,
-        expected: Vec<usize>,
-    },
+    MissingWeight { path: PathBuf, name: String, expected: Vec<usize> },
 
     /// The file holds a weight the model does not use (strict loading).
     #[error("{}: unexpected weight `{name}` with shape {shape:?} (not part of the configured model)", path.display())]
-    UnexpectedWeight {
-        path: PathBuf,
-        name: String,
-        shape: Vec<usize>,
-    },
+    UnexpectedWeight { path: PathBuf, name: String, shape: Vec<usize> },
 
     /// A weight has another shape than the configured model needs.
     #[error("{}: weight `{name}` has shape {got:?}, the configured model needs {expected:?}", path.display())]
-    WeightShape {
-        path: PathBuf,
-        name: String,
-        expected: Vec<usize>,
-        got: Vec<usize>,
-    },
+    WeightShape { path: PathBuf, name: String, expected: Vec<usize>, got: Vec<usize> },
 
     /// A tensor is stored in a dtype movq does not read.
     #[error("{}: tensor `{name}` has unsupported dtype {dtype} (supported: F32, F16, BF16, F64)", path.display())]
-    UnsupportedDtype {
-        path: PathBuf,
-        name: String,
-        dtype: String,
-    },
+    UnsupportedDtype { path: PathBuf, name: String, dtype: String },
 
     /// An operation got an input of the wrong shape.
     #[error("{op}: expected input shape {expected}, got {got}")]
-    ShapeMismatch {
-        op: &'static str,
-        expected: String,
-        got: String,
-    },
+    ShapeMismatch { op: &'static str, expected: String, got: String },
 
     /// The decoder configuration is invalid or one upstream would crash on.
     #[error("invalid config: {0}")]
@@ -76,16 +52,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 
     pub(crate) fn invalid_file(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        Error::InvalidFile {
-            path: path.into(),
-            reason: reason.into(),
-        }
+        Error::InvalidFile { path: path.into(), reason: reason.into() }
     }
 }

@@ -59,6 +59,24 @@ enum Command {
         #[arg(long, value_enum, default_value = "f32")]
         precision: Precision,
     },
+    /// Write a weights file of deterministic random weights for a config (for benchmarks and
+    /// tests), and optionally a random latent.
+    RandomWeights {
+        /// Decoder config JSON.
+        #[arg(long)]
+        config: PathBuf,
+        /// Output weights (.safetensors); the config is stored in its metadata.
+        #[arg(long)]
+        output: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Also write a random latent of this shape, e.g. 1,256,4,16,16 (values ~ N(0, 1)).
+        #[arg(long, value_delimiter = ',', requires = "latent_out")]
+        latent_shape: Option<Vec<usize>>,
+        /// Where to write the random latent (.npy).
+        #[arg(long, requires = "latent_shape")]
+        latent_out: Option<PathBuf>,
+    },
     /// Run golden reference files (or directories of them) in f32 and f64 and check them
     /// against the tolerance rule; exit code 1 if any case fails.
     Verify {
@@ -86,8 +104,8 @@ fn decode<T: movq::kernels::Float>(
     let t0 = Instant::now();
     let decoder = Decoder::<T>::from_file(weights, config, prefix)
         .with_context(|| format!("loading decoder weights from {}", weights.display()))?;
-    let z: Tensor<T> = read_latent(latent, latent_key)
-        .with_context(|| format!("reading latent {}", latent.display()))?;
+    let z: Tensor<T> =
+        read_latent(latent, latent_key).with_context(|| format!("reading latent {}", latent.display()))?;
     let out_shape = config.output_shape(z.shape())?;
     let t_load = t0.elapsed().as_secs_f64();
     eprintln!("decoding z {} -> {} in {}", z.shape(), out_shape, T::NAME);
@@ -95,10 +113,7 @@ fn decode<T: movq::kernels::Float>(
     let y = decoder.forward(&z)?;
     let t_dec = t1.elapsed().as_secs_f64();
     let mut meta = BTreeMap::new();
-    meta.insert(
-        "producer".to_string(),
-        format!("movq {}", env!("CARGO_PKG_VERSION")),
-    );
+    meta.insert("producer".to_string(), format!("movq {}", env!("CARGO_PKG_VERSION")));
     meta.insert("precision".to_string(), T::NAME.to_string());
     meta.insert("config".to_string(), serde_json::to_string(config)?);
     write_safetensors(output, "sample", &y, &meta)?;
@@ -130,19 +145,11 @@ fn verify(paths: &[PathBuf]) -> Result<bool> {
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for f in &files {
         match verify_file(f) {
-            Ok(CaseOutcome::Ran {
-                name,
-                class,
-                torch_f32,
-                runs,
-            }) => {
+            Ok(CaseOutcome::Ran { name, class, torch_f32, runs }) => {
                 for r in &runs {
                     // ratio: how far from the f64 reference relative to PyTorch's own f32 run.
-                    let ratio = if r.precision == "f32" {
-                        r.rel_l2 / torch_f32.1.max(1e-30)
-                    } else {
-                        f64::NAN
-                    };
+                    let ratio =
+                        if r.precision == "f32" { r.rel_l2 / torch_f32.1.max(1e-30) } else { f64::NAN };
                     println!(
                         "{:<36} {:<14} {:<4} {:>10.3e} {:>10.3e} {:>10.3e} {:>10.3e} {:>7.2} {:>7.2}  {}",
                         name,
@@ -159,11 +166,7 @@ fn verify(paths: &[PathBuf]) -> Result<bool> {
                     if r.pass { passed += 1 } else { failed += 1 }
                 }
             }
-            Ok(CaseOutcome::Skipped {
-                name,
-                class,
-                reason,
-            }) => {
+            Ok(CaseOutcome::Skipped { name, class, reason }) => {
                 println!("{name:<36} {class:<14} SKIPPED: {reason}");
                 skipped += 1;
             }
@@ -188,45 +191,42 @@ fn run(cli: Cli) -> Result<ExitCode> {
             .context("configuring the thread pool")?;
     }
     match cli.command {
-        Command::Decode {
-            weights,
-            config,
-            latent,
-            latent_key,
-            prefix,
-            output,
-            precision,
-        } => {
+        Command::Decode { weights, config, latent, latent_key, prefix, output, precision } => {
             let config = match &config {
                 Some(p) => DecoderConfig::from_file(p)?,
                 None => DecoderConfig::from_metadata(&movq::io::WeightFile::open(&weights)?)
                     .context("no --config given and the weights file carries none")?,
             };
             match precision {
-                Precision::F32 => decode::<f32>(
-                    &weights,
-                    &config,
-                    &prefix,
-                    &latent,
-                    latent_key.as_deref(),
-                    &output,
-                )?,
-                Precision::F64 => decode::<f64>(
-                    &weights,
-                    &config,
-                    &prefix,
-                    &latent,
-                    latent_key.as_deref(),
-                    &output,
-                )?,
+                Precision::F32 => {
+                    decode::<f32>(&weights, &config, &prefix, &latent, latent_key.as_deref(), &output)?
+                }
+                Precision::F64 => {
+                    decode::<f64>(&weights, &config, &prefix, &latent, latent_key.as_deref(), &output)?
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { paths } => Ok(if verify(&paths)? {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        }),
+        Command::RandomWeights { config, output, seed, latent_shape, latent_out } => {
+            let cfg = DecoderConfig::from_file(&config)?;
+            let loader = movq::io::Loader::random(seed);
+            Decoder::<f32>::load(&loader.root(), &cfg)?;
+            let made = loader.take_random();
+            let entries: Vec<(&str, &[usize], &[f32])> =
+                made.iter().map(|(n, s, d)| (n.as_str(), s.as_slice(), d.as_slice())).collect();
+            let mut meta = BTreeMap::new();
+            meta.insert("config".to_string(), serde_json::to_string(&cfg)?);
+            movq::io::write_tensors(&output, &entries, &meta)?;
+            let params: usize = made.iter().map(|(_, _, d)| d.len()).sum();
+            eprintln!("wrote {} tensors, {} parameters to {}", made.len(), params, output.display());
+            if let (Some(shape), Some(path)) = (latent_shape, latent_out) {
+                let z = movq::tensor::random_normal(&shape, seed.wrapping_add(1))?;
+                movq::io::write_npy(&path, &shape, &z)?;
+                eprintln!("wrote latent {:?} to {}", shape, path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { paths } => Ok(if verify(&paths)? { ExitCode::SUCCESS } else { ExitCode::from(1) }),
     }
 }
 

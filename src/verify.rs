@@ -84,14 +84,7 @@ pub fn distance(y: &[f64], r: &[f64]) -> (f64, f64) {
     if y.iter().chain(r).any(|v| v.is_nan()) {
         return (f64::NAN, f64::NAN);
     }
-    (
-        max_abs,
-        if den > 0.0 {
-            num.sqrt() / den.sqrt()
-        } else {
-            num.sqrt()
-        },
-    )
+    (max_abs, if den > 0.0 { num.sqrt() / den.sqrt() } else { num.sqrt() })
 }
 
 struct Case {
@@ -103,29 +96,15 @@ struct Case {
 
 fn read_case(file: &WeightFile) -> Result<Case> {
     let bad = |m: &str| Error::invalid_file(file.path(), m.to_string());
-    let meta = file
-        .metadata()
-        .get("meta")
-        .ok_or_else(|| bad("no `meta` key in __metadata__: not a golden file"))?;
-    let meta: Value = serde_json::from_str(meta)
-        .map_err(|e| bad(&format!("metadata `meta` is not JSON: {e}")))?;
-    let class = meta
-        .get("class")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad("metadata has no `class`"))?
-        .to_string();
-    let name = meta
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or("?")
-        .to_string();
+    let meta =
+        file.metadata().get("meta").ok_or_else(|| bad("no `meta` key in __metadata__: not a golden file"))?;
+    let meta: Value =
+        serde_json::from_str(meta).map_err(|e| bad(&format!("metadata `meta` is not JSON: {e}")))?;
+    let class =
+        meta.get("class").and_then(Value::as_str).ok_or_else(|| bad("metadata has no `class`"))?.to_string();
+    let name = meta.get("name").and_then(Value::as_str).unwrap_or("?").to_string();
     let config = meta.get("config").cloned().unwrap_or(Value::Null);
-    Ok(Case {
-        name,
-        class,
-        config,
-        meta,
-    })
+    Ok(Case { name, class, config, meta })
 }
 
 fn input<T: Float>(file: &WeightFile, name: &str) -> Result<Tensor<T>> {
@@ -147,15 +126,15 @@ fn cfg_bool(cfg: &Value, key: &str, default: bool) -> bool {
 fn cfg_pad(cfg: &Value) -> Result<PadMode> {
     match cfg.get("pad_mode") {
         None => Ok(PadMode::Constant),
-        Some(v) => serde_json::from_value(v.clone())
-            .map_err(|e| Error::InvalidConfig(format!("pad_mode: {e}"))),
+        Some(v) => {
+            serde_json::from_value(v.clone()).map_err(|e| Error::InvalidConfig(format!("pad_mode: {e}")))
+        }
     }
 }
 
 /// Runs the case's module in `T` and returns its output in f64.
 fn run<T: Float>(file: &WeightFile, case: &Case) -> Result<Vec<f64>> {
-    let loader =
-        Loader::new(file, "").with_ignore(|n| n.starts_with("input.") || n.starts_with("output"));
+    let loader = Loader::new(file, "").with_ignore(|n| n.starts_with("input.") || n.starts_with("output"));
     let vp = loader.root();
     let c = &case.config;
     let out: Tensor<T> = match case.class.as_str() {
@@ -177,13 +156,8 @@ fn run<T: Float>(file: &WeightFile, case: &Case) -> Result<Vec<f64>> {
             m.forward(&input(file, "input.x")?)?
         }
         "SpatialNorm3D" => {
-            if c.get("num_groups")
-                .and_then(Value::as_u64)
-                .is_some_and(|g| g != 32)
-            {
-                return Err(Error::Unsupported(
-                    "SpatialNorm3D with num_groups != 32".into(),
-                ));
+            if c.get("num_groups").and_then(Value::as_u64).is_some_and(|g| g != 32) {
+                return Err(Error::Unsupported("SpatialNorm3D with num_groups != 32".into()));
             }
             let m = SpatialNorm3d::<T>::load(
                 &vp,
@@ -237,12 +211,7 @@ fn run<T: Float>(file: &WeightFile, case: &Case) -> Result<Vec<f64>> {
         }
         other => return Err(Error::Unsupported(format!("golden class {other}"))),
     };
-    let (dims, _) = (
-        file.info("output.f64")
-            .map(|i| i.shape.clone())
-            .unwrap_or_default(),
-        (),
-    );
+    let (dims, _) = (file.info("output.f64").map(|i| i.shape.clone()).unwrap_or_default(), ());
     if out.shape().dims().as_slice() != dims.as_slice() {
         return Err(Error::ShapeMismatch {
             op: "golden output",
@@ -259,39 +228,29 @@ pub fn verify_file(path: &Path) -> Result<CaseOutcome> {
     let case = read_case(&file)?;
     if !SUPPORTED_CLASSES.contains(&case.class.as_str()) {
         let reason = if case.class == "AutoencoderKLCogVideoX" {
-            "diffusers CogVideoX VAE decoding is not implemented yet (chunked/whole CogVideoX decode)".to_string()
+            "diffusers CogVideoX VAE decoding is not implemented yet (chunked/whole CogVideoX decode)"
+                .to_string()
         } else {
             format!("class {} is not supported", case.class)
         };
-        return Ok(CaseOutcome::Skipped {
-            name: case.name,
-            class: case.class,
-            reason,
-        });
+        return Ok(CaseOutcome::Skipped { name: case.name, class: case.class, reason });
     }
     let num = |k: &str| case.meta.get(k).and_then(Value::as_f64);
-    let torch_abs = num("f32_max_abs_err")
-        .ok_or_else(|| Error::invalid_file(path, "metadata lacks f32_max_abs_err"))?;
-    let torch_rel = num("f32_rel_l2_err")
-        .ok_or_else(|| Error::invalid_file(path, "metadata lacks f32_rel_l2_err"))?;
+    let torch_abs =
+        num("f32_max_abs_err").ok_or_else(|| Error::invalid_file(path, "metadata lacks f32_max_abs_err"))?;
+    let torch_rel =
+        num("f32_rel_l2_err").ok_or_else(|| Error::invalid_file(path, "metadata lacks f32_rel_l2_err"))?;
     let absmax = num("output_f64_absmax").unwrap_or(1.0);
     let (_, reference) = file.read::<f64>("output.f64")?;
 
     let mut runs = Vec::new();
     for precision in ["f32", "f64"] {
         let t0 = Instant::now();
-        let y = if precision == "f32" {
-            run::<f32>(&file, &case)?
-        } else {
-            run::<f64>(&file, &case)?
-        };
+        let y = if precision == "f32" { run::<f32>(&file, &case)? } else { run::<f64>(&file, &case)? };
         let seconds = t0.elapsed().as_secs_f64();
         let (max_abs, rel_l2) = distance(&y, &reference);
         let (tol_max_abs, tol_rel_l2) = if precision == "f32" {
-            (
-                4.0 * torch_abs.max(1e-7 * absmax.max(1.0)),
-                4.0 * torch_rel.max(1e-7),
-            )
+            (4.0 * torch_abs.max(1e-7 * absmax.max(1.0)), 4.0 * torch_rel.max(1e-7))
         } else {
             (f64::INFINITY, F64_REL_L2)
         };
@@ -300,22 +259,9 @@ pub fn verify_file(path: &Path) -> Result<CaseOutcome> {
         } else {
             rel_l2 < tol_rel_l2
         };
-        runs.push(RunResult {
-            precision,
-            max_abs,
-            rel_l2,
-            tol_max_abs,
-            tol_rel_l2,
-            seconds,
-            pass,
-        });
+        runs.push(RunResult { precision, max_abs, rel_l2, tol_max_abs, tol_rel_l2, seconds, pass });
     }
-    Ok(CaseOutcome::Ran {
-        name: case.name,
-        class: case.class,
-        torch_f32: (torch_abs, torch_rel),
-        runs,
-    })
+    Ok(CaseOutcome::Ran { name: case.name, class: case.class, torch_f32: (torch_abs, torch_rel), runs })
 }
 
 /// The golden files of `path`: the file itself, or every `*.safetensors` in a directory
@@ -332,9 +278,6 @@ pub fn golden_files(path: &Path) -> Result<Vec<std::path::PathBuf>> {
     } else if path.exists() {
         Ok(vec![path.to_path_buf()])
     } else {
-        Err(Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
-        ))
+        Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory")))
     }
 }

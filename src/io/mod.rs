@@ -4,9 +4,9 @@ mod npy;
 mod safetensors;
 mod var_path;
 
-pub use npy::read_npy;
-pub use safetensors::{TensorInfo, WeightFile, write_safetensors};
-pub use var_path::{Loader, VarPath};
+pub use npy::{parse_npy, read_npy, write_npy};
+pub use safetensors::{TensorInfo, WeightFile, write_safetensors, write_tensors};
+pub use var_path::{Loader, SplitMix64, VarPath};
 
 use crate::error::{Error, Result};
 use crate::tensor::{Element, Shape, Tensor};
@@ -15,21 +15,20 @@ use std::path::Path;
 /// Reads a latent tensor: from a `.npy` file, or from a safetensors file (the tensor `key`, or
 /// the first tensor in name order when `key` is `None`). The result must be rank 5.
 pub fn read_latent<T: Element>(path: &Path, key: Option<&str>) -> Result<Tensor<T>> {
-    let is_npy = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     let (name, dims, data) = if is_npy {
         let (dims, data) = read_npy::<T>(path)?;
         ("npy array".to_string(), dims, data)
     } else {
         let file = WeightFile::open(path)?;
-        let name =
-            match key {
-                Some(k) => k.to_string(),
-                None => file.names().next().map(str::to_string).ok_or_else(|| {
-                    Error::invalid_file(path, "the safetensors file holds no tensor")
-                })?,
-            };
+        let name = match key {
+            Some(k) => k.to_string(),
+            None => file
+                .names()
+                .next()
+                .map(str::to_string)
+                .ok_or_else(|| Error::invalid_file(path, "the safetensors file holds no tensor"))?,
+        };
         let (dims, data) = file.read::<T>(&name)?;
         (name, dims, data)
     };
@@ -47,18 +46,11 @@ pub fn atomic_write(
     path: &Path,
     write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let file_name = path
         .file_name()
         .ok_or_else(|| Error::io(path, std::io::Error::other("output path has no file name")))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
     let result = (|| {
         let file = std::fs::File::create(&tmp)?;
         let mut w = std::io::BufWriter::new(file);

@@ -61,10 +61,7 @@ impl WeightFile {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if len < 8 {
-            return Err(Error::invalid_file(
-                path,
-                header_error(SafeTensorError::HeaderTooSmall),
-            ));
+            return Err(Error::invalid_file(path, header_error(SafeTensorError::HeaderTooSmall)));
         }
         // SAFETY: the map is read-only and private to this process. Another process truncating
         // or rewriting the file while it is mapped would be undefined behaviour; movq never
@@ -83,37 +80,20 @@ impl WeightFile {
             Backing::Mmap(m) => m,
             Backing::Owned(v) => v,
         };
-        let (n, meta) = SafeTensors::read_metadata(buf)
-            .map_err(|e| Error::invalid_file(&path, header_error(e)))?;
+        let (n, meta) =
+            SafeTensors::read_metadata(buf).map_err(|e| Error::invalid_file(&path, header_error(e)))?;
         let data_start = 8 + n;
         let data_len = buf.len() - data_start;
         let mut tensors = BTreeMap::new();
         for (name, info) in meta.tensors() {
             let (start, end) = info.data_offsets;
             if start > end || end > data_len {
-                return Err(Error::invalid_file(
-                    &path,
-                    format!("tensor `{name}` lies outside the file"),
-                ));
+                return Err(Error::invalid_file(&path, format!("tensor `{name}` lies outside the file")));
             }
-            tensors.insert(
-                name,
-                TensorInfo {
-                    dtype: info.dtype,
-                    shape: info.shape.clone(),
-                    start,
-                    end,
-                },
-            );
+            tensors.insert(name, TensorInfo { dtype: info.dtype, shape: info.shape.clone(), start, end });
         }
         let metadata = meta.metadata().clone().unwrap_or_default();
-        Ok(WeightFile {
-            path,
-            bytes,
-            data_start,
-            tensors,
-            metadata,
-        })
+        Ok(WeightFile { path, bytes, data_start, tensors, metadata })
     }
 
     pub fn path(&self) -> &Path {
@@ -160,14 +140,12 @@ impl WeightFile {
                 .chunks_exact(8)
                 .map(|b| T::from_f64(f64::from_le_bytes(b.try_into().expect("chunk of 8"))))
                 .collect(),
-            Dtype::F16 => raw
-                .chunks_exact(2)
-                .map(|b| T::from_f32(f16::from_le_bytes([b[0], b[1]]).to_f32()))
-                .collect(),
-            Dtype::BF16 => raw
-                .chunks_exact(2)
-                .map(|b| T::from_f32(bf16::from_le_bytes([b[0], b[1]]).to_f32()))
-                .collect(),
+            Dtype::F16 => {
+                raw.chunks_exact(2).map(|b| T::from_f32(f16::from_le_bytes([b[0], b[1]]).to_f32())).collect()
+            }
+            Dtype::BF16 => {
+                raw.chunks_exact(2).map(|b| T::from_f32(bf16::from_le_bytes([b[0], b[1]]).to_f32())).collect()
+            }
             other => {
                 return Err(Error::UnsupportedDtype {
                     path: self.path.clone(),
@@ -183,28 +161,40 @@ impl WeightFile {
 }
 
 /// Writes `tensor` as a safetensors file holding the single tensor `name`, in the tensor's
-/// element type (F32 or F64), with `metadata` in the header. The file is written to a temporary
-/// name beside `path` and renamed into place, so a failed run leaves no partial output.
+/// element type (F32 or F64), with `metadata` in the header. Written atomically.
 pub fn write_safetensors<T: Element>(
     path: &Path,
     name: &str,
     tensor: &Tensor<T>,
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
+    write_tensors(path, &[(name, &tensor.shape().dims()[..], tensor.data())], metadata)
+}
+
+/// Writes several tensors `(name, shape, data)` in `T`'s dtype (F32 or F64) with `metadata`.
+/// The file is written to a temporary name beside `path` and renamed into place, so a failed
+/// run leaves no partial output.
+pub fn write_tensors<T: Element>(
+    path: &Path,
+    tensors: &[(&str, &[usize], &[T])],
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
     let dtype = if T::NAME == "f64" { "F64" } else { "F32" };
     let elem = std::mem::size_of::<T>();
-    let nbytes = tensor.data().len() * elem;
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
-        header.insert(
-            "__metadata__".into(),
-            serde_json::to_value(metadata).expect("string map"),
-        );
+        header.insert("__metadata__".into(), serde_json::to_value(metadata).expect("string map"));
     }
-    header.insert(
-        name.into(),
-        serde_json::json!({"dtype": dtype, "shape": tensor.shape().dims(), "data_offsets": [0, nbytes]}),
-    );
+    let mut offset = 0usize;
+    for (name, shape, data) in tensors {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+        let end = offset + data.len() * elem;
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
     let mut text = serde_json::to_string(&header).expect("json of plain values");
     while (8 + text.len()) % 8 != 0 {
         text.push(' ');
@@ -212,17 +202,27 @@ pub fn write_safetensors<T: Element>(
     crate::io::atomic_write(path, |w| {
         w.write_all(&(text.len() as u64).to_le_bytes())?;
         w.write_all(text.as_bytes())?;
-        for chunk in tensor.data().chunks(1 << 14) {
-            let mut bytes = Vec::with_capacity(chunk.len() * elem);
-            for &x in chunk {
-                if elem == 8 {
-                    bytes.extend_from_slice(&x.to_f64().to_le_bytes());
-                } else {
-                    bytes.extend_from_slice(&(x.to_f64() as f32).to_le_bytes());
-                }
-            }
-            w.write_all(&bytes)?;
+        for (_, _, data) in tensors {
+            write_le(w, data)?;
         }
         Ok(())
     })
+}
+
+/// Writes `data` as little-endian f32 or f64 (by `T`).
+pub(crate) fn write_le<T: Element>(w: &mut impl Write, data: &[T]) -> std::io::Result<()> {
+    let elem = std::mem::size_of::<T>();
+    let mut bytes = Vec::with_capacity((1 << 14) * elem);
+    for chunk in data.chunks(1 << 14) {
+        bytes.clear();
+        for &x in chunk {
+            if elem == 8 {
+                bytes.extend_from_slice(&x.to_f64().to_le_bytes());
+            } else {
+                bytes.extend_from_slice(&(x.to_f64() as f32).to_le_bytes());
+            }
+        }
+        w.write_all(&bytes)?;
+    }
+    Ok(())
 }

@@ -10,9 +10,19 @@ use crate::tensor::Element;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 
+/// Where a [`Loader`] takes tensors from.
+enum Source<'a> {
+    File(&'a WeightFile),
+    /// Deterministic random weights, recorded as they are made (see [`Loader::random`]).
+    Random {
+        seed: u64,
+        made: RefCell<Vec<(String, Vec<usize>, Vec<f32>)>>,
+    },
+}
+
 /// Loads weights by name from one file, remembering which names were used.
 pub struct Loader<'a> {
-    file: &'a WeightFile,
+    source: Source<'a>,
     prefix: String,
     ignore: Box<dyn Fn(&str) -> bool + 'a>,
     used: RefCell<BTreeSet<String>>,
@@ -22,10 +32,31 @@ impl<'a> Loader<'a> {
     /// `prefix` is prepended to every name (e.g. `"decoder."`, or `""`).
     pub fn new(file: &'a WeightFile, prefix: &str) -> Self {
         Loader {
-            file,
+            source: Source::File(file),
             prefix: prefix.to_string(),
             ignore: Box::new(|_| false),
             used: RefCell::default(),
+        }
+    }
+
+    /// A loader that makes up weights: every requested tensor gets deterministic pseudo-random
+    /// values from `seed` and its name, scaled so activations stay O(1) through a decoder
+    /// (convs ~ U(-sqrt(3/fan_in), +), GroupNorm affine near (1, 0), SpatialNorm scale near 1).
+    /// [`Loader::take_random`] returns what was made, e.g. to save it as a weights file.
+    pub fn random(seed: u64) -> Loader<'static> {
+        Loader {
+            source: Source::Random { seed, made: RefCell::default() },
+            prefix: String::new(),
+            ignore: Box::new(|_| false),
+            used: RefCell::default(),
+        }
+    }
+
+    /// The tensors a random loader made: (name, shape, f32 values), in request order.
+    pub fn take_random(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        match &self.source {
+            Source::Random { made, .. } => made.take(),
+            Source::File(_) => Vec::new(),
         }
     }
 
@@ -37,24 +68,18 @@ impl<'a> Loader<'a> {
     }
 
     pub fn root(&self) -> VarPath<'_, 'a> {
-        VarPath {
-            loader: self,
-            path: String::new(),
-        }
+        VarPath { loader: self, path: String::new() }
     }
 
     /// Errors with [`Error::UnexpectedWeight`] if a tensor under the prefix was never loaded.
     pub fn finish(&self) -> Result<()> {
+        let Source::File(file) = &self.source else { return Ok(()) };
         let used = self.used.borrow();
-        for name in self.file.names() {
+        for name in file.names() {
             if name.starts_with(&self.prefix) && !(self.ignore)(name) && !used.contains(name) {
-                let shape = self
-                    .file
-                    .info(name)
-                    .map(|i| i.shape.clone())
-                    .unwrap_or_default();
+                let shape = file.info(name).map(|i| i.shape.clone()).unwrap_or_default();
                 return Err(Error::UnexpectedWeight {
-                    path: self.file.path().to_path_buf(),
+                    path: file.path().to_path_buf(),
                     name: name.to_string(),
                     shape,
                 });
@@ -65,13 +90,25 @@ impl<'a> Loader<'a> {
 
     /// True if the file has a tensor at the module-relative `name`.
     pub fn contains(&self, name: &str) -> bool {
-        self.file.info(&format!("{}{name}", self.prefix)).is_some()
+        match &self.source {
+            Source::File(file) => file.info(&format!("{}{name}", self.prefix)).is_some(),
+            Source::Random { .. } => true,
+        }
     }
 
     fn get<T: Element>(&self, name: &str, expected: &[usize]) -> Result<Vec<T>> {
         let key = format!("{}{name}", self.prefix);
-        let path = self.file.path().to_path_buf();
-        let info = self.file.info(&key).ok_or_else(|| Error::MissingWeight {
+        let file = match &self.source {
+            Source::File(file) => file,
+            Source::Random { seed, made } => {
+                let data = random_weight(*seed, &key, expected);
+                let out = data.iter().map(|&v| T::from_f32(v)).collect();
+                made.borrow_mut().push((key, expected.to_vec(), data));
+                return Ok(out);
+            }
+        };
+        let path = file.path().to_path_buf();
+        let info = file.info(&key).ok_or_else(|| Error::MissingWeight {
             path: path.clone(),
             name: key.clone(),
             expected: expected.to_vec(),
@@ -84,10 +121,49 @@ impl<'a> Loader<'a> {
                 got: info.shape.clone(),
             });
         }
-        let (_, data) = self.file.read::<T>(&key)?;
+        let (_, data) = file.read::<T>(&key)?;
         self.used.borrow_mut().insert(key);
         Ok(data)
     }
+}
+
+/// SplitMix64: a small, well-mixed generator for reproducible test weights.
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn uniform(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+/// The values [`Loader::random`] gives tensor `name` of `shape`: independent of request order.
+fn random_weight(seed: u64, name: &str, shape: &[usize]) -> Vec<f32> {
+    let h = name.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01B3));
+    let mut rng = SplitMix64(seed ^ h);
+    let n: usize = shape.iter().product();
+    let fan_in: usize = shape.iter().skip(1).product::<usize>().max(1);
+    let is_weight = name.ends_with(".weight");
+    let (center, spread) = if name.contains("norm_layer.") {
+        if is_weight { (1.0, 0.1) } else { (0.0, 0.1) }
+    } else if name.contains("conv_y.") {
+        if is_weight { (0.0, 0.2 / (fan_in as f32).sqrt()) } else { (1.0, 0.1) }
+    } else if name.contains("conv_b.") {
+        if is_weight { (0.0, 0.2 / (fan_in as f32).sqrt()) } else { (0.0, 0.1) }
+    } else if is_weight {
+        (0.0, (3.0 / fan_in as f32).sqrt())
+    } else {
+        (0.0, 0.05)
+    };
+    (0..n).map(|_| center + spread * rng.uniform()).collect()
 }
 
 /// A dotted position in the module tree, e.g. `up.1.block.0.norm1`.
@@ -100,15 +176,8 @@ pub struct VarPath<'l, 'a> {
 impl<'l, 'a> VarPath<'l, 'a> {
     /// The child path `self.name`.
     pub fn pp(&self, name: impl std::fmt::Display) -> Self {
-        let path = if self.path.is_empty() {
-            name.to_string()
-        } else {
-            format!("{}.{name}", self.path)
-        };
-        VarPath {
-            loader: self.loader,
-            path,
-        }
+        let path = if self.path.is_empty() { name.to_string() } else { format!("{}.{name}", self.path) };
+        VarPath { loader: self.loader, path }
     }
 
     /// Loads tensor `self.name`, which must have exactly the shape `expected`.

@@ -27,14 +27,7 @@ pub struct AttentionParams {
 
 /// out: (tq, c) token-major, the attention output of query tokens `i0 .. i0 + tq`;
 /// q, k, v: the frame's (c, n_tokens) matrices with channel stride `p.ch_stride`.
-pub fn attention_tile<T: Float>(
-    out: &mut [T],
-    q: &[T],
-    k: &[T],
-    v: &[T],
-    i0: usize,
-    p: &AttentionParams,
-) {
+pub fn attention_tile<T: Float>(out: &mut [T], q: &[T], k: &[T], v: &[T], i0: usize, p: &AttentionParams) {
     let c = p.c;
     let tq = out.len() / c;
     debug_assert_eq!(out.len(), tq * c);
@@ -47,16 +40,8 @@ pub fn attention_tile<T: Float>(
     while j0 < p.n_tokens {
         let tk = TILE_K.min(p.n_tokens - j0);
         let s = &mut s[..tq * tk];
-        let lhs = Mat {
-            data: &q[i0..],
-            rs: 1,
-            cs: p.ch_stride,
-        };
-        let rhs = Mat {
-            data: &k[j0..],
-            rs: p.ch_stride,
-            cs: 1,
-        };
+        let lhs = Mat { data: &q[i0..], rs: 1, cs: p.ch_stride };
+        let rhs = Mat { data: &k[j0..], rs: p.ch_stride, cs: 1 };
         gemm(tq, tk, c, s, tk, 1, false, lhs, rhs, Par::Seq);
         for (i, row) in s.chunks_exact_mut(tk).enumerate() {
             let mut row_max = f64::NEG_INFINITY;
@@ -65,11 +50,7 @@ pub fn attention_tile<T: Float>(
                 row_max = row_max.max(x.to_f64());
             }
             let m_new = m[i].max(row_max);
-            let corr = if m[i] == f64::NEG_INFINITY {
-                0.0
-            } else {
-                (m[i] - m_new).exp()
-            };
+            let corr = if m[i] == f64::NEG_INFINITY { 0.0 } else { (m[i] - m_new).exp() };
             let mut sum = 0.0f64;
             let m_t = T::from_f64(m_new);
             for x in row.iter_mut() {
@@ -80,21 +61,11 @@ pub fn attention_tile<T: Float>(
             m[i] = m_new;
             if corr != 1.0 {
                 let corr = T::from_f64(corr);
-                out[i * c..(i + 1) * c]
-                    .iter_mut()
-                    .for_each(|o| *o = *o * corr);
+                out[i * c..(i + 1) * c].iter_mut().for_each(|o| *o = *o * corr);
             }
         }
-        let lhs = Mat {
-            data: s,
-            rs: tk,
-            cs: 1,
-        };
-        let rhs = Mat {
-            data: &v[j0..],
-            rs: 1,
-            cs: p.ch_stride,
-        };
+        let lhs = Mat { data: s, rs: tk, cs: 1 };
+        let rhs = Mat { data: &v[j0..], rs: 1, cs: p.ch_stride };
         gemm(tq, c, tk, out, c, 1, true, lhs, rhs, Par::Seq);
         j0 += tk;
     }
@@ -141,12 +112,7 @@ mod tests {
         let q: Vec<f32> = (0..c * n).map(|i| (i as f32 * 0.1).sin() * 4.0).collect();
         let k: Vec<f32> = (0..c * n).map(|i| (i as f32 * 0.3).cos() * 4.0).collect();
         let v: Vec<f32> = (0..c * n).map(|i| (i / n) as f32 + 0.5).collect();
-        let p = AttentionParams {
-            c,
-            n_tokens: n,
-            ch_stride: n,
-            scale: 0.5,
-        };
+        let p = AttentionParams { c, n_tokens: n, ch_stride: n, scale: 0.5 };
         let mut out = vec![0.0f32; TILE_Q * c];
         attention_tile(&mut out, &q, &k, &v, 0, &p);
         for row in out.chunks(c) {

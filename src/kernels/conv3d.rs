@@ -75,21 +75,14 @@ impl Conv3dParams {
     /// Output (d, h, w) for an input of (d, h, w); `None` if the kernel does not fit the padded
     /// input or a parameter is zero.
     pub fn out_dims(&self, d: usize, h: usize, w: usize) -> Option<(usize, usize, usize)> {
-        if self.k_d == 0
-            || self.k_h == 0
-            || self.k_w == 0
-            || self.stride_d == 0
-            || self.dilation_d == 0
-        {
+        if self.k_d == 0 || self.k_h == 0 || self.k_w == 0 || self.stride_d == 0 || self.dilation_d == 0 {
             return None;
         }
         let dp = d.checked_add(self.pad_d.0)?.checked_add(self.pad_d.1)?;
         let span_d = self.dilation_d.checked_mul(self.k_d - 1)?.checked_add(1)?;
         let d_out = dp.checked_sub(span_d)? / self.stride_d + 1;
-        let h_out =
-            (h.checked_add(self.pad_h.0)?.checked_add(self.pad_h.1)?).checked_sub(self.k_h - 1)?;
-        let w_out =
-            (w.checked_add(self.pad_w.0)?.checked_add(self.pad_w.1)?).checked_sub(self.k_w - 1)?;
+        let h_out = (h.checked_add(self.pad_h.0)?.checked_add(self.pad_h.1)?).checked_sub(self.k_h - 1)?;
+        let w_out = (w.checked_add(self.pad_w.0)?.checked_add(self.pad_w.1)?).checked_sub(self.k_w - 1)?;
         if d == 0 || h_out == 0 || w_out == 0 {
             return None;
         }
@@ -143,9 +136,7 @@ pub fn conv3d<T: Float>(
     dims: (usize, usize, usize),
 ) {
     let (d, h, w) = dims;
-    let (d_out, h_out, w_out) = p
-        .out_dims(d, h, w)
-        .expect("caller validated the conv geometry");
+    let (d_out, h_out, w_out) = p.out_dims(d, h, w).expect("caller validated the conv geometry");
     let n_out = d_out * h_out * w_out;
     let k_len = p.k_len();
     assert_eq!(out.len(), p.c_out * n_out);
@@ -153,32 +144,11 @@ pub fn conv3d<T: Float>(
     assert_eq!(weight.len(), p.c_out * k_len);
     assert_eq!(bias.len(), p.c_out);
 
-    out.par_chunks_mut(n_out)
-        .zip(bias.par_iter())
-        .for_each(|(plane, &b)| plane.fill(b));
-    let lhs = Mat {
-        data: weight,
-        rs: k_len,
-        cs: 1,
-    };
+    out.par_chunks_mut(n_out).zip(bias.par_iter()).for_each(|(plane, &b)| plane.fill(b));
+    let lhs = Mat { data: weight, rs: k_len, cs: 1 };
     if p.is_pointwise() {
-        let rhs = Mat {
-            data: x,
-            rs: n_out,
-            cs: 1,
-        };
-        gemm(
-            p.c_out,
-            n_out,
-            k_len,
-            out,
-            n_out,
-            1,
-            true,
-            lhs,
-            rhs,
-            Par::Rayon,
-        );
+        let rhs = Mat { data: x, rs: n_out, cs: 1 };
+        gemm(p.c_out, n_out, k_len, out, n_out, 1, true, lhs, rhs, Par::Rayon);
         return;
     }
     let cols = p.tile_cols(std::mem::size_of::<T>(), n_out);
@@ -188,23 +158,8 @@ pub fn conv3d<T: Float>(
         let nc = cols.min(n_out - p0);
         let tile = &mut tile[..k_len * nc];
         vol2col(tile, x, p, dims, p0);
-        let rhs = Mat {
-            data: tile,
-            rs: nc,
-            cs: 1,
-        };
-        gemm(
-            p.c_out,
-            nc,
-            k_len,
-            &mut out[p0..],
-            n_out,
-            1,
-            true,
-            lhs,
-            rhs,
-            Par::Rayon,
-        );
+        let rhs = Mat { data: tile, rs: nc, cs: 1 };
+        gemm(p.c_out, nc, k_len, &mut out[p0..], n_out, 1, true, lhs, rhs, Par::Rayon);
         p0 += nc;
     }
 }

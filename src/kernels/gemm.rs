@@ -54,23 +54,11 @@ pub fn gemm<T: Element>(
         }
         return;
     }
-    assert!(
-        max_index(m, n, dst_rs, dst_cs) < dst.len(),
-        "gemm: dst view out of bounds"
-    );
-    assert!(
-        max_index(m, k, lhs.rs, lhs.cs) < lhs.data.len(),
-        "gemm: lhs view out of bounds"
-    );
-    assert!(
-        max_index(k, n, rhs.rs, rhs.cs) < rhs.data.len(),
-        "gemm: rhs view out of bounds"
-    );
+    assert!(max_index(m, n, dst_rs, dst_cs) < dst.len(), "gemm: dst view out of bounds");
+    assert!(max_index(m, k, lhs.rs, lhs.cs) < lhs.data.len(), "gemm: lhs view out of bounds");
+    assert!(max_index(k, n, rhs.rs, rhs.cs) < rhs.data.len(), "gemm: rhs view out of bounds");
     // Distinct (i, j) must map to distinct dst elements: one stride spans the other's extent.
-    assert!(
-        m == 1 || n == 1 || dst_rs >= n * dst_cs || dst_cs >= m * dst_rs,
-        "gemm: dst strides overlap"
-    );
+    assert!(m == 1 || n == 1 || dst_rs >= n * dst_cs || dst_cs >= m * dst_rs, "gemm: dst strides overlap");
     assert!(m == 1 || dst_rs > 0);
     assert!(n == 1 || dst_cs > 0);
     let parallelism = match par {

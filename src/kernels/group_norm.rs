@@ -64,9 +64,7 @@ mod tests {
 
     #[test]
     fn group_norm_unit_affine_gives_zero_mean_unit_var() {
-        let x: Vec<f64> = (0..97)
-            .map(|i| (i as f64 * 0.37).sin() * 5.0 + 2.0)
-            .collect();
+        let x: Vec<f64> = (0..97).map(|i| (i as f64 * 0.37).sin() * 5.0 + 2.0).collect();
         let (mean, var) = group_stats(&x);
         let (a, b) = affine_coeffs(mean, var, 0.0, 1.0, 0.0);
         let y: Vec<f64> = x.iter().map(|v| v * a + b).collect();

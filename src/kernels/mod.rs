@@ -64,13 +64,7 @@ pub trait Float: Element {
     /// Sum of `(x - mean)^2` accumulated in f64.
     fn sum_sq_dev_f64(x: &[Self], mean: f64) -> f64;
     /// See [`reference::norm_apply`].
-    fn norm_apply(
-        buf: &mut [Self],
-        a: Self,
-        b: Self,
-        modulation: Option<(&[Self], &[Self])>,
-        silu: bool,
-    );
+    fn norm_apply(buf: &mut [Self], a: Self, b: Self, modulation: Option<(&[Self], &[Self])>, silu: bool);
 }
 
 impl Float for f64 {
@@ -80,13 +74,7 @@ impl Float for f64 {
     fn sum_sq_dev_f64(x: &[f64], mean: f64) -> f64 {
         reference::sum_sq_dev_f64(x, mean)
     }
-    fn norm_apply(
-        buf: &mut [f64],
-        a: f64,
-        b: f64,
-        modulation: Option<(&[f64], &[f64])>,
-        silu: bool,
-    ) {
+    fn norm_apply(buf: &mut [f64], a: f64, b: f64, modulation: Option<(&[f64], &[f64])>, silu: bool) {
         reference::norm_apply(buf, a, b, modulation, silu)
     }
 }
@@ -106,13 +94,7 @@ impl Float for f32 {
             Isa::Avx2Fma(tok) => x86_64::sum_sq_dev_f64(tok, x, mean),
         }
     }
-    fn norm_apply(
-        buf: &mut [f32],
-        a: f32,
-        b: f32,
-        modulation: Option<(&[f32], &[f32])>,
-        silu: bool,
-    ) {
+    fn norm_apply(buf: &mut [f32], a: f32, b: f32, modulation: Option<(&[f32], &[f32])>, silu: bool) {
         match isa() {
             Isa::Scalar => reference::norm_apply(buf, a, b, modulation, silu),
             #[cfg(target_arch = "x86_64")]

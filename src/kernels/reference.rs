@@ -11,9 +11,7 @@ pub fn sum_f64<T: Element>(x: &[T]) -> f64 {
 
 /// Sum of `(x - mean)^2` in f64, left to right.
 pub fn sum_sq_dev_f64<T: Element>(x: &[T], mean: f64) -> f64 {
-    x.iter()
-        .map(|v| (v.to_f64() - mean) * (v.to_f64() - mean))
-        .sum()
+    x.iter().map(|v| (v.to_f64() - mean) * (v.to_f64() - mean)).sum()
 }
 
 /// SiLU: `y * sigmoid(y)`, computed as `y / (1 + exp(-y))` like PyTorch.
@@ -23,13 +21,7 @@ pub fn silu<T: Element>(y: T) -> T {
 
 /// In place: `y = x * a + b`; then `y = y * scale + shift` if `modulation` is given; then
 /// `y = silu(y)` if `silu`. `buf`, `scale`, `shift`: same length.
-pub fn norm_apply<T: Element>(
-    buf: &mut [T],
-    a: T,
-    b: T,
-    modulation: Option<(&[T], &[T])>,
-    silu_: bool,
-) {
+pub fn norm_apply<T: Element>(buf: &mut [T], a: T, b: T, modulation: Option<(&[T], &[T])>, silu_: bool) {
     for (i, v) in buf.iter_mut().enumerate() {
         let mut y = v.mul_add(a, b);
         if let Some((scale, shift)) = modulation {
@@ -74,9 +66,7 @@ pub fn conv3d<T: Element>(
                                     if ix < 0 || ix >= w as isize {
                                         continue;
                                     }
-                                    let wi = (((co * p.c_in + ci) * p.k_d + dt) * p.k_h + dh)
-                                        * p.k_w
-                                        + dw;
+                                    let wi = (((co * p.c_in + ci) * p.k_d + dt) * p.k_h + dh) * p.k_w + dw;
                                     let xi = ((ci * d + s) * h + iy as usize) * w + ix as usize;
                                     acc += weight[wi].to_f64() * x[xi].to_f64();
                                 }
@@ -138,9 +128,8 @@ pub fn attention<T: Element>(
     let mut p = vec![0.0f64; n_tokens];
     for i in 0..n_tokens {
         for (j, pj) in p.iter_mut().enumerate() {
-            let s: f64 = (0..c)
-                .map(|ch| q[ch * ch_stride + i].to_f64() * k[ch * ch_stride + j].to_f64())
-                .sum();
+            let s: f64 =
+                (0..c).map(|ch| q[ch * ch_stride + i].to_f64() * k[ch * ch_stride + j].to_f64()).sum();
             *pj = s * scale;
         }
         let m = p.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -150,9 +139,7 @@ pub fn attention<T: Element>(
             l += *pj;
         }
         for ch in 0..c {
-            let o: f64 = (0..n_tokens)
-                .map(|j| p[j] * v[ch * ch_stride + j].to_f64())
-                .sum();
+            let o: f64 = (0..n_tokens).map(|j| p[j] * v[ch * ch_stride + j].to_f64()).sum();
             out[i * c + ch] = T::from_f64(o / l);
         }
     }

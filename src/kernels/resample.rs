@@ -37,11 +37,9 @@ pub fn gather<T: Element>(
     if plane_out == 0 {
         return;
     }
-    out.par_chunks_mut(plane_out)
-        .zip(src.par_chunks(plane_in))
-        .for_each(|(o, s)| {
-            gather_plane(o, s, dims, tmap, hmap, wmap);
-        });
+    out.par_chunks_mut(plane_out).zip(src.par_chunks(plane_in)).for_each(|(o, s)| {
+        gather_plane(o, s, dims, tmap, hmap, wmap);
+    });
 }
 
 /// One channel of [`gather`]: out (tmap.len(), hmap.len(), wmap.len()); src (d, h, w).

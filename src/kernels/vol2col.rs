@@ -18,49 +18,43 @@ pub fn vol2col<T: Element>(
     p0: usize,
 ) {
     let (d, h, w) = dims;
-    let (_, h_out, w_out) = p
-        .out_dims(d, h, w)
-        .expect("caller validated the conv geometry");
+    let (_, h_out, w_out) = p.out_dims(d, h, w).expect("caller validated the conv geometry");
     let k_len = p.k_len();
     let n_cols = tile.len() / k_len;
     debug_assert_eq!(tile.len(), k_len * n_cols);
-    tile.par_chunks_mut(n_cols)
-        .enumerate()
-        .for_each(|(r, row)| {
-            let dw = r % p.k_w;
-            let dh = (r / p.k_w) % p.k_h;
-            let dt = (r / (p.k_w * p.k_h)) % p.k_d;
-            let ci = r / (p.k_w * p.k_h * p.k_d);
-            let x_c = &x[ci * d * h * w..(ci + 1) * d * h * w];
-            let mut j = 0;
-            while j < n_cols {
-                let q = p0 + j;
-                let (t, y, x0) = (q / (h_out * w_out), (q / w_out) % h_out, q % w_out);
-                let run = (w_out - x0).min(n_cols - j);
-                let dst = &mut row[j..j + run];
-                let iy = (y + dh) as isize - p.pad_h.0 as isize;
-                match p.src_frame(t, dt, d) {
-                    Some(s) if iy >= 0 && (iy as usize) < h => {
-                        let src = &x_c[(s * h + iy as usize) * w..][..w];
-                        // Output column xo reads input column xo + dw - pad_w.0; the valid
-                        // columns of the run form one range [start, end).
-                        let shift = dw as isize - p.pad_w.0 as isize;
-                        let start = (-(x0 as isize + shift)).clamp(0, run as isize) as usize;
-                        let end = (w as isize - shift - x0 as isize)
-                            .clamp(start as isize, run as isize)
-                            as usize;
-                        dst[..start].fill(T::ZERO);
-                        dst[end..].fill(T::ZERO);
-                        if end > start {
-                            let ix0 = ((x0 + start) as isize + shift) as usize;
-                            dst[start..end].copy_from_slice(&src[ix0..ix0 + (end - start)]);
-                        }
+    tile.par_chunks_mut(n_cols).enumerate().for_each(|(r, row)| {
+        let dw = r % p.k_w;
+        let dh = (r / p.k_w) % p.k_h;
+        let dt = (r / (p.k_w * p.k_h)) % p.k_d;
+        let ci = r / (p.k_w * p.k_h * p.k_d);
+        let x_c = &x[ci * d * h * w..(ci + 1) * d * h * w];
+        let mut j = 0;
+        while j < n_cols {
+            let q = p0 + j;
+            let (t, y, x0) = (q / (h_out * w_out), (q / w_out) % h_out, q % w_out);
+            let run = (w_out - x0).min(n_cols - j);
+            let dst = &mut row[j..j + run];
+            let iy = (y + dh) as isize - p.pad_h.0 as isize;
+            match p.src_frame(t, dt, d) {
+                Some(s) if iy >= 0 && (iy as usize) < h => {
+                    let src = &x_c[(s * h + iy as usize) * w..][..w];
+                    // Output column xo reads input column xo + dw - pad_w.0; the valid
+                    // columns of the run form one range [start, end).
+                    let shift = dw as isize - p.pad_w.0 as isize;
+                    let start = (-(x0 as isize + shift)).clamp(0, run as isize) as usize;
+                    let end = (w as isize - shift - x0 as isize).clamp(start as isize, run as isize) as usize;
+                    dst[..start].fill(T::ZERO);
+                    dst[end..].fill(T::ZERO);
+                    if end > start {
+                        let ix0 = ((x0 + start) as isize + shift) as usize;
+                        dst[start..end].copy_from_slice(&src[ix0..ix0 + (end - start)]);
                     }
-                    _ => dst.fill(T::ZERO),
                 }
-                j += run;
+                _ => dst.fill(T::ZERO),
             }
-        });
+            j += run;
+        }
+    });
 }
 
 #[cfg(test)]
@@ -76,39 +70,29 @@ mod tests {
             1usize..4,
             1usize..4,
             1usize..4,
-            (
-                0usize..3,
-                0usize..3,
-                0usize..3,
-                0usize..3,
-                0usize..3,
-                0usize..2,
-            ),
+            (0usize..3, 0usize..3, 0usize..3, 0usize..3, 0usize..3, 0usize..2),
             (1usize..3, 1usize..3, 0usize..3),
             (1usize..6, 1usize..7, 1usize..8),
         )
-            .prop_map(
-                |(c_in, k_d, k_h, k_w, pads, (stride_d, dilation_d, mode), dims)| {
-                    let time_pad =
-                        [TimePad::Zeros, TimePad::ReplicateFirst, TimePad::Reflect][mode];
-                    (
-                        Conv3dParams {
-                            c_in,
-                            c_out: 1,
-                            k_d,
-                            k_h,
-                            k_w,
-                            stride_d,
-                            dilation_d,
-                            pad_d: (pads.0, pads.5),
-                            pad_h: (pads.1, pads.2),
-                            pad_w: (pads.3, pads.4),
-                            time_pad,
-                        },
-                        dims,
-                    )
-                },
-            )
+            .prop_map(|(c_in, k_d, k_h, k_w, pads, (stride_d, dilation_d, mode), dims)| {
+                let time_pad = [TimePad::Zeros, TimePad::ReplicateFirst, TimePad::Reflect][mode];
+                (
+                    Conv3dParams {
+                        c_in,
+                        c_out: 1,
+                        k_d,
+                        k_h,
+                        k_w,
+                        stride_d,
+                        dilation_d,
+                        pad_d: (pads.0, pads.5),
+                        pad_h: (pads.1, pads.2),
+                        pad_w: (pads.3, pads.4),
+                        time_pad,
+                    },
+                    dims,
+                )
+            })
     }
 
     proptest! {

@@ -38,12 +38,7 @@ unsafe fn sum_impl(x: &[f32], mean: Option<f64>) -> f64 {
     let tail = chunks.remainder();
     for c in chunks {
         // SAFETY: `c` has exactly 16 f32, so both 8-lane loads are in bounds.
-        let (a, b) = unsafe {
-            (
-                _mm256_loadu_ps(c.as_ptr()),
-                _mm256_loadu_ps(c.as_ptr().add(8)),
-            )
-        };
+        let (a, b) = unsafe { (_mm256_loadu_ps(c.as_ptr()), _mm256_loadu_ps(c.as_ptr().add(8))) };
         let parts = [
             _mm256_cvtps_pd(_mm256_castps256_ps128(a)),
             _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)),
@@ -79,10 +74,7 @@ unsafe fn sum_impl(x: &[f32], mean: Option<f64>) -> f64 {
 #[target_feature(enable = "avx2,fma")]
 fn exp_ps(x: __m256) -> __m256 {
     // Operand order keeps NaN: min/max return their second operand when either is NaN.
-    let x = _mm256_max_ps(
-        _mm256_set1_ps(-87.3),
-        _mm256_min_ps(_mm256_set1_ps(88.7), x),
-    );
+    let x = _mm256_max_ps(_mm256_set1_ps(-87.3), _mm256_min_ps(_mm256_set1_ps(88.7), x));
     let n = _mm256_round_ps(
         _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
@@ -90,13 +82,7 @@ fn exp_ps(x: __m256) -> __m256 {
     let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
     let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
     let mut p = _mm256_set1_ps(1.987_569_1e-4);
-    for c in [
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        1.666_666_5e-1,
-        5.000_000_1e-1,
-    ] {
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1] {
         p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
     }
     let r2 = _mm256_mul_ps(r, r);
@@ -106,12 +92,8 @@ fn exp_ps(x: __m256) -> __m256 {
     let n_i = _mm256_cvtps_epi32(n);
     let n1 = _mm256_srai_epi32(n_i, 1);
     let n2 = _mm256_sub_epi32(n_i, n1);
-    let pow = |k: __m256i| {
-        _mm256_castsi256_ps(_mm256_slli_epi32(
-            _mm256_add_epi32(k, _mm256_set1_epi32(127)),
-            23,
-        ))
-    };
+    let pow =
+        |k: __m256i| _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127)), 23));
     _mm256_mul_ps(_mm256_mul_ps(e, pow(n1)), pow(n2))
 }
 
@@ -132,13 +114,7 @@ pub fn norm_apply(
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn norm_apply_impl(
-    buf: &mut [f32],
-    a: f32,
-    b: f32,
-    modulation: Option<(&[f32], &[f32])>,
-    silu: bool,
-) {
+unsafe fn norm_apply_impl(buf: &mut [f32], a: f32, b: f32, modulation: Option<(&[f32], &[f32])>, silu: bool) {
     let (va, vb, one) = (_mm256_set1_ps(a), _mm256_set1_ps(b), _mm256_set1_ps(1.0));
     let n8 = buf.len() / 8 * 8;
     let mut i = 0;
@@ -181,10 +157,7 @@ mod tests {
             unsafe { _mm256_storeu_ps(out.as_mut_ptr(), exp_ps(_mm256_loadu_ps(c.as_ptr()))) };
             for (x, e) in c.iter().zip(out) {
                 let want = x.exp();
-                assert!(
-                    (e - want).abs() <= 3.0 * f32::EPSILON * want,
-                    "exp({x}) = {e}, want {want}"
-                );
+                assert!((e - want).abs() <= 3.0 * f32::EPSILON * want, "exp({x}) = {e}, want {want}");
             }
         }
     }

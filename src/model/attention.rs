@@ -33,11 +33,7 @@ impl<T: Float> AttnBlock2d<T> {
     pub fn forward(&self, x: Tensor<T>, zq: &Tensor<T>) -> Result<Tensor<T>> {
         let mut h = x.clone();
         self.norm.forward_inplace(&mut h, zq, false)?;
-        let (q, k, v) = (
-            self.q.forward(&h)?,
-            self.k.forward(&h)?,
-            self.v.forward(&h)?,
-        );
+        let (q, k, v) = (self.q.forward(&h)?, self.k.forward(&h)?, self.v.forward(&h)?);
         drop(h);
         let a = frame_attention(&q, &k, &v)?;
         drop((q, k, v));

@@ -90,8 +90,8 @@ pub struct DecoderConfig {
 impl DecoderConfig {
     /// Parses a JSON object with the upstream argument names.
     pub fn from_json(text: &str) -> Result<Self> {
-        let cfg: DecoderConfig = serde_json::from_str(text)
-            .map_err(|e| Error::InvalidConfig(format!("config JSON: {e}")))?;
+        let cfg: DecoderConfig =
+            serde_json::from_str(text).map_err(|e| Error::InvalidConfig(format!("config JSON: {e}")))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -114,10 +114,8 @@ impl DecoderConfig {
         if let Some(meta) = md.get("meta") {
             let v: serde_json::Value =
                 serde_json::from_str(meta).map_err(|e| bad(format!("metadata `meta`: {e}")))?;
-            let mut cfg = v
-                .get("config")
-                .cloned()
-                .ok_or_else(|| bad("metadata `meta` has no `config`".into()))?;
+            let mut cfg =
+                v.get("config").cloned().ok_or_else(|| bad("metadata `meta` has no `config`".into()))?;
             if let (Some(class), Some(obj)) = (v.get("class"), cfg.as_object_mut()) {
                 obj.insert("class".into(), class.clone());
             }
@@ -129,9 +127,7 @@ impl DecoderConfig {
         if let Some(text) = md.get("config") {
             return Self::from_json(text).map_err(|e| bad(e.to_string()));
         }
-        Err(bad(
-            "no decoder config in the safetensors metadata (pass --config)".into(),
-        ))
+        Err(bad("no decoder config in the safetensors metadata (pass --config)".into()))
     }
 
     /// Checks the configuration; rejects what upstream would crash on.
@@ -154,10 +150,7 @@ impl DecoderConfig {
             return err("temporal_compress_times must be >= 1 (upstream takes its log2)".into());
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return err(format!(
-                "dropout {} is not a probability in [0, 1)",
-                self.dropout
-            ));
+            return err(format!("dropout {} is not a probability in [0, 1)", self.dropout));
         }
         for (i, &m) in self.ch_mult.iter().enumerate() {
             let c = self
@@ -233,27 +226,15 @@ impl DecoderConfig {
         }
         let up = self.levels() - 1;
         let n_t = self.temporal_levels().min(up);
-        let too_large = || Error::TooLarge {
-            what: format!("decoder output for z {z}"),
-            reason: "size overflows".into(),
-        };
-        let scale = 1usize
-            .checked_shl(up as u32)
-            .filter(|&s| s != 0)
-            .ok_or_else(too_large)?;
+        let too_large =
+            || Error::TooLarge { what: format!("decoder output for z {z}"), reason: "size overflows".into() };
+        let scale = 1usize.checked_shl(up as u32).filter(|&s| s != 0).ok_or_else(too_large)?;
         let d = if z.d == 1 {
             1
         } else {
-            (z.d - 1)
-                .checked_mul(1 << n_t)
-                .and_then(|x| x.checked_add(1))
-                .ok_or_else(too_large)?
+            (z.d - 1).checked_mul(1 << n_t).and_then(|x| x.checked_add(1)).ok_or_else(too_large)?
         };
-        let c = if self.give_pre_end {
-            self.ch * self.ch_mult[0]
-        } else {
-            self.out_ch
-        };
+        let c = if self.give_pre_end { self.ch * self.ch_mult[0] } else { self.out_ch };
         let out = Shape::new(
             z.n,
             c,
@@ -281,26 +262,11 @@ mod tests {
         assert_eq!(c.pad_mode, PadMode::First);
         assert_eq!(c.temporal_compress_times, 4);
         assert_eq!(c.zq_ch(), 256);
-        assert_eq!(
-            (0..4).map(|i| c.compress_time(i)).collect::<Vec<_>>(),
-            vec![false, false, true, true]
-        );
-        assert!(
-            (0..4).all(|i| !c.has_attention(i)),
-            "seed has no attention (spec 7.4)"
-        );
-        assert_eq!(
-            c.output_shape(Shape::new(1, 256, 4, 16, 16)).unwrap(),
-            Shape::new(1, 3, 13, 128, 128)
-        );
-        assert_eq!(
-            c.output_shape(Shape::new(1, 256, 5, 32, 32)).unwrap(),
-            Shape::new(1, 3, 17, 256, 256)
-        );
-        let c128 = DecoderConfig {
-            resolution: 128,
-            ..c
-        };
+        assert_eq!((0..4).map(|i| c.compress_time(i)).collect::<Vec<_>>(), vec![false, false, true, true]);
+        assert!((0..4).all(|i| !c.has_attention(i)), "seed has no attention (spec 7.4)");
+        assert_eq!(c.output_shape(Shape::new(1, 256, 4, 16, 16)).unwrap(), Shape::new(1, 3, 13, 128, 128));
+        assert_eq!(c.output_shape(Shape::new(1, 256, 5, 32, 32)).unwrap(), Shape::new(1, 3, 17, 256, 256));
+        let c128 = DecoderConfig { resolution: 128, ..c };
         assert!(c128.has_attention(3) && !c128.has_attention(2));
     }
 
@@ -308,28 +274,13 @@ mod tests {
     fn config_rejects_what_upstream_crashes_on() {
         let base = DecoderConfig::from_json(seed_json()).unwrap();
         let bad = [
-            DecoderConfig {
-                zq_ch: Some(12),
-                ..base.clone()
-            },
-            DecoderConfig {
-                ch_mult: vec![],
-                ..base.clone()
-            },
-            DecoderConfig {
-                ch: 100,
-                ..base.clone()
-            },
-            DecoderConfig {
-                temporal_compress_times: 0,
-                ..base.clone()
-            },
+            DecoderConfig { zq_ch: Some(12), ..base.clone() },
+            DecoderConfig { ch_mult: vec![], ..base.clone() },
+            DecoderConfig { ch: 100, ..base.clone() },
+            DecoderConfig { temporal_compress_times: 0, ..base.clone() },
         ];
         for c in bad {
-            assert!(
-                matches!(c.validate(), Err(Error::InvalidConfig(_))),
-                "{c:?}"
-            );
+            assert!(matches!(c.validate(), Err(Error::InvalidConfig(_))), "{c:?}");
         }
         let ok = DecoderConfig {
             class: DecoderClass::NewDecoder3d,
@@ -340,8 +291,7 @@ mod tests {
         ok.validate().unwrap();
         assert!(DecoderConfig::from_json(r#"{"ch": 32}"#).is_err());
         assert!(
-            DecoderConfig::from_json(&seed_json().replace("256,", "256, \"pad_mode\": \"zeros\","))
-                .is_err()
+            DecoderConfig::from_json(&seed_json().replace("256,", "256, \"pad_mode\": \"zeros\",")).is_err()
         );
     }
 
@@ -349,14 +299,7 @@ mod tests {
     fn config_temporal_levels_truncate_like_numpy_log2() {
         let base = DecoderConfig::from_json(seed_json()).unwrap();
         for (tct, tcl) in [(1, 0), (2, 1), (3, 1), (4, 2), (8, 3)] {
-            assert_eq!(
-                DecoderConfig {
-                    temporal_compress_times: tct,
-                    ..base.clone()
-                }
-                .temporal_levels(),
-                tcl
-            );
+            assert_eq!(DecoderConfig { temporal_compress_times: tct, ..base.clone() }.temporal_levels(), tcl);
         }
     }
 }

@@ -28,22 +28,12 @@ impl<T: Float> Conv3d<T> {
     ) -> Result<Self> {
         let weight = vp.get("weight", weight_shape)?;
         let bias = vp.get("bias", &[params.c_out])?;
-        Ok(Conv3d {
-            weight,
-            bias,
-            params,
-            op,
-        })
+        Ok(Conv3d { weight, bias, params, op })
     }
 
     /// `nn.Conv3d(c_in, c_out, k)` without padding (the decoders' `nin_shortcut`, k = 1).
     pub fn load(vp: &VarPath, c_in: usize, c_out: usize, k: usize) -> Result<Self> {
-        Self::load_with(
-            vp,
-            Conv3dParams::plain(c_in, c_out, (k, k, k)),
-            &[c_out, c_in, k, k, k],
-            "Conv3d",
-        )
+        Self::load_with(vp, Conv3dParams::plain(c_in, c_out, (k, k, k)), &[c_out, c_in, k, k, k], "Conv3d")
     }
 
     /// x: (n, c_in, d, h, w) -> (n, c_out, d', h', w')
@@ -64,12 +54,7 @@ impl<T: Float> Conv2d<T> {
         let mut p = Conv3dParams::plain(c_in, c_out, (1, k, k));
         p.pad_h = (k / 2, k / 2);
         p.pad_w = (k / 2, k / 2);
-        Ok(Conv2d(Conv3d::load_with(
-            vp,
-            p,
-            &[c_out, c_in, k, k],
-            "Conv2d",
-        )?))
+        Ok(Conv2d(Conv3d::load_with(vp, p, &[c_out, c_in, k, k], "Conv2d")?))
     }
 
     /// x: (n, c_in, d, h, w) -> (n, c_out, d, h, w)
@@ -86,16 +71,9 @@ pub struct CausalConv3d<T> {
 
 /// The padding upstream's CausalConv3d applies for kernel `k` (cubic), reproducing the
 /// "constant" pad-order quirk (spec section 2).
-pub fn causal_params(
-    c_in: usize,
-    c_out: usize,
-    k: usize,
-    pad_mode: PadMode,
-) -> Result<Conv3dParams> {
+pub fn causal_params(c_in: usize, c_out: usize, k: usize, pad_mode: PadMode) -> Result<Conv3dParams> {
     if k % 2 == 0 {
-        return Err(Error::InvalidConfig(format!(
-            "CausalConv3d kernel {k} must be odd (upstream asserts)"
-        )));
+        return Err(Error::InvalidConfig(format!("CausalConv3d kernel {k} must be odd (upstream asserts)")));
     }
     let time_pad = k - 1; // dilation * (k - 1) + (1 - stride) with stride = dilation = 1
     let (hp, wp) = (k / 2, k / 2);
@@ -132,13 +110,7 @@ pub fn causal_params(
 }
 
 impl<T: Float> CausalConv3d<T> {
-    pub fn load(
-        vp: &VarPath,
-        c_in: usize,
-        c_out: usize,
-        k: usize,
-        pad_mode: PadMode,
-    ) -> Result<Self> {
+    pub fn load(vp: &VarPath, c_in: usize, c_out: usize, k: usize, pad_mode: PadMode) -> Result<Self> {
         let p = causal_params(c_in, c_out, k, pad_mode)?;
         Ok(CausalConv3d {
             conv: Conv3d::load_with(&vp.pp("conv"), p, &[c_out, c_in, k, k, k], "CausalConv3d")?,

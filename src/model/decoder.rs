@@ -48,13 +48,7 @@ impl<T: Float> Decoder<T> {
         let (zq, pm, l) = (c.zq_ch(), c.pad_mode, c.levels());
         let mut block_in = c.ch * c.ch_mult[l - 1];
         let post_quant_conv = if c.uses_post_quant_conv() {
-            Some(CausalConv3d::load(
-                &vp.pp("post_quant_conv"),
-                zq,
-                c.z_channels,
-                3,
-                pm,
-            )?)
+            Some(CausalConv3d::load(&vp.pp("post_quant_conv"), zq, c.z_channels, 3, pm)?)
         } else {
             None
         };
@@ -94,12 +88,7 @@ impl<T: Float> Decoder<T> {
                 )?);
                 block_in = block_out;
                 if c.has_attention(i_level) {
-                    attn.push(AttnBlock2d::load(
-                        &lv.pp("attn").pp(j),
-                        block_in,
-                        zq,
-                        c.add_conv,
-                    )?);
+                    attn.push(AttnBlock2d::load(&lv.pp("attn").pp(j), block_in, zq, c.add_conv)?);
                 }
             }
             let upsample = if i_level != 0 {
@@ -112,16 +101,9 @@ impl<T: Float> Decoder<T> {
             } else {
                 None
             };
-            up[i_level] = Some(UpLevel {
-                block,
-                attn,
-                upsample,
-            });
+            up[i_level] = Some(UpLevel { block, attn, upsample });
         }
-        let up = up
-            .into_iter()
-            .map(|u| u.expect("every level built"))
-            .collect();
+        let up = up.into_iter().map(|u| u.expect("every level built")).collect();
         let c0 = c.ch * c.ch_mult[0];
         Ok(Decoder {
             config: config.clone(),

@@ -24,10 +24,7 @@ impl<T: Float> GroupNorm<T> {
                 vp.path()
             )));
         }
-        Ok(GroupNorm {
-            weight: vp.get("weight", &[c])?,
-            bias: vp.get("bias", &[c])?,
-        })
+        Ok(GroupNorm { weight: vp.get("weight", &[c])?, bias: vp.get("bias", &[c])? })
     }
 }
 
@@ -41,40 +38,17 @@ pub struct SpatialNorm3d<T> {
 }
 
 impl<T: Float> SpatialNorm3d<T> {
-    pub fn load(
-        vp: &VarPath,
-        f_channels: usize,
-        zq_channels: usize,
-        add_conv: bool,
-    ) -> Result<Self> {
+    pub fn load(vp: &VarPath, f_channels: usize, zq_channels: usize, add_conv: bool) -> Result<Self> {
         let conv = if add_conv {
-            Some(CausalConv3d::load(
-                &vp.pp("conv"),
-                zq_channels,
-                zq_channels,
-                3,
-                PadMode::Constant,
-            )?)
+            Some(CausalConv3d::load(&vp.pp("conv"), zq_channels, zq_channels, 3, PadMode::Constant)?)
         } else {
             None
         };
         Ok(SpatialNorm3d {
             norm_layer: GroupNorm::load(&vp.pp("norm_layer"), f_channels)?,
             conv,
-            conv_y: CausalConv3d::load(
-                &vp.pp("conv_y"),
-                zq_channels,
-                f_channels,
-                1,
-                PadMode::Constant,
-            )?,
-            conv_b: CausalConv3d::load(
-                &vp.pp("conv_b"),
-                zq_channels,
-                f_channels,
-                1,
-                PadMode::Constant,
-            )?,
+            conv_y: CausalConv3d::load(&vp.pp("conv_y"), zq_channels, f_channels, 1, PadMode::Constant)?,
+            conv_b: CausalConv3d::load(&vp.pp("conv_b"), zq_channels, f_channels, 1, PadMode::Constant)?,
         })
     }
 
@@ -90,27 +64,14 @@ impl<T: Float> SpatialNorm3d<T> {
             });
         }
         let maps = IndexMaps::spatial_norm((fs.d, fs.h, fs.w), (zs.d, zs.h, zs.w))?;
-        let p = GroupNormParams {
-            groups: NORM_GROUPS,
-            eps: NORM_EPS,
-        };
+        let p = GroupNormParams { groups: NORM_GROUPS, eps: NORM_EPS };
         let (gamma, beta) = (&self.norm_layer.weight, &self.norm_layer.bias);
         match &self.conv {
             Some(conv) => {
                 let zr = conv.forward(&resize(zq, &maps)?)?;
                 let (y, b) = (self.conv_y.forward(&zr)?, self.conv_b.forward(&zr)?);
                 drop(zr);
-                group_norm_inplace(
-                    f,
-                    gamma,
-                    beta,
-                    p,
-                    Modulation::Full {
-                        scale: &y,
-                        shift: &b,
-                    },
-                    silu,
-                )
+                group_norm_inplace(f, gamma, beta, p, Modulation::Full { scale: &y, shift: &b }, silu)
             }
             None => {
                 // 1x1x1 convs commute with nearest resizing: evaluate at zq's resolution.
@@ -120,11 +81,7 @@ impl<T: Float> SpatialNorm3d<T> {
                     gamma,
                     beta,
                     p,
-                    Modulation::Gather {
-                        scale: &y,
-                        shift: &b,
-                        maps: &maps,
-                    },
+                    Modulation::Gather { scale: &y, shift: &b, maps: &maps },
                     silu,
                 )
             }

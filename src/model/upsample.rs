@@ -15,15 +15,8 @@ pub struct Upsample3d<T> {
 
 impl<T: Float> Upsample3d<T> {
     pub fn load(vp: &VarPath, c: usize, with_conv: bool, compress_time: bool) -> Result<Self> {
-        let conv = if with_conv {
-            Some(Conv2d::load(&vp.pp("conv"), c, c, 3)?)
-        } else {
-            None
-        };
-        Ok(Upsample3d {
-            conv,
-            compress_time,
-        })
+        let conv = if with_conv { Some(Conv2d::load(&vp.pp("conv"), c, c, 3)?) } else { None };
+        Ok(Upsample3d { conv, compress_time })
     }
 
     /// x: (n, c, d, h, w) -> (n, c, d', 2h, 2w) with d' = 2d - 1 if compress_time and d > 1, else d.

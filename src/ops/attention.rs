@@ -14,12 +14,7 @@ pub fn frame_attention<T: Float>(q: &Tensor<T>, k: &Tensor<T>, v: &Tensor<T>) ->
     k.expect_shape("attention k", s)?;
     v.expect_shape("attention v", s)?;
     let (c, n_tok, plane) = (s.c, s.frame_len(), s.plane_len());
-    let p = AttentionParams {
-        c,
-        n_tokens: n_tok,
-        ch_stride: plane,
-        scale: (c as f64).powf(-0.5),
-    };
+    let p = AttentionParams { c, n_tokens: n_tok, ch_stride: plane, scale: (c as f64).powf(-0.5) };
     // Token-major result (n, d, tokens, c), cut into disjoint (frame, query tile) pieces.
     let mut tok = Tensor::<T>::zeros(s)?.into_vec();
     let mut tasks = Vec::new();
@@ -33,28 +28,18 @@ pub fn frame_attention<T: Float>(q: &Tensor<T>, k: &Tensor<T>, v: &Tensor<T>) ->
         let (b, t) = (f / s.d, f % s.d);
         let base = b * sample + t * n_tok;
         let end = base + (c - 1) * plane + n_tok;
-        attention_tile(
-            tile,
-            &q.data()[base..end],
-            &k.data()[base..end],
-            &v.data()[base..end],
-            i0,
-            &p,
-        );
+        attention_tile(tile, &q.data()[base..end], &k.data()[base..end], &v.data()[base..end], i0, &p);
     });
     // Back to (n, c, d, tokens).
     let mut out = Tensor::zeros(s)?;
-    out.data_mut()
-        .par_chunks_mut(plane)
-        .enumerate()
-        .for_each(|(idx, dst)| {
-            let (b, ch) = (idx / c, idx % c);
-            for t in 0..s.d {
-                let src = &tok[(b * s.d + t) * n_tok * c..][..n_tok * c];
-                for (i, o) in dst[t * n_tok..(t + 1) * n_tok].iter_mut().enumerate() {
-                    *o = src[i * c + ch];
-                }
+    out.data_mut().par_chunks_mut(plane).enumerate().for_each(|(idx, dst)| {
+        let (b, ch) = (idx / c, idx % c);
+        for t in 0..s.d {
+            let src = &tok[(b * s.d + t) * n_tok * c..][..n_tok * c];
+            for (i, o) in dst[t * n_tok..(t + 1) * n_tok].iter_mut().enumerate() {
+                *o = src[i * c + ch];
             }
-        });
+        }
+    });
     Ok(out)
 }

@@ -14,16 +14,11 @@ pub fn conv_out_shape(op: &'static str, x: Shape, p: &Conv3dParams) -> Result<Sh
             got: x.to_string(),
         });
     }
-    let (d, h, w) = p
-        .out_dims(x.d, x.h, x.w)
-        .ok_or_else(|| Error::ShapeMismatch {
-            op,
-            expected: format!(
-                "an input large enough for a {}x{}x{} kernel",
-                p.k_d, p.k_h, p.k_w
-            ),
-            got: x.to_string(),
-        })?;
+    let (d, h, w) = p.out_dims(x.d, x.h, x.w).ok_or_else(|| Error::ShapeMismatch {
+        op,
+        expected: format!("an input large enough for a {}x{}x{} kernel", p.k_d, p.k_h, p.k_w),
+        got: x.to_string(),
+    })?;
     let out = Shape::new(x.n, p.c_out, d, h, w);
     out.numel()?;
     Ok(out)

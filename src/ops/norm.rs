@@ -87,47 +87,31 @@ pub fn group_norm_inplace<T: Float>(
     let cpg = s.c / p.groups;
     let stats: Vec<(f64, f64)> = x.data().par_chunks(cpg * plane).map(group_stats).collect();
     let c = s.c;
-    x.data_mut()
-        .par_chunks_mut(plane)
-        .enumerate()
-        .for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(sc_buf, sh_buf), (idx, buf)| {
-                let (b, ch) = (idx / c, idx % c);
-                let (mean, var) = stats[b * p.groups + ch / cpg];
-                let (a, bb) = affine_coeffs(mean, var, p.eps, gamma[ch], beta[ch]);
-                match &modulation {
-                    Modulation::None => T::norm_apply(buf, a, bb, None, silu),
-                    Modulation::Full { scale, shift } => {
-                        let r = idx * plane..(idx + 1) * plane;
-                        T::norm_apply(
-                            buf,
-                            a,
-                            bb,
-                            Some((&scale.data()[r.clone()], &shift.data()[r])),
-                            silu,
-                        )
-                    }
-                    Modulation::Gather { scale, shift, maps } => {
-                        let ss = scale.shape();
-                        let src_plane = ss.plane_len();
-                        let r = idx * src_plane..(idx + 1) * src_plane;
-                        sc_buf.resize(plane, T::ZERO);
-                        sh_buf.resize(plane, T::ZERO);
-                        let dims = (ss.d, ss.h, ss.w);
-                        gather_plane(
-                            sc_buf,
-                            &scale.data()[r.clone()],
-                            dims,
-                            &maps.t,
-                            &maps.h,
-                            &maps.w,
-                        );
-                        gather_plane(sh_buf, &shift.data()[r], dims, &maps.t, &maps.h, &maps.w);
-                        T::norm_apply(buf, a, bb, Some((sc_buf, sh_buf)), silu)
-                    }
+    x.data_mut().par_chunks_mut(plane).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(sc_buf, sh_buf), (idx, buf)| {
+            let (b, ch) = (idx / c, idx % c);
+            let (mean, var) = stats[b * p.groups + ch / cpg];
+            let (a, bb) = affine_coeffs(mean, var, p.eps, gamma[ch], beta[ch]);
+            match &modulation {
+                Modulation::None => T::norm_apply(buf, a, bb, None, silu),
+                Modulation::Full { scale, shift } => {
+                    let r = idx * plane..(idx + 1) * plane;
+                    T::norm_apply(buf, a, bb, Some((&scale.data()[r.clone()], &shift.data()[r])), silu)
                 }
-            },
-        );
+                Modulation::Gather { scale, shift, maps } => {
+                    let ss = scale.shape();
+                    let src_plane = ss.plane_len();
+                    let r = idx * src_plane..(idx + 1) * src_plane;
+                    sc_buf.resize(plane, T::ZERO);
+                    sh_buf.resize(plane, T::ZERO);
+                    let dims = (ss.d, ss.h, ss.w);
+                    gather_plane(sc_buf, &scale.data()[r.clone()], dims, &maps.t, &maps.h, &maps.w);
+                    gather_plane(sh_buf, &shift.data()[r], dims, &maps.t, &maps.h, &maps.w);
+                    T::norm_apply(buf, a, bb, Some((sc_buf, sh_buf)), silu)
+                }
+            }
+        },
+    );
     Ok(())
 }

@@ -36,34 +36,22 @@ impl IndexMaps {
                     got: format!("f with {d} frame(s)"),
                 });
             }
-            std::iter::once(0)
-                .chain(nearest_map(dz - 1, d - 1).into_iter().map(|s| s + 1))
-                .collect()
+            std::iter::once(0).chain(nearest_map(dz - 1, d - 1).into_iter().map(|s| s + 1)).collect()
         } else {
             nearest_map(1, d)
         };
-        Ok(IndexMaps {
-            t,
-            h: nearest_map(hz, h),
-            w: nearest_map(wz, w),
-        })
+        Ok(IndexMaps { t, h: nearest_map(hz, h), w: nearest_map(wz, w) })
     }
 
     /// The maps of Upsample3D: 2x in h and w; with `compress_time` and more than one frame,
     /// frame 0 stays single and every later frame is doubled (d -> 2d - 1).
     pub fn upsample(d: usize, h: usize, w: usize, compress_time: bool) -> Self {
         let t = if compress_time && d > 1 {
-            std::iter::once(0)
-                .chain((0..2 * (d - 1)).map(|i| 1 + (i >> 1)))
-                .collect()
+            std::iter::once(0).chain((0..2 * (d - 1)).map(|i| 1 + (i >> 1))).collect()
         } else {
             (0..d).collect()
         };
-        IndexMaps {
-            t,
-            h: (0..2 * h).map(|i| i >> 1).collect(),
-            w: (0..2 * w).map(|i| i >> 1).collect(),
-        }
+        IndexMaps { t, h: (0..2 * h).map(|i| i >> 1).collect(), w: (0..2 * w).map(|i| i >> 1).collect() }
     }
 
     /// The output (d, h, w).
@@ -78,14 +66,7 @@ pub fn resize<T: Element>(x: &Tensor<T>, maps: &IndexMaps) -> Result<Tensor<T>> 
     let s = x.shape();
     let (d, h, w) = maps.dims();
     let mut out = Tensor::zeros(Shape::new(s.n, s.c, d, h, w))?;
-    gather(
-        out.data_mut(),
-        x.data(),
-        (s.d, s.h, s.w),
-        &maps.t,
-        &maps.h,
-        &maps.w,
-    );
+    gather(out.data_mut(), x.data(), (s.d, s.h, s.w), &maps.t, &maps.h, &maps.w);
     Ok(out)
 }
 
@@ -100,15 +81,9 @@ mod tests {
         assert_eq!(m.t, vec![0, 1, 1, 2, 2]);
         assert_eq!(m.h, vec![0, 0, 1, 1, 2, 2, 3, 3]);
         // Non-integer time ratio: 6 frames from 3 (rest 2 -> 5).
-        assert_eq!(
-            IndexMaps::spatial_norm((6, 8, 12), (3, 4, 6)).unwrap().t,
-            vec![0, 1, 1, 1, 2, 2]
-        );
+        assert_eq!(IndexMaps::spatial_norm((6, 8, 12), (3, 4, 6)).unwrap().t, vec![0, 1, 1, 1, 2, 2]);
         // Single zq frame: everything reads frame 0.
-        assert_eq!(
-            IndexMaps::spatial_norm((3, 8, 8), (1, 2, 2)).unwrap().t,
-            vec![0, 0, 0]
-        );
+        assert_eq!(IndexMaps::spatial_norm((3, 8, 8), (1, 2, 2)).unwrap().t, vec![0, 0, 0]);
         assert!(IndexMaps::spatial_norm((1, 8, 8), (3, 4, 4)).is_err());
     }
 
@@ -117,9 +92,6 @@ mod tests {
         assert_eq!(IndexMaps::upsample(3, 1, 1, true).t, vec![0, 1, 1, 2, 2]);
         assert_eq!(IndexMaps::upsample(1, 1, 1, true).t, vec![0]);
         assert_eq!(IndexMaps::upsample(3, 1, 1, false).t, vec![0, 1, 2]);
-        assert_eq!(
-            IndexMaps::upsample(1, 2, 3, false).w,
-            vec![0, 0, 1, 1, 2, 2]
-        );
+        assert_eq!(IndexMaps::upsample(1, 2, 3, false).w, vec![0, 0, 1, 1, 2, 2]);
     }
 }

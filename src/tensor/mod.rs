@@ -121,10 +121,7 @@ impl<T: Element> Tensor<T> {
     /// A zero-filled tensor; errors if the size overflows or cannot be allocated.
     pub fn zeros(shape: Shape) -> Result<Self> {
         let len = shape.numel()?;
-        Ok(Tensor {
-            shape,
-            data: try_filled(len, T::ZERO, &format!("tensor {shape}"))?,
-        })
+        Ok(Tensor { shape, data: try_filled(len, T::ZERO, &format!("tensor {shape}"))? })
     }
 
     /// Wraps `data` (row-major NCDHW) as a tensor of `shape`.
@@ -158,10 +155,7 @@ impl<T: Element> Tensor<T> {
 
     /// Converts every element to another element type (f32 <-> f64).
     pub fn cast<U: Element>(&self) -> Tensor<U> {
-        Tensor {
-            shape: self.shape,
-            data: self.data.iter().map(|&x| U::from_f64(x.to_f64())).collect(),
-        }
+        Tensor { shape: self.shape, data: self.data.iter().map(|&x| U::from_f64(x.to_f64())).collect() }
     }
 
     /// Errors with `op` in the message unless the shape is `expected`.
@@ -175,4 +169,21 @@ impl<T: Element> Tensor<T> {
         }
         Ok(())
     }
+}
+
+/// `numel(shape)` deterministic pseudo-random values, approximately N(0, 1) (sum of four
+/// uniforms, rescaled), from `seed`. For benchmarks and tests.
+pub fn random_normal(shape: &[usize], seed: u64) -> Result<Vec<f32>> {
+    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| Error::TooLarge {
+        what: format!("random tensor {shape:?}"),
+        reason: "size overflows".into(),
+    })?;
+    let mut rng = crate::io::SplitMix64(seed);
+    let mut v = try_filled(n, 0.0f32, "random tensor")?;
+    // Var(U(-1, 1)) = 1/3, so the sum of four has variance 4/3.
+    let norm = (3.0f32 / 4.0).sqrt();
+    for x in v.iter_mut() {
+        *x = (rng.uniform() + rng.uniform() + rng.uniform() + rng.uniform()) * norm;
+    }
+    Ok(v)
 }

@@ -36,13 +36,10 @@ impl Shape {
 
     /// Number of elements, or an error if it overflows `usize`.
     pub fn numel(&self) -> Result<usize> {
-        self.dims()
-            .iter()
-            .try_fold(1usize, |acc, &x| acc.checked_mul(x))
-            .ok_or_else(|| Error::TooLarge {
-                what: format!("tensor {self}"),
-                reason: "element count overflows".into(),
-            })
+        self.dims().iter().try_fold(1usize, |acc, &x| acc.checked_mul(x)).ok_or_else(|| Error::TooLarge {
+            what: format!("tensor {self}"),
+            reason: "element count overflows".into(),
+        })
     }
 
     /// Elements of one frame of one channel: h * w. Valid once `numel` succeeded.
@@ -67,11 +64,7 @@ impl Shape {
 
 impl fmt::Display for Shape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "({}, {}, {}, {}, {})",
-            self.n, self.c, self.d, self.h, self.w
-        )
+        write!(f, "({}, {}, {}, {}, {})", self.n, self.c, self.d, self.h, self.w)
     }
 }
 
@@ -88,9 +81,6 @@ mod tests {
     #[test]
     fn shape_from_dims_rejects_rank_4() {
         assert!(Shape::from_dims(&[1, 2, 3, 4]).is_err());
-        assert_eq!(
-            Shape::from_dims(&[1, 2, 3, 4, 5]).unwrap().to_string(),
-            "(1, 2, 3, 4, 5)"
-        );
+        assert_eq!(Shape::from_dims(&[1, 2, 3, 4, 5]).unwrap().to_string(), "(1, 2, 3, 4, 5)");
     }
 }
