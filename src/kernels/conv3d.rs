@@ -137,6 +137,23 @@ pub fn conv3d<T: Float>(
 ) {
     let (d, h, w) = dims;
     let (d_out, h_out, w_out) = p.out_dims(d, h, w).expect("caller validated the conv geometry");
+    let cols = p.tile_cols(std::mem::size_of::<T>(), d_out * h_out * w_out);
+    conv3d_tiled(out, x, weight, bias, p, dims, cols)
+}
+
+/// [`conv3d`] with an explicit im2col tile width of `cols` output positions (tests use small
+/// tiles to exercise the tiling).
+pub fn conv3d_tiled<T: Float>(
+    out: &mut [T],
+    x: &[T],
+    weight: &[T],
+    bias: &[T],
+    p: &Conv3dParams,
+    dims: (usize, usize, usize),
+    cols: usize,
+) {
+    let (d, h, w) = dims;
+    let (d_out, h_out, w_out) = p.out_dims(d, h, w).expect("caller validated the conv geometry");
     let n_out = d_out * h_out * w_out;
     let k_len = p.k_len();
     assert_eq!(out.len(), p.c_out * n_out);
@@ -151,7 +168,7 @@ pub fn conv3d<T: Float>(
         gemm(p.c_out, n_out, k_len, out, n_out, 1, true, lhs, rhs, Par::Rayon);
         return;
     }
-    let cols = p.tile_cols(std::mem::size_of::<T>(), n_out);
+    let cols = cols.clamp(1, n_out);
     let mut tile = vec![T::ZERO; k_len * cols];
     let mut p0 = 0;
     while p0 < n_out {

@@ -1,0 +1,76 @@
+//! Output is bitwise identical whatever the rayon thread count.
+
+mod common;
+
+use movq::io::{Loader, WeightFile};
+use movq::kernels::Float;
+use movq::kernels::conv3d::conv3d;
+use movq::model::{DecoderConfig, PadMode};
+use movq::tensor::{Shape, Tensor};
+use movq::{Decoder, model::conv::causal_params};
+
+fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
+}
+
+fn decode_golden<T: Float>(name: &str) -> Option<Vec<Vec<T>>> {
+    let path = common::golden(name)?;
+    let file = WeightFile::open(&path).unwrap();
+    let cfg = DecoderConfig::from_metadata(&file).unwrap();
+    let loader = Loader::new(&file, "").with_ignore(|n| n.starts_with("input.") || n.starts_with("output"));
+    let dec = Decoder::<T>::load(&loader.root(), &cfg).unwrap();
+    let (dims, z) = file.read::<T>("input.z").unwrap();
+    let z = Tensor::from_vec(Shape::from_dims(&dims).unwrap(), z).unwrap();
+    Some([1, 2, 4].iter().map(|&n| in_pool(n, || dec.forward(&z).unwrap().into_vec())).collect())
+}
+
+fn assert_bitwise_equal<T: Float>(runs: &[Vec<T>]) {
+    for (i, r) in runs.iter().enumerate().skip(1) {
+        let same = r.iter().zip(&runs[0]).all(|(a, b)| a.to_f64().to_bits() == b.to_f64().to_bits());
+        assert!(same, "run with thread setting #{i} differs from the 1-thread run");
+    }
+}
+
+#[test]
+fn decoder_bitwise_identical_across_threads_attention() {
+    if let Some(runs) = decode_golden::<f32>("movq_first_tct4_attn16") {
+        assert_bitwise_equal(&runs);
+    }
+    if let Some(runs) = decode_golden::<f64>("movq_first_tct4_attn16") {
+        assert_bitwise_equal(&runs);
+    }
+}
+
+#[test]
+fn decoder_bitwise_identical_across_threads_add_conv_batch() {
+    if let Some(runs) = decode_golden::<f32>("newdec_postquant_addconv_zq12") {
+        assert_bitwise_equal(&runs);
+    }
+    if let Some(runs) = decode_golden::<f32>("movq_batch2_h4w6_t4") {
+        assert_bitwise_equal(&runs);
+    }
+}
+
+/// A conv large enough for several im2col tiles and for gemm to split work across threads.
+#[test]
+fn conv3d_multi_tile_bitwise_identical_across_threads() {
+    let p = causal_params(64, 96, 3, PadMode::First).unwrap();
+    let dims = (6, 40, 36);
+    let x: Vec<f32> = (0..64 * 6 * 40 * 36usize).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+    let w: Vec<f32> =
+        (0..96 * 64 * 27usize).map(|i| ((i * 104729 % 997) as f32 / 997.0 - 0.5) * 0.05).collect();
+    let b: Vec<f32> = (0..96).map(|i| i as f32 * 0.01).collect();
+    let n_out = 96 * 6 * 40 * 36;
+    assert!(p.tile_cols(4, 6 * 40 * 36) < 6 * 40 * 36, "the problem must span several tiles");
+    let runs: Vec<Vec<f32>> = [1, 2, 4]
+        .iter()
+        .map(|&n| {
+            in_pool(n, || {
+                let mut out = vec![0.0f32; n_out];
+                conv3d(&mut out, &x, &w, &b, &p, dims);
+                out
+            })
+        })
+        .collect();
+    assert_bitwise_equal(&runs);
+}
