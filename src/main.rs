@@ -118,8 +118,7 @@ fn decode<T: movq::kernels::Float>(
     meta.insert("config".to_string(), serde_json::to_string(config)?);
     write_safetensors(output, "sample", &y, &meta)?;
     eprintln!(
-        "wrote {} {} to {} (load {:.2} s, decode {:.2} s, threads {}, peak RSS {:.0} MiB)",
-        "sample",
+        "wrote sample {} to {} (load {:.2} s, decode {:.2} s, threads {}, peak RSS {:.0} MiB)",
         y.shape(),
         output.display(),
         t_load,

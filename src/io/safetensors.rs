@@ -180,7 +180,6 @@ pub fn write_tensors<T: Element>(
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
     let dtype = if T::NAME == "f64" { "F64" } else { "F32" };
-    let elem = std::mem::size_of::<T>();
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
         header.insert("__metadata__".into(), serde_json::to_value(metadata).expect("string map"));
@@ -188,7 +187,7 @@ pub fn write_tensors<T: Element>(
     let mut offset = 0usize;
     for (name, shape, data) in tensors {
         debug_assert_eq!(shape.iter().product::<usize>(), data.len());
-        let end = offset + data.len() * elem;
+        let end = offset + std::mem::size_of_val(*data);
         header.insert(
             name.to_string(),
             serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, end]}),

@@ -10,13 +10,16 @@ use crate::tensor::Element;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 
+/// Tensors made by a random loader: (name, shape, f32 values).
+pub type MadeTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
 /// Where a [`Loader`] takes tensors from.
 enum Source<'a> {
     File(&'a WeightFile),
     /// Deterministic random weights, recorded as they are made (see [`Loader::random`]).
     Random {
         seed: u64,
-        made: RefCell<Vec<(String, Vec<usize>, Vec<f32>)>>,
+        made: RefCell<MadeTensors>,
     },
 }
 
@@ -53,7 +56,7 @@ impl<'a> Loader<'a> {
     }
 
     /// The tensors a random loader made: (name, shape, f32 values), in request order.
-    pub fn take_random(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    pub fn take_random(&self) -> MadeTensors {
         match &self.source {
             Source::Random { made, .. } => made.take(),
             Source::File(_) => Vec::new(),

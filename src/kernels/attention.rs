@@ -87,15 +87,15 @@ mod tests {
         fn attention_tile_matches_reference(c in 1usize..9, n_tokens in 1usize..1100, seed in any::<u32>(), mag in 0.1f64..6.0) {
             let ch_stride = n_tokens + 3;
             let len = c * ch_stride;
-            let gen = |o: u32| -> Vec<f64> { (0..len).map(|i| ((i as f64 * 0.7 + (seed ^ o) as f64 * 0.013).sin() * mag)).collect() };
-            let (q, k, v) = (gen(1), gen(2), gen(3));
+            let make = |o: u32| -> Vec<f64> { (0..len).map(|i| (i as f64 * 0.7 + (seed ^ o) as f64 * 0.013).sin() * mag).collect() };
+            let (q, k, v) = (make(1), make(2), make(3));
             let p = AttentionParams { c, n_tokens, ch_stride, scale: (c as f64).powf(-0.5) };
-            let mut want = vec![0.0; n_tokens * c];
-            reference::attention(&mut want, &q, &k, &v, c, n_tokens, ch_stride, p.scale);
+            let mut want = vec![0.0f64; n_tokens * c];
+            reference::attention(&mut want, &q, &k, &v, &p);
             let mut i0 = 0;
             while i0 < n_tokens {
                 let tq = TILE_Q.min(n_tokens - i0);
-                let mut got = vec![0.0; tq * c];
+                let mut got = vec![0.0f64; tq * c];
                 attention_tile(&mut got, &q, &k, &v, i0, &p);
                 for (a, b) in got.iter().zip(&want[i0 * c..(i0 + tq) * c]) {
                     prop_assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()), "{} vs {}", a, b);

@@ -1,6 +1,7 @@
 //! Scalar, obviously-correct kernels: the oracle for the fast kernels and the fallback on CPUs
 //! without SIMD support. No `unsafe`, no cleverness.
 
+use super::attention::AttentionParams;
 use super::conv3d::Conv3dParams;
 use crate::tensor::Element;
 
@@ -114,32 +115,24 @@ pub fn vol2col<T: Element>(
 }
 
 /// Single-head attention of one frame with a full softmax, in f64.
-/// out: (n_tokens, c) token-major; q, k, v: element (ch, i) at `ch * ch_stride + i`.
-pub fn attention<T: Element>(
-    out: &mut [T],
-    q: &[T],
-    k: &[T],
-    v: &[T],
-    c: usize,
-    n_tokens: usize,
-    ch_stride: usize,
-    scale: f64,
-) {
-    let mut p = vec![0.0f64; n_tokens];
+/// out: (n_tokens, c) token-major; q, k, v: element (ch, i) at `ch * p.ch_stride + i`.
+pub fn attention<T: Element>(out: &mut [T], q: &[T], k: &[T], v: &[T], p: &AttentionParams) {
+    let (c, n_tokens, ch_stride) = (p.c, p.n_tokens, p.ch_stride);
+    let mut w = vec![0.0f64; n_tokens];
     for i in 0..n_tokens {
-        for (j, pj) in p.iter_mut().enumerate() {
+        for (j, wj) in w.iter_mut().enumerate() {
             let s: f64 =
                 (0..c).map(|ch| q[ch * ch_stride + i].to_f64() * k[ch * ch_stride + j].to_f64()).sum();
-            *pj = s * scale;
+            *wj = s * p.scale;
         }
-        let m = p.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let m = w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let mut l = 0.0;
-        for pj in p.iter_mut() {
-            *pj = (*pj - m).exp();
-            l += *pj;
+        for wj in w.iter_mut() {
+            *wj = (*wj - m).exp();
+            l += *wj;
         }
         for ch in 0..c {
-            let o: f64 = (0..n_tokens).map(|j| p[j] * v[ch * ch_stride + j].to_f64()).sum();
+            let o: f64 = (0..n_tokens).map(|j| w[j] * v[ch * ch_stride + j].to_f64()).sum();
             out[i * c + ch] = T::from_f64(o / l);
         }
     }
