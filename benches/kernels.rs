@@ -58,8 +58,15 @@ fn norm(c: &mut Criterion) {
     g.sample_size(10).throughput(Throughput::Bytes((5 * n * 4) as u64));
     g.bench_function("c256_d13_64x64_silu", |b| {
         b.iter(|| {
-            group_norm_inplace(&mut x, &gamma, &beta, p, Modulation::Full { scale: &scale, shift: &shift }, true)
-                .unwrap()
+            group_norm_inplace(
+                &mut x,
+                &gamma,
+                &beta,
+                p,
+                Modulation::Full { scale: &scale, shift: &shift },
+                true,
+            )
+            .unwrap()
         })
     });
     g.finish();
