@@ -77,6 +77,32 @@ enum Command {
         #[arg(long, requires = "latent_shape")]
         latent_out: Option<PathBuf>,
     },
+    /// Time decodes of a latent (median of --repeat runs) and report GFLOP/s and peak RSS;
+    /// or, with --peak, measure the machine's f32 FMA peak.
+    Bench {
+        /// Measure the f32 FMA peak on 1 thread and on all threads instead of decoding.
+        #[arg(long)]
+        peak: bool,
+        #[arg(long, required_unless_present = "peak")]
+        weights: Option<PathBuf>,
+        /// Config JSON (default: from the weights' metadata).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, required_unless_present = "peak")]
+        latent: Option<PathBuf>,
+        #[arg(long)]
+        latent_key: Option<String>,
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Number of timed decodes.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        #[arg(long, value_enum, default_value = "f32")]
+        precision: Precision,
+        /// Also write the last decode's output (.safetensors, key `sample`).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
     /// Run golden reference files (or directories of them) in f32 and f64 and check them
     /// against the tolerance rule; exit code 1 if any case fails.
     Verify {
@@ -125,6 +151,55 @@ fn decode<T: movq::kernels::Float>(
         t_dec,
         rayon::current_num_threads(),
         peak_rss_mib().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
+
+struct BenchArgs<'a> {
+    weights: &'a Path,
+    config: &'a DecoderConfig,
+    prefix: &'a str,
+    latent: &'a Path,
+    latent_key: Option<&'a str>,
+    repeat: usize,
+    output: Option<&'a Path>,
+}
+
+fn bench<T: movq::kernels::Float>(a: &BenchArgs) -> Result<()> {
+    let decoder = Decoder::<T>::from_file(a.weights, a.config, a.prefix)
+        .with_context(|| format!("loading decoder weights from {}", a.weights.display()))?;
+    let z: Tensor<T> = read_latent(a.latent, a.latent_key)?;
+    let flop = movq::model::flops::decoder_flops(a.config, z.shape())? as f64;
+    let mut runs = Vec::new();
+    let mut last = None;
+    for _ in 0..a.repeat {
+        let t0 = Instant::now();
+        let y = decoder.forward(&z)?;
+        runs.push(t0.elapsed().as_secs_f64());
+        eprintln!("decode {} -> {}: {:.2} s", z.shape(), y.shape(), runs.last().unwrap());
+        last = Some(y);
+    }
+    let y = last.expect("repeat >= 1");
+    if let Some(out) = a.output {
+        write_safetensors(out, "sample", &y, &BTreeMap::new())?;
+    }
+    let mut sorted = runs.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    println!(
+        "{}",
+        serde_json::json!({
+            "engine": "movq",
+            "precision": T::NAME,
+            "threads": rayon::current_num_threads(),
+            "input_shape": z.shape().dims(),
+            "output_shape": y.shape().dims(),
+            "runs_s": runs,
+            "median_s": median,
+            "flop": flop,
+            "gflops": flop / median / 1e9,
+            "peak_rss_mib": peak_rss_mib(),
+        })
     );
     Ok(())
 }
@@ -222,6 +297,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let z = movq::tensor::random_normal(&shape, seed.wrapping_add(1))?;
                 movq::io::write_npy(&path, &shape, &z)?;
                 eprintln!("wrote latent {:?} to {}", shape, path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { peak: true, .. } => {
+            let one = movq::kernels::fma_peak_gflops(1.0).context("no FMA microbenchmark for this CPU")?;
+            let per_thread: Vec<f64> =
+                rayon::broadcast(|_| movq::kernels::fma_peak_gflops(1.0).unwrap_or(0.0));
+            let all: f64 = per_thread.iter().sum();
+            println!(
+                "{}",
+                serde_json::json!({"peak_1t_gflops": one, "peak_gflops": all, "threads": per_thread.len()})
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { weights, config, latent, latent_key, prefix, repeat, precision, output, .. } => {
+            let weights = weights.expect("clap requires --weights");
+            let latent = latent.expect("clap requires --latent");
+            let config = match &config {
+                Some(p) => DecoderConfig::from_file(p)?,
+                None => DecoderConfig::from_metadata(&movq::io::WeightFile::open(&weights)?)?,
+            };
+            let args = BenchArgs {
+                weights: &weights,
+                config: &config,
+                prefix: &prefix,
+                latent: &latent,
+                latent_key: latent_key.as_deref(),
+                repeat: repeat.max(1),
+                output: output.as_deref(),
+            };
+            match precision {
+                Precision::F32 => bench::<f32>(&args)?,
+                Precision::F64 => bench::<f64>(&args)?,
             }
             Ok(ExitCode::SUCCESS)
         }

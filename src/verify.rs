@@ -10,7 +10,7 @@ use crate::io::{Loader, WeightFile};
 use crate::kernels::Float;
 use crate::model::attention::AttnBlock2d;
 use crate::model::config::PadMode;
-use crate::model::conv::CausalConv3d;
+use crate::model::conv::{CausalConv3d, causal_params_strided};
 use crate::model::resnet::ResnetBlock3d;
 use crate::model::spatial_norm::SpatialNorm3d;
 use crate::model::upsample::Upsample3d;
@@ -145,13 +145,15 @@ fn run<T: Float>(file: &WeightFile, case: &Case) -> Result<Vec<f64>> {
             dec.forward(&input(file, "input.z")?)?
         }
         "CausalConv3d" => {
-            let m = CausalConv3d::<T>::load(
-                &vp,
+            let p = causal_params_strided(
                 cfg_usize(c, "chan_in")?,
                 cfg_usize(c, "chan_out")?,
                 cfg_usize(c, "kernel_size")?,
                 cfg_pad(c)?,
+                cfg_usize(c, "stride").unwrap_or(1),
+                cfg_usize(c, "dilation").unwrap_or(1),
             )?;
+            let m = CausalConv3d::<T>::load_params(&vp, p)?;
             loader.finish()?;
             m.forward(&input(file, "input.x")?)?
         }

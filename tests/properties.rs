@@ -4,7 +4,7 @@
 use movq::kernels::conv3d::{Conv3dParams, TimePad, conv3d_tiled};
 use movq::kernels::reference;
 use movq::model::PadMode;
-use movq::model::conv::causal_params;
+use movq::model::conv::{causal_params, causal_params_strided};
 use proptest::prelude::*;
 
 fn values(n: usize, seed: u64) -> Vec<f64> {
@@ -141,6 +141,11 @@ fn causal_constant_mode_pad_order_quirk() {
     assert_eq!((0..2).map(|dt| p.src_frame(0, dt, 1)).collect::<Vec<_>>(), vec![None, None]);
     // k=1 "first" raises upstream (empty concat).
     assert!(causal_params(1, 1, 1, PadMode::First).is_err());
+    // time_pad = dilation * (k - 1) + (1 - stride): stride 2 -> 1, dilation 2 -> 4 (spec section 2).
+    assert_eq!(causal_params_strided(1, 1, 3, PadMode::First, 2, 1).unwrap().pad_d, (1, 0));
+    assert_eq!(causal_params_strided(1, 1, 3, PadMode::First, 1, 2).unwrap().pad_d, (4, 0));
+    let p = causal_params_strided(1, 1, 3, PadMode::First, 2, 1).unwrap();
+    assert_eq!(p.out_dims(5, 4, 4), Some((3, 4, 4)));
 }
 
 /// Regression (from the shrunk proptest case above): with "reflect", output frame 0 of a

@@ -102,3 +102,27 @@ impl Float for f32 {
         }
     }
 }
+
+/// FLOP per round of the FMA microbenchmark: 12 chains x 8 lanes x 2.
+pub const FMA_ROUND_FLOP: u64 = 192;
+
+/// Measures this thread's f32 FMA throughput in GFLOP/s over about `seconds` (AVX2+FMA chains;
+/// on Zen 4 and most AVX-512 parts without a second 512-bit FMA unit this is the peak).
+/// Returns `None` when the CPU has no FMA path here.
+pub fn fma_peak_gflops(seconds: f64) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(tok) = x86_64::Avx2Fma::detect() {
+        let mut iters = 1u64 << 20;
+        loop {
+            let t0 = std::time::Instant::now();
+            std::hint::black_box(x86_64::fma_chains(tok, std::hint::black_box(iters)));
+            let dt = t0.elapsed().as_secs_f64();
+            if dt >= seconds {
+                return Some((iters * FMA_ROUND_FLOP) as f64 / dt / 1e9);
+            }
+            iters *= 2;
+        }
+    }
+    let _ = seconds;
+    None
+}

@@ -141,6 +141,33 @@ unsafe fn norm_apply_impl(buf: &mut [f32], a: f32, b: f32, modulation: Option<(&
     super::reference::norm_apply(&mut buf[n8..], a, b, tail_mod, silu);
 }
 
+/// Runs `iters` rounds of 12 independent 8-lane FMA chains (192 FLOP per round) and returns a
+/// value that depends on all of them; a peak-FLOP/s microbenchmark.
+pub fn fma_chains(_tok: Avx2Fma, iters: u64) -> f32 {
+    // SAFETY: the token proves AVX2 and FMA are available.
+    unsafe { fma_chains_impl(iters) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_chains_impl(iters: u64) -> f32 {
+    let a = _mm256_set1_ps(0.999_999);
+    let b = _mm256_set1_ps(1e-7);
+    let mut acc = [_mm256_set1_ps(1.0); 12];
+    for _ in 0..iters {
+        for x in acc.iter_mut() {
+            *x = _mm256_fmadd_ps(*x, a, b);
+        }
+    }
+    let mut s = _mm256_setzero_ps();
+    for x in acc {
+        s = _mm256_add_ps(s, x);
+    }
+    let mut lanes = [0.0f32; 8];
+    // SAFETY: `lanes` holds 8 f32, the width of one unaligned store.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), s) };
+    lanes.iter().sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

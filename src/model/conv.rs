@@ -69,21 +69,43 @@ pub struct CausalConv3d<T> {
     conv: Conv3d<T>,
 }
 
-/// The padding upstream's CausalConv3d applies for kernel `k` (cubic), reproducing the
-/// "constant" pad-order quirk (spec section 2).
+/// The padding upstream's CausalConv3d applies for kernel `k` (cubic), stride 1, dilation 1,
+/// reproducing the "constant" pad-order quirk (spec section 2).
 pub fn causal_params(c_in: usize, c_out: usize, k: usize, pad_mode: PadMode) -> Result<Conv3dParams> {
+    causal_params_strided(c_in, c_out, k, pad_mode, 1, 1)
+}
+
+/// [`causal_params`] with upstream's temporal `stride` and `dilation` (they apply to time only):
+/// `time_pad = dilation * (k - 1) + (1 - stride)`.
+pub fn causal_params_strided(
+    c_in: usize,
+    c_out: usize,
+    k: usize,
+    pad_mode: PadMode,
+    stride: usize,
+    dilation: usize,
+) -> Result<Conv3dParams> {
     if k % 2 == 0 {
         return Err(Error::InvalidConfig(format!("CausalConv3d kernel {k} must be odd (upstream asserts)")));
     }
-    let time_pad = k - 1; // dilation * (k - 1) + (1 - stride) with stride = dilation = 1
+    if stride == 0 || dilation == 0 {
+        return Err(Error::InvalidConfig("CausalConv3d stride and dilation must be positive".into()));
+    }
+    let time_pad = (dilation * (k - 1) + 1).checked_sub(stride).ok_or_else(|| {
+        Error::Unsupported(format!(
+            "CausalConv3d stride {stride} > dilation * (k - 1) + 1 gives a negative time pad (upstream crops)"
+        ))
+    })?;
     let (hp, wp) = (k / 2, k / 2);
     let mut p = Conv3dParams::plain(c_in, c_out, (k, k, k));
+    p.stride_d = stride;
+    p.dilation_d = dilation;
     match pad_mode {
         PadMode::First => {
-            if k == 1 {
+            if time_pad == 0 {
                 // Upstream concatenates an empty list of frames and raises.
                 return Err(Error::Unsupported(
-                    "CausalConv3d pad_mode \"first\" with kernel 1 (upstream raises)".into(),
+                    "CausalConv3d pad_mode \"first\" with a zero time pad (upstream raises)".into(),
                 ));
             }
             p.pad_d = (time_pad, 0);
@@ -111,7 +133,12 @@ pub fn causal_params(c_in: usize, c_out: usize, k: usize, pad_mode: PadMode) -> 
 
 impl<T: Float> CausalConv3d<T> {
     pub fn load(vp: &VarPath, c_in: usize, c_out: usize, k: usize, pad_mode: PadMode) -> Result<Self> {
-        let p = causal_params(c_in, c_out, k, pad_mode)?;
+        Self::load_params(vp, causal_params(c_in, c_out, k, pad_mode)?)
+    }
+
+    /// Loads a CausalConv3d with explicit geometry (e.g. from [`causal_params_strided`]).
+    pub fn load_params(vp: &VarPath, p: Conv3dParams) -> Result<Self> {
+        let (c_in, c_out, k) = (p.c_in, p.c_out, p.k_d);
         Ok(CausalConv3d {
             conv: Conv3d::load_with(&vp.pp("conv"), p, &[c_out, c_in, k, k, k], "CausalConv3d")?,
         })
