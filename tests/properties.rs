@@ -145,7 +145,7 @@ fn causal_constant_mode_pad_order_quirk() {
     assert_eq!(causal_params_strided(1, 1, 3, PadMode::First, 2, 1).unwrap().pad_d, (1, 0));
     assert_eq!(causal_params_strided(1, 1, 3, PadMode::First, 1, 2).unwrap().pad_d, (4, 0));
     let p = causal_params_strided(1, 1, 3, PadMode::First, 2, 1).unwrap();
-    assert_eq!(p.out_dims(5, 4, 4), Some((3, 4, 4)));
+    assert_eq!(p.out_dims(5, 4, 4), Some((2, 4, 4))); // (5 + 1 - 3) / 2 + 1
 }
 
 /// Regression (from the shrunk proptest case above): with "reflect", output frame 0 of a
