@@ -22,8 +22,18 @@ struct Cli {
     /// Worker threads (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Convolution algorithm for 3x3 convs: winograd (default, fastest) or im2col (the direct
+    /// sum, rounding closest to PyTorch). Also set by MOVQ_CONV=im2col.
+    #[arg(long, global = true, value_enum)]
+    conv: Option<ConvChoice>,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ConvChoice {
+    Winograd,
+    Im2col,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -263,6 +273,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             .num_threads(n)
             .build_global()
             .context("configuring the thread pool")?;
+    }
+    if let Some(c) = cli.conv {
+        use movq::kernels::conv3d::{ConvAlgo, set_conv_algo};
+        set_conv_algo(if c == ConvChoice::Winograd { ConvAlgo::Winograd } else { ConvAlgo::Im2col });
     }
     match cli.command {
         Command::Decode { weights, config, latent, latent_key, prefix, output, precision } => {

@@ -4,7 +4,7 @@ mod common;
 
 use movq::io::{Loader, WeightFile};
 use movq::kernels::Float;
-use movq::kernels::conv3d::conv3d;
+use movq::kernels::conv3d::{conv3d, conv3d_tiled};
 use movq::model::{DecoderConfig, PadMode};
 use movq::tensor::{Shape, Tensor};
 use movq::{Decoder, model::conv::causal_params};
@@ -68,6 +68,19 @@ fn conv3d_multi_tile_bitwise_identical_across_threads() {
             in_pool(n, || {
                 let mut out = vec![0.0f32; n_out];
                 conv3d(&mut out, &x, &w, &b, &p, dims);
+                out
+            })
+        })
+        .collect();
+    assert_bitwise_equal(&runs);
+    // The im2col path too, with its tiling.
+    let cols = p.tile_cols(4, 6 * 40 * 36);
+    let runs: Vec<Vec<f32>> = [1, 2, 4]
+        .iter()
+        .map(|&n| {
+            in_pool(n, || {
+                let mut out = vec![0.0f32; n_out];
+                conv3d_tiled(&mut out, &x, &w, &b, &p, dims, cols);
                 out
             })
         })

@@ -3,6 +3,7 @@
 
 use movq::kernels::conv3d::{Conv3dParams, TimePad, conv3d_tiled};
 use movq::kernels::reference;
+use movq::kernels::winograd::conv3d_winograd;
 use movq::model::PadMode;
 use movq::model::conv::{causal_params, causal_params_strided};
 use proptest::prelude::*;
@@ -104,6 +105,22 @@ proptest! {
                 let r = (co * d + f) * h * w..(co * d + f + 1) * h * w;
                 prop_assert_eq!(&y1[r.clone()], &y2[r]);
             }
+        }
+    }
+
+    #[test]
+    fn conv3d_winograd_matches_direct_definition((p, dims, _cols, seed) in conv_problem()) {
+        let p = Conv3dParams { k_h: 3, k_w: 3, ..p };
+        let Some((d, h, w)) = p.out_dims(dims.0, dims.1, dims.2) else { return Ok(()) };
+        let x = values(p.c_in * dims.0 * dims.1 * dims.2, seed);
+        let wt = values(p.c_out * p.k_len(), seed ^ 1);
+        let b = values(p.c_out, seed ^ 2);
+        let mut fast = vec![f64::NAN; p.c_out * d * h * w];
+        conv3d_winograd(&mut fast, &x, &wt, &b, &p, dims);
+        let mut slow = vec![0.0; p.c_out * d * h * w];
+        reference::conv3d(&mut slow, &x, &wt, &b, &p, dims);
+        for (a, r) in fast.iter().zip(&slow) {
+            prop_assert!((a - r).abs() <= 1e-12, "{} vs {}", a, r);
         }
     }
 

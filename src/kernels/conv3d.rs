@@ -17,6 +17,7 @@ use super::gemm::{Mat, Par, gemm};
 use super::vol2col::vol2col;
 use crate::kernels::Float;
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Upper bound of the im2col scratch of one convolution call.
 pub const IM2COL_TILE_BYTES: usize = 16 << 20;
@@ -135,10 +136,47 @@ pub fn conv3d<T: Float>(
     p: &Conv3dParams,
     dims: (usize, usize, usize),
 ) {
+    if conv_algo() == ConvAlgo::Winograd && super::winograd::supports(p) {
+        return super::winograd::conv3d_winograd(out, x, weight, bias, p, dims);
+    }
     let (d, h, w) = dims;
     let (d_out, h_out, w_out) = p.out_dims(d, h, w).expect("caller validated the conv geometry");
     let cols = p.tile_cols(std::mem::size_of::<T>(), d_out * h_out * w_out);
     conv3d_tiled(out, x, weight, bias, p, dims, cols)
+}
+
+/// How [`conv3d`] computes convolutions with 3x3 spatial taps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvAlgo {
+    /// Winograd F(2x2, 3x3) (2.25x fewer multiplies; the default).
+    Winograd,
+    /// im2col + gemm: the direct sum, closest to PyTorch's rounding.
+    Im2col,
+}
+
+static CONV_ALGO: AtomicU8 = AtomicU8::new(0);
+
+/// The process-wide convolution algorithm: [`set_conv_algo`], else `MOVQ_CONV=im2col` in the
+/// environment, else Winograd.
+pub fn conv_algo() -> ConvAlgo {
+    match CONV_ALGO.load(Ordering::Relaxed) {
+        1 => ConvAlgo::Winograd,
+        2 => ConvAlgo::Im2col,
+        _ => {
+            let a = if std::env::var("MOVQ_CONV").is_ok_and(|v| v.eq_ignore_ascii_case("im2col")) {
+                ConvAlgo::Im2col
+            } else {
+                ConvAlgo::Winograd
+            };
+            set_conv_algo(a);
+            a
+        }
+    }
+}
+
+/// Selects the convolution algorithm for the whole process.
+pub fn set_conv_algo(a: ConvAlgo) {
+    CONV_ALGO.store(if a == ConvAlgo::Winograd { 1 } else { 2 }, Ordering::Relaxed);
 }
 
 /// [`conv3d`] with an explicit im2col tile width of `cols` output positions (tests use small

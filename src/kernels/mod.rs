@@ -11,6 +11,7 @@ pub mod group_norm;
 pub mod reference;
 pub mod resample;
 pub mod vol2col;
+pub mod winograd;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 
