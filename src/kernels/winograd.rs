@@ -30,6 +30,8 @@ pub fn supports(p: &Conv3dParams) -> bool {
     p.k_h == 3 && p.k_w == 3
 }
 
+// The small 4x4 transforms index rows and columns explicitly, like the formulas they implement.
+#[allow(clippy::needless_range_loop)]
 /// u: (c_out, 16, k_d, c_in) from weight (c_out, c_in, k_d, 3, 3): `U = G g G^T`.
 fn transform_weights<T: Float>(u: &mut [T], weight: &[T], p: &Conv3dParams) {
     let (c_in, k_d) = (p.c_in, p.k_d);
@@ -76,6 +78,7 @@ impl Strip {
     }
 }
 
+#[allow(clippy::needless_range_loop)]
 /// v: (c_in, 16, tiles) = B^T d B for every tile of `strip` in input frame `f`.
 /// x: (c_in, d, h, w).
 fn transform_input<T: Float>(
@@ -206,6 +209,7 @@ pub fn conv3d_winograd<T: Float>(
     }
 }
 
+#[allow(clippy::needless_range_loop)]
 /// Writes A^T m A + bias of every tile of strip `s` into output frame `t` of each channel.
 /// dst: (rows, d_out, h_out, w_out); m: (rows, 16, tiles).
 fn inverse_transform<T: Float>(
