@@ -6,7 +6,7 @@ mod var_path;
 
 pub use npy::{parse_npy, read_npy, write_npy};
 pub use safetensors::{TensorInfo, WeightFile, write_safetensors, write_tensors};
-pub use var_path::{Loader, SplitMix64, VarPath};
+pub use var_path::{Loader, MapElem, Param, SplitMix64, VarPath};
 
 use crate::error::{Error, Result};
 use crate::tensor::{Element, Shape, Tensor};

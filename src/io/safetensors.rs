@@ -122,6 +122,21 @@ impl WeightFile {
         &buf[self.data_start + info.start..self.data_start + info.end]
     }
 
+    /// Tensor `name` viewed in place as f32: `Some` when it is stored as F32 at a 4-byte aligned
+    /// address on a little-endian machine (safetensors data usually is).
+    pub fn f32_view(&self, name: &str) -> Option<&[f32]> {
+        let info = self.info(name)?;
+        if info.dtype != Dtype::F32 || cfg!(target_endian = "big") {
+            return None;
+        }
+        let raw = self.raw(info);
+        // SAFETY: every 4-byte pattern is a valid f32 and the bytes are little-endian (checked
+        // above); `align_to` only puts correctly aligned whole elements in the middle slice, and
+        // the view borrows `self`, which owns the mapping.
+        let (pre, mid, post) = unsafe { raw.align_to::<f32>() };
+        (pre.is_empty() && post.is_empty()).then_some(mid)
+    }
+
     /// Reads tensor `name` converted to `T`: returns its shape and row-major data.
     /// F32, F64, F16 and BF16 are read; other dtypes are an [`Error::UnsupportedDtype`].
     pub fn read<T: Element>(&self, name: &str) -> Result<(Vec<usize>, Vec<T>)> {

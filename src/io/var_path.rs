@@ -9,6 +9,44 @@ use crate::error::{Error, Result};
 use crate::tensor::Element;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::ops::Deref;
+use std::sync::Arc;
+
+/// Element types a weight can be viewed as in place, inside a mapped file.
+pub trait MapElem: Element {
+    /// Tensor `name` of `file` as `&[Self]` without copying, if its stored dtype and alignment allow.
+    fn view<'f>(file: &'f WeightFile, name: &str) -> Option<&'f [Self]>;
+}
+
+impl MapElem for f32 {
+    fn view<'f>(file: &'f WeightFile, name: &str) -> Option<&'f [f32]> {
+        file.f32_view(name)
+    }
+}
+
+impl MapElem for f64 {
+    fn view<'f>(_: &'f WeightFile, _: &str) -> Option<&'f [f64]> {
+        None
+    }
+}
+
+/// A loaded parameter tensor: owned, or read in place from a memory-mapped file.
+pub enum Param<T> {
+    Owned(Vec<T>),
+    Mapped { file: Arc<WeightFile>, name: String },
+}
+
+impl<T: MapElem> Deref for Param<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        match self {
+            Param::Owned(v) => v,
+            // Mapped is only built after `view` succeeded, and the file is immutable.
+            Param::Mapped { file, name } => T::view(file, name).expect("mapped view checked at load"),
+        }
+    }
+}
 
 /// Tensors made by a random loader: (name, shape, f32 values).
 pub type MadeTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
@@ -16,6 +54,8 @@ pub type MadeTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
 /// Where a [`Loader`] takes tensors from.
 enum Source<'a> {
     File(&'a WeightFile),
+    /// A shared file whose f32 tensors are used in place (memory-mapped, not copied).
+    Shared(Arc<WeightFile>),
     /// Deterministic random weights, recorded as they are made (see [`Loader::random`]).
     Random {
         seed: u64,
@@ -42,6 +82,25 @@ impl<'a> Loader<'a> {
         }
     }
 
+    /// A loader whose f32 tensors stay memory-mapped: the modules keep `file` alive and read
+    /// the weights in place (other dtypes, or f64 compute, are converted into owned copies).
+    pub fn shared(file: Arc<WeightFile>, prefix: &str) -> Loader<'static> {
+        Loader {
+            source: Source::Shared(file),
+            prefix: prefix.to_string(),
+            ignore: Box::new(|_| false),
+            used: RefCell::default(),
+        }
+    }
+
+    fn file(&self) -> Option<&WeightFile> {
+        match &self.source {
+            Source::File(f) => Some(f),
+            Source::Shared(f) => Some(f),
+            Source::Random { .. } => None,
+        }
+    }
+
     /// A loader that makes up weights: every requested tensor gets deterministic pseudo-random
     /// values from `seed` and its name, scaled so activations stay O(1) through a decoder
     /// (convs ~ U(-sqrt(3/fan_in), +), GroupNorm affine near (1, 0), SpatialNorm scale near 1).
@@ -59,7 +118,7 @@ impl<'a> Loader<'a> {
     pub fn take_random(&self) -> MadeTensors {
         match &self.source {
             Source::Random { made, .. } => made.take(),
-            Source::File(_) => Vec::new(),
+            _ => Vec::new(),
         }
     }
 
@@ -76,7 +135,7 @@ impl<'a> Loader<'a> {
 
     /// Errors with [`Error::UnexpectedWeight`] if a tensor under the prefix was never loaded.
     pub fn finish(&self) -> Result<()> {
-        let Source::File(file) = &self.source else { return Ok(()) };
+        let Some(file) = self.file() else { return Ok(()) };
         let used = self.used.borrow();
         for name in file.names() {
             if name.starts_with(&self.prefix) && !(self.ignore)(name) && !used.contains(name) {
@@ -93,21 +152,22 @@ impl<'a> Loader<'a> {
 
     /// True if the file has a tensor at the module-relative `name`.
     pub fn contains(&self, name: &str) -> bool {
-        match &self.source {
-            Source::File(file) => file.info(&format!("{}{name}", self.prefix)).is_some(),
-            Source::Random { .. } => true,
+        match self.file() {
+            Some(file) => file.info(&format!("{}{name}", self.prefix)).is_some(),
+            None => true,
         }
     }
 
-    fn get<T: Element>(&self, name: &str, expected: &[usize]) -> Result<Vec<T>> {
+    fn get<T: MapElem>(&self, name: &str, expected: &[usize]) -> Result<Param<T>> {
         let key = format!("{}{name}", self.prefix);
         let file = match &self.source {
-            Source::File(file) => file,
+            Source::File(file) => *file,
+            Source::Shared(file) => file,
             Source::Random { seed, made } => {
                 let data = random_weight(*seed, &key, expected);
                 let out = data.iter().map(|&v| T::from_f32(v)).collect();
                 made.borrow_mut().push((key, expected.to_vec(), data));
-                return Ok(out);
+                return Ok(Param::Owned(out));
             }
         };
         let path = file.path().to_path_buf();
@@ -124,9 +184,14 @@ impl<'a> Loader<'a> {
                 got: info.shape.clone(),
             });
         }
+        self.used.borrow_mut().insert(key.clone());
+        if let Source::Shared(file) = &self.source
+            && T::view(file, &key).is_some()
+        {
+            return Ok(Param::Mapped { file: file.clone(), name: key });
+        }
         let (_, data) = file.read::<T>(&key)?;
-        self.used.borrow_mut().insert(key);
-        Ok(data)
+        Ok(Param::Owned(data))
     }
 }
 
@@ -184,7 +249,7 @@ impl<'l, 'a> VarPath<'l, 'a> {
     }
 
     /// Loads tensor `self.name`, which must have exactly the shape `expected`.
-    pub fn get<T: Element>(&self, name: &str, expected: &[usize]) -> Result<Vec<T>> {
+    pub fn get<T: MapElem>(&self, name: &str, expected: &[usize]) -> Result<Param<T>> {
         self.loader.get(&self.pp(name).path, expected)
     }
 

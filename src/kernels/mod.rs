@@ -59,7 +59,7 @@ pub fn isa() -> Isa {
 
 /// Element types with kernels: `f32` uses the SIMD kernels of [`isa`], `f64` the reference ones
 /// (the f64 mode is the precision reference, not the fast path).
-pub trait Float: Element {
+pub trait Float: Element + crate::io::MapElem {
     /// Sum of `x` accumulated in f64.
     fn sum_f64(x: &[Self]) -> f64;
     /// Sum of `(x - mean)^2` accumulated in f64.

@@ -3,7 +3,7 @@
 
 use super::config::PadMode;
 use crate::error::{Error, Result};
-use crate::io::VarPath;
+use crate::io::{Param, VarPath};
 use crate::kernels::Float;
 use crate::kernels::conv3d::{Conv3dParams, TimePad};
 use crate::ops::conv::conv3d;
@@ -12,8 +12,8 @@ use crate::tensor::Tensor;
 /// A convolution's parameters and geometry. Weights are stored as loaded:
 /// weight (c_out, c_in * k_d * k_h * k_w), bias (c_out,).
 pub struct Conv3d<T> {
-    weight: Vec<T>, // (c_out, c_in, k_d, k_h, k_w)
-    bias: Vec<T>,   // (c_out,)
+    weight: Param<T>, // (c_out, c_in, k_d, k_h, k_w)
+    bias: Param<T>,   // (c_out,)
     params: Conv3dParams,
     op: &'static str,
 }

@@ -119,8 +119,8 @@ impl<T: Float> Decoder<T> {
     /// Loads a decoder from a safetensors file, strictly: every tensor under `prefix` must be
     /// used. `prefix` is prepended to every name (e.g. `"decoder."`, or `""`).
     pub fn from_file(path: &Path, config: &DecoderConfig, prefix: &str) -> Result<Self> {
-        let file = WeightFile::open(path)?;
-        let loader = Loader::new(&file, prefix);
+        let file = std::sync::Arc::new(WeightFile::open(path)?);
+        let loader = Loader::shared(file, prefix);
         let dec = Self::load(&loader.root(), config)?;
         loader.finish()?;
         Ok(dec)

@@ -4,7 +4,7 @@
 use super::config::{NORM_EPS, NORM_GROUPS, PadMode};
 use super::conv::CausalConv3d;
 use crate::error::{Error, Result};
-use crate::io::VarPath;
+use crate::io::{Param, VarPath};
 use crate::kernels::Float;
 use crate::ops::norm::{GroupNormParams, Modulation, group_norm_inplace};
 use crate::ops::resample::{IndexMaps, resize};
@@ -12,8 +12,8 @@ use crate::tensor::Tensor;
 
 /// `nn.GroupNorm(32, c, eps=1e-6, affine=True)`.
 pub struct GroupNorm<T> {
-    weight: Vec<T>, // (c,)
-    bias: Vec<T>,   // (c,)
+    weight: Param<T>, // (c,)
+    bias: Param<T>,   // (c,)
 }
 
 impl<T: Float> GroupNorm<T> {
