@@ -116,7 +116,7 @@ proptest! {
         let wt = values(p.c_out * p.k_len(), seed ^ 1);
         let b = values(p.c_out, seed ^ 2);
         let mut fast = vec![f64::NAN; p.c_out * d * h * w];
-        conv3d_winograd(&mut fast, &x, &wt, &b, &p, dims);
+        conv3d_winograd(&mut fast, &x, &wt, &b, &p, dims, &Default::default());
         let mut slow = vec![0.0; p.c_out * d * h * w];
         reference::conv3d(&mut slow, &x, &wt, &b, &p, dims);
         for (a, r) in fast.iter().zip(&slow) {

@@ -137,7 +137,8 @@ pub fn conv3d<T: Float>(
     dims: (usize, usize, usize),
 ) {
     if conv_algo() == ConvAlgo::Winograd && super::winograd::supports(p) {
-        return super::winograd::conv3d_winograd(out, x, weight, bias, p, dims);
+        let opts = super::winograd::WinogradOptions::default();
+        return super::winograd::conv3d_winograd(out, x, weight, bias, p, dims, &opts);
     }
     let (d, h, w) = dims;
     let (d_out, h_out, w_out) = p.out_dims(d, h, w).expect("caller validated the conv geometry");

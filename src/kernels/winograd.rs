@@ -61,6 +61,58 @@ fn transform_weights<T: Float>(u: &mut [T], weight: &[T], p: &Conv3dParams) {
     });
 }
 
+/// A SpatialNorm fused into the convolution's input: every input element is read as
+/// `silu?((x * a[c] + b[c]) * scale + shift)`, with scale/shift read through nearest index maps.
+pub struct InputNorm<'a, T> {
+    /// (a, b) per input channel.
+    pub coeffs: &'a [(T, T)],
+    pub modulation: Option<RowModulation<'a, T>>,
+    pub silu: bool,
+}
+
+/// scale, shift: (c, d', h', w'); input position (t, y, x) reads (tmap[t], hmap[y], wmap[x]).
+pub struct RowModulation<'a, T> {
+    pub scale: &'a [T],
+    pub shift: &'a [T],
+    pub dims: (usize, usize, usize),
+    pub tmap: &'a [usize],
+    pub hmap: &'a [usize],
+    pub wmap: &'a [usize],
+}
+
+impl<T: Float> InputNorm<'_, T> {
+    /// dst = norm(src) for rows `y0 ..` of frame `f` of channel `c`; dst, src: (rows, w).
+    pub fn rows(&self, dst: &mut [T], src: &[T], c: usize, f: usize, y0: usize, w: usize) {
+        dst.copy_from_slice(src);
+        let (a, b) = self.coeffs[c];
+        let Some(m) = &self.modulation else {
+            T::norm_apply(dst, a, b, None, self.silu);
+            return;
+        };
+        let (md, mh, mw) = m.dims;
+        let mut sc = vec![T::ZERO; w];
+        let mut sh = vec![T::ZERO; w];
+        for (r, row) in dst.chunks_exact_mut(w).enumerate() {
+            let off = ((c * md + m.tmap[f]) * mh + m.hmap[y0 + r]) * mw;
+            let (s_row, h_row) = (&m.scale[off..off + mw], &m.shift[off..off + mw]);
+            for ((o1, o2), &xs) in sc.iter_mut().zip(sh.iter_mut()).zip(m.wmap) {
+                *o1 = s_row[xs];
+                *o2 = h_row[xs];
+            }
+            T::norm_apply(row, a, b, Some((&sc, &sh)), self.silu);
+        }
+    }
+}
+
+/// Options of [`conv3d_winograd`].
+#[derive(Default)]
+pub struct WinogradOptions<'a, T> {
+    /// Normalise the input on the fly (a fused SpatialNorm + SiLU).
+    pub input_norm: Option<InputNorm<'a, T>>,
+    /// Add to `out` (which holds a residual) instead of overwriting it.
+    pub accumulate: bool,
+}
+
 /// Geometry of one strip of tile rows.
 #[derive(Clone, Copy)]
 struct Strip {
@@ -88,11 +140,27 @@ fn transform_input<T: Float>(
     dims: (usize, usize, usize),
     f: usize,
     s: Strip,
+    norm: Option<&InputNorm<'_, T>>,
 ) {
     let (d, h, w) = dims;
     let n_t = s.tiles();
-    v.par_chunks_mut(16 * n_t).enumerate().for_each(|(ci, vc)| {
-        let frame = &x[(ci * d + f) * h * w..][..h * w];
+    // Input rows this strip reads, clipped to the frame.
+    let y_lo = (2 * s.i0).saturating_sub(p.pad_h.0).min(h);
+    let y_hi = (2 * (s.i0 + s.rows) + 2).saturating_sub(p.pad_h.0).min(h).max(y_lo);
+    v.par_chunks_mut(16 * n_t).enumerate().for_each_init(Vec::new, |buf, (ci, vc)| {
+        let raw = &x[(ci * d + f) * h * w..][..h * w];
+        // With a fused norm, the rows are normalised once into `buf`; `frame` then stands for
+        // the normalised frame (rows outside [y_lo, y_hi) are never read).
+        let frame: &[T] = match norm {
+            None => raw,
+            Some(nm) => {
+                if buf.len() != h * w {
+                    buf.resize(h * w, T::ZERO);
+                }
+                nm.rows(&mut buf[y_lo * w..y_hi * w], &raw[y_lo * w..y_hi * w], ci, f, y_lo, w);
+                buf
+            }
+        };
         for ti in 0..s.rows {
             let y0 = (2 * (s.i0 + ti)) as isize - p.pad_h.0 as isize;
             for tj in 0..s.tw {
@@ -140,6 +208,7 @@ pub fn conv3d_winograd<T: Float>(
     bias: &[T],
     p: &Conv3dParams,
     dims: (usize, usize, usize),
+    opts: &WinogradOptions<'_, T>,
 ) {
     assert!(supports(p));
     let (d, h, w) = dims;
@@ -167,7 +236,7 @@ pub fn conv3d_winograd<T: Float>(
             for &f in srcs.iter().flatten() {
                 if !cache.iter().any(|(g, _)| *g == f) {
                     let mut v = vec![T::ZERO; c_in * 16 * n_t];
-                    transform_input(&mut v, x, p, dims, f, s);
+                    transform_input(&mut v, x, p, dims, f, s, opts.input_norm.as_ref());
                     cache.push((f, v));
                 }
             }
@@ -203,7 +272,7 @@ pub fn conv3d_winograd<T: Float>(
                             first = false;
                         }
                     }
-                    inverse_transform(dst, m, b, s, (t, h_out, w_out), plane_out);
+                    inverse_transform(dst, m, b, s, (t, h_out, w_out), plane_out, opts.accumulate);
                 });
         }
     }
@@ -219,6 +288,7 @@ fn inverse_transform<T: Float>(
     s: Strip,
     (t, h_out, w_out): (usize, usize, usize),
     plane_out: usize,
+    accumulate: bool,
 ) {
     let n_t = s.tiles();
     for (r, &b) in bias.iter().enumerate() {
@@ -240,9 +310,10 @@ fn inverse_transform<T: Float>(
                         continue;
                     }
                     let x = 2 * tj;
-                    frame[y * w_out + x] = row[0] + row[1] + row[2] + b;
-                    if x + 1 < w_out {
-                        frame[y * w_out + x + 1] = row[1] - row[2] - row[3] + b;
+                    let vals = [row[0] + row[1] + row[2] + b, row[1] - row[2] - row[3] + b];
+                    for (k, val) in vals.into_iter().enumerate().take(w_out - x) {
+                        let o = &mut frame[y * w_out + x + k];
+                        *o = if accumulate { *o + val } else { val };
                     }
                 }
             }

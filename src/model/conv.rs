@@ -6,7 +6,8 @@ use crate::error::{Error, Result};
 use crate::io::{Param, VarPath};
 use crate::kernels::Float;
 use crate::kernels::conv3d::{Conv3dParams, TimePad};
-use crate::ops::conv::conv3d;
+use crate::ops::conv::{conv3d, conv3d_fused};
+use crate::ops::norm::NormPlan;
 use crate::tensor::Tensor;
 
 /// A convolution's parameters and geometry. Weights are stored as loaded:
@@ -151,5 +152,17 @@ impl<T: Float> CausalConv3d<T> {
 
     pub fn params(&self) -> &Conv3dParams {
         self.conv.params()
+    }
+
+    /// conv(norm(x)) (+ residual), with the normalisation fused into the convolution's input
+    /// (see [`conv3d_fused`]). x: (n, c_in, d, h, w) -> (n, c_out, d, h, w)
+    pub fn forward_fused(
+        &self,
+        x: &Tensor<T>,
+        norm: Option<&NormPlan<T>>,
+        residual: Option<Tensor<T>>,
+    ) -> Result<Tensor<T>> {
+        let c = &self.conv;
+        conv3d_fused(c.op, x, &c.weight, &c.bias, &c.params, norm, residual)
     }
 }

@@ -154,8 +154,8 @@ impl<T: Float> Decoder<T> {
             }
         }
         if !self.config.give_pre_end {
-            self.norm_out.forward_inplace(&mut h, zq, true)?;
-            h = self.conv_out.forward(&h)?;
+            let plan = self.norm_out.plan(&h, zq, true)?;
+            h = self.conv_out.forward_fused(&h, Some(&plan), None)?;
         }
         debug_assert_eq!(h.shape(), out_shape);
         Ok(h)

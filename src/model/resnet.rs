@@ -7,7 +7,6 @@ use super::spatial_norm::SpatialNorm3d;
 use crate::error::Result;
 use crate::io::VarPath;
 use crate::kernels::Float;
-use crate::ops::add_inplace;
 use crate::tensor::Tensor;
 
 pub struct ResnetBlock3d<T> {
@@ -41,18 +40,19 @@ impl<T: Float> ResnetBlock3d<T> {
     }
 
     /// x: (n, c_in, d, h, w); zq: (n, c_zq, d_z, h_z, w_z) -> (n, c_out, d, h, w)
+    ///
+    /// Each norm + SiLU is fused into the convolution that follows it, and conv2 accumulates
+    /// into the shortcut, so at most x, h and the shortcut are alive at once.
     pub fn forward(&self, x: Tensor<T>, zq: &Tensor<T>) -> Result<Tensor<T>> {
-        let mut h = x.clone();
-        self.norm1.forward_inplace(&mut h, zq, true)?;
-        let mut h = self.conv1.forward(&h)?;
+        let plan1 = self.norm1.plan(&x, zq, true)?;
+        let h = self.conv1.forward_fused(&x, Some(&plan1), None)?;
+        drop(plan1);
         // Dropout (p = 0 / eval) is the identity.
-        self.norm2.forward_inplace(&mut h, zq, true)?;
-        let h = self.conv2.forward(&h)?;
-        let mut s = match &self.nin_shortcut {
+        let plan2 = self.norm2.plan(&h, zq, true)?;
+        let s = match &self.nin_shortcut {
             Some(conv) => conv.forward(&x)?,
             None => x,
         };
-        add_inplace(&mut s, &h)?;
-        Ok(s)
+        self.conv2.forward_fused(&h, Some(&plan2), Some(s))
     }
 }

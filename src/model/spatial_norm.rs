@@ -6,7 +6,7 @@ use super::conv::CausalConv3d;
 use crate::error::{Error, Result};
 use crate::io::{Param, VarPath};
 use crate::kernels::Float;
-use crate::ops::norm::{GroupNormParams, Modulation, group_norm_inplace};
+use crate::ops::norm::{GroupNormParams, Modulation, NormPlan};
 use crate::ops::resample::{IndexMaps, resize};
 use crate::tensor::Tensor;
 
@@ -52,9 +52,10 @@ impl<T: Float> SpatialNorm3d<T> {
         })
     }
 
-    /// In place: f = norm(f, zq), followed by SiLU if `silu`.
+    /// The normalisation of f conditioned on zq (statistics and modulation), followed by SiLU
+    /// if `silu`; apply it in place or fused into the next convolution.
     /// f: (n, c_f, d, h, w); zq: (n, c_zq, d_z, h_z, w_z)
-    pub fn forward_inplace(&self, f: &mut Tensor<T>, zq: &Tensor<T>, silu: bool) -> Result<()> {
+    pub fn plan(&self, f: &Tensor<T>, zq: &Tensor<T>, silu: bool) -> Result<NormPlan<T>> {
         let (fs, zs) = (f.shape(), zq.shape());
         if fs.n != zs.n {
             return Err(Error::ShapeMismatch {
@@ -65,27 +66,22 @@ impl<T: Float> SpatialNorm3d<T> {
         }
         let maps = IndexMaps::spatial_norm((fs.d, fs.h, fs.w), (zs.d, zs.h, zs.w))?;
         let p = GroupNormParams { groups: NORM_GROUPS, eps: NORM_EPS };
-        let (gamma, beta) = (&self.norm_layer.weight, &self.norm_layer.bias);
-        match &self.conv {
+        let modulation = match &self.conv {
             Some(conv) => {
                 let zr = conv.forward(&resize(zq, &maps)?)?;
-                let (y, b) = (self.conv_y.forward(&zr)?, self.conv_b.forward(&zr)?);
-                drop(zr);
-                group_norm_inplace(f, gamma, beta, p, Modulation::Full { scale: &y, shift: &b }, silu)
+                Modulation::Full { scale: self.conv_y.forward(&zr)?, shift: self.conv_b.forward(&zr)? }
             }
+            // 1x1x1 convs commute with nearest resizing: evaluate at zq's resolution.
             None => {
-                // 1x1x1 convs commute with nearest resizing: evaluate at zq's resolution.
-                let (y, b) = (self.conv_y.forward(zq)?, self.conv_b.forward(zq)?);
-                group_norm_inplace(
-                    f,
-                    gamma,
-                    beta,
-                    p,
-                    Modulation::Gather { scale: &y, shift: &b, maps: &maps },
-                    silu,
-                )
+                Modulation::Gather { scale: self.conv_y.forward(zq)?, shift: self.conv_b.forward(zq)?, maps }
             }
-        }
+        };
+        NormPlan::new(f, &self.norm_layer.weight, &self.norm_layer.bias, p, modulation, silu)
+    }
+
+    /// In place: f = norm(f, zq), followed by SiLU if `silu`.
+    pub fn forward_inplace(&self, f: &mut Tensor<T>, zq: &Tensor<T>, silu: bool) -> Result<()> {
+        self.plan(f, zq, silu)?.apply_inplace(f)
     }
 
     /// f: (n, c_f, d, h, w); zq: (n, c_zq, d_z, h_z, w_z) -> (n, c_f, d, h, w)
