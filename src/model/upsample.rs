@@ -22,10 +22,16 @@ impl<T: Float> Upsample3d<T> {
     /// x: (n, c, d, h, w) -> (n, c, d', 2h, 2w) with d' = 2d - 1 if compress_time and d > 1, else d.
     pub fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
         let s = x.shape();
-        let up = resize(x, &IndexMaps::upsample(s.d, s.h, s.w, self.compress_time))?;
-        match &self.conv {
-            Some(conv) => conv.forward(&up),
-            None => Ok(up),
+        let maps = IndexMaps::upsample(s.d, s.h, s.w, self.compress_time);
+        let Some(conv) = &self.conv else { return resize(x, &maps) };
+        // The conv works per frame, so time-duplicated frames have identical outputs:
+        // convolve every source frame once, then repeat frames (exact).
+        let spatial = IndexMaps { t: (0..s.d).collect(), h: maps.h.clone(), w: maps.w.clone() };
+        let y = conv.forward(&resize(x, &spatial)?)?;
+        if maps.t == spatial.t {
+            return Ok(y);
         }
+        let time = IndexMaps { t: maps.t, h: (0..maps.h.len()).collect(), w: (0..maps.w.len()).collect() };
+        resize(&y, &time)
     }
 }
