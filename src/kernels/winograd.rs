@@ -9,14 +9,14 @@
 //!
 //! Blocking: output tile rows are cut into strips of about [`TILES_PER_STRIP`] tiles (bounded
 //! scratch, fixed by the layer shape only). Per strip and output frame, the transformed input of
-//! each source frame is computed once (kept while later frames still read it); then tasks over
-//! blocks of [`ROW_BLOCK`] output channels run the 16 x k_d gemms and the output transform
-//! into their own channel planes. Kernel transforms are computed per call in f64 and rounded
+//! each source frame is computed once (kept while later frames still read it); then 16 tasks
+//! (one per transformed position) each run the k_d gemms over all output channels, and tasks
+//! over output channels apply the output transform into their own channel planes. Kernel transforms are computed per call in f64 and rounded
 //! once. Numerics: the transforms add terms before multiplying, so rounding differs from the
 //! direct convolution; the golden cases bound the difference (see README).
 
 use super::Float;
-use super::conv3d::{Conv3dParams, ROW_BLOCK};
+use super::conv3d::Conv3dParams;
 use super::gemm::{Mat, Par, gemm};
 use rayon::prelude::*;
 
@@ -214,8 +214,8 @@ pub fn conv3d_winograd<T: Float>(
     let (d, h, w) = dims;
     let (d_out, h_out, w_out) = p.out_dims(d, h, w).expect("caller validated the conv geometry");
     let plane_out = d_out * h_out * w_out;
-    let (c_in, k_d) = (p.c_in, p.k_d);
-    assert_eq!(out.len(), p.c_out * plane_out);
+    let (c_in, c_out, k_d) = (p.c_in, p.c_out, p.k_d);
+    assert_eq!(out.len(), c_out * plane_out);
     assert_eq!(x.len(), c_in * d * h * w);
     assert_eq!(weight.len(), p.c_out * c_in * k_d * 9);
     let kk = 16 * k_d * c_in;
@@ -230,6 +230,7 @@ pub fn conv3d_winograd<T: Float>(
         let s = Strip { i0, rows: strip_rows.min(th - i0), tw };
         let n_t = s.tiles();
         let mut cache: Vec<(usize, Vec<T>)> = Vec::new();
+        let mut mbuf: Vec<T> = Vec::new(); // (16, c_out, tiles)
         for t in 0..d_out {
             let srcs: Vec<Option<usize>> = (0..k_d).map(|dt| p.src_frame(t, dt, d)).collect();
             cache.retain(|(f, _)| srcs.contains(&Some(*f)));
@@ -244,77 +245,65 @@ pub fn conv3d_winograd<T: Float>(
                 .iter()
                 .map(|sf| sf.map(|f| cache.iter().find(|(g, _)| *g == f).expect("cached").1.as_slice()))
                 .collect();
-            out.par_chunks_mut(ROW_BLOCK * plane_out)
-                .zip(u.par_chunks(ROW_BLOCK * kk))
-                .zip(bias.par_chunks(ROW_BLOCK))
-                .for_each_init(Vec::new, |m, ((dst, ub), b)| {
-                    let rows = b.len();
-                    m.clear();
-                    m.resize(rows * 16 * n_t, T::ZERO);
-                    for xi in 0..16 {
-                        let mut first = true;
-                        for (dt, v) in frames.iter().enumerate() {
-                            let Some(v) = v else { continue };
-                            let lhs = Mat { data: &ub[(xi * k_d + dt) * c_in..], rs: kk, cs: 1 };
-                            let rhs = Mat { data: &v[xi * n_t..], rs: 16 * n_t, cs: 1 };
-                            gemm(
-                                rows,
-                                n_t,
-                                c_in,
-                                &mut m[xi * n_t..],
-                                16 * n_t,
-                                1,
-                                !first,
-                                lhs,
-                                rhs,
-                                Par::Seq,
-                            );
-                            first = false;
-                        }
-                    }
-                    inverse_transform(dst, m, b, s, (t, h_out, w_out), plane_out, opts.accumulate);
-                });
+            // 16 independent gemms (one per transformed position), each over all output
+            // channels: the tasks and every element's rounding are independent of the thread count.
+            mbuf.resize(16 * c_out * n_t, T::ZERO);
+            mbuf.par_chunks_mut(c_out * n_t).enumerate().for_each(|(xi, m)| {
+                let mut first = true;
+                for (dt, v) in frames.iter().enumerate() {
+                    let Some(v) = v else { continue };
+                    let lhs = Mat { data: &u[(xi * k_d + dt) * c_in..], rs: kk, cs: 1 };
+                    let rhs = Mat { data: &v[xi * n_t..], rs: 16 * n_t, cs: 1 };
+                    gemm(c_out, n_t, c_in, m, n_t, 1, !first, lhs, rhs, Par::Seq);
+                    first = false;
+                }
+                if first {
+                    m.fill(T::ZERO);
+                }
+            });
+            out.par_chunks_mut(plane_out).zip(bias.par_iter()).enumerate().for_each(|(co, (dst, &b))| {
+                inverse_transform(dst, &mbuf, co, c_out, b, s, (t, h_out, w_out), opts.accumulate);
+            });
         }
     }
 }
 
 #[allow(clippy::needless_range_loop)]
-/// Writes A^T m A + bias of every tile of strip `s` into output frame `t` of each channel.
-/// dst: (rows, d_out, h_out, w_out); m: (rows, 16, tiles).
+/// Writes A^T m A + bias of every tile of strip `s` into output frame `t` of channel `co`.
+/// dst: (d_out, h_out, w_out) of channel co; m: (16, c_out, tiles).
+#[allow(clippy::too_many_arguments)]
 fn inverse_transform<T: Float>(
     dst: &mut [T],
     m: &[T],
-    bias: &[T],
+    co: usize,
+    c_out: usize,
+    b: T,
     s: Strip,
     (t, h_out, w_out): (usize, usize, usize),
-    plane_out: usize,
     accumulate: bool,
 ) {
     let n_t = s.tiles();
-    for (r, &b) in bias.iter().enumerate() {
-        let mr = &m[r * 16 * n_t..][..16 * n_t];
-        let frame = &mut dst[r * plane_out + t * h_out * w_out..][..h_out * w_out];
-        for ti in 0..s.rows {
-            for tj in 0..s.tw {
-                let k = ti * s.tw + tj;
-                let e = |xi: usize| mr[xi * n_t + k];
-                // A^T m: rows (m0 + m1 + m2, m1 - m2 - m3), then the same on columns.
-                let mut am = [[T::ZERO; 4]; 2];
-                for c in 0..4 {
-                    am[0][c] = e(c) + e(4 + c) + e(8 + c);
-                    am[1][c] = e(4 + c) - e(8 + c) - e(12 + c);
+    let frame = &mut dst[t * h_out * w_out..][..h_out * w_out];
+    let e = |xi: usize, k: usize| m[(xi * c_out + co) * n_t + k];
+    for ti in 0..s.rows {
+        for tj in 0..s.tw {
+            let k = ti * s.tw + tj;
+            // A^T m: rows (m0 + m1 + m2, m1 - m2 - m3), then the same on columns.
+            let mut am = [[T::ZERO; 4]; 2];
+            for c in 0..4 {
+                am[0][c] = e(c, k) + e(4 + c, k) + e(8 + c, k);
+                am[1][c] = e(4 + c, k) - e(8 + c, k) - e(12 + c, k);
+            }
+            for (a, row) in am.iter().enumerate() {
+                let y = 2 * (s.i0 + ti) + a;
+                if y >= h_out {
+                    continue;
                 }
-                for (a, row) in am.iter().enumerate() {
-                    let y = 2 * (s.i0 + ti) + a;
-                    if y >= h_out {
-                        continue;
-                    }
-                    let x = 2 * tj;
-                    let vals = [row[0] + row[1] + row[2] + b, row[1] - row[2] - row[3] + b];
-                    for (k, val) in vals.into_iter().enumerate().take(w_out - x) {
-                        let o = &mut frame[y * w_out + x + k];
-                        *o = if accumulate { *o + val } else { val };
-                    }
+                let x = 2 * tj;
+                let vals = [row[0] + row[1] + row[2] + b, row[1] - row[2] - row[3] + b];
+                for (k, val) in vals.into_iter().enumerate().take(w_out - x) {
+                    let o = &mut frame[y * w_out + x + k];
+                    *o = if accumulate { *o + val } else { val };
                 }
             }
         }
