@@ -201,9 +201,10 @@ pub fn conv3d_tiled<T: Float>(
     assert_eq!(bias.len(), p.c_out);
 
     out.par_chunks_mut(n_out).zip(bias.par_iter()).for_each(|(plane, &b)| plane.fill(b));
+    let lhs = Mat { data: weight, rs: k_len, cs: 1 };
     if p.is_pointwise() {
         let rhs = Mat { data: x, rs: n_out, cs: 1 };
-        gemm_row_blocks(out, weight, k_len, rhs, n_out, 0, n_out);
+        gemm(p.c_out, n_out, k_len, out, n_out, 1, true, lhs, rhs, Par::Rayon);
         return;
     }
     let cols = cols.clamp(1, n_out);
@@ -214,30 +215,7 @@ pub fn conv3d_tiled<T: Float>(
         let tile = &mut tile[..k_len * nc];
         vol2col(tile, x, p, dims, p0);
         let rhs = Mat { data: tile, rs: nc, cs: 1 };
-        gemm_row_blocks(out, weight, k_len, rhs, n_out, p0, nc);
+        gemm(p.c_out, nc, k_len, &mut out[p0..], n_out, 1, true, lhs, rhs, Par::Rayon);
         p0 += nc;
     }
-}
-
-/// Output channels per gemm task. Fixed (not derived from the thread count) so that every
-/// output element goes through the same gemm blocking whatever the number of threads.
-pub const ROW_BLOCK: usize = 64;
-
-/// out[:, p0 .. p0 + nc] += weight · rhs, in parallel over blocks of [`ROW_BLOCK`] output
-/// channels, each a sequential gemm (no synchronisation inside a task).
-/// out: (c_out, n_out); weight: (c_out, k_len); rhs: (k_len, nc).
-fn gemm_row_blocks<T: Float>(
-    out: &mut [T],
-    weight: &[T],
-    k_len: usize,
-    rhs: Mat<'_, T>,
-    n_out: usize,
-    p0: usize,
-    nc: usize,
-) {
-    out.par_chunks_mut(ROW_BLOCK * n_out).zip(weight.par_chunks(ROW_BLOCK * k_len)).for_each(|(dst, w)| {
-        let rows = dst.len() / n_out;
-        let lhs = Mat { data: w, rs: k_len, cs: 1 };
-        gemm(rows, nc, k_len, &mut dst[p0..], n_out, 1, true, lhs, rhs, Par::Seq);
-    });
 }
