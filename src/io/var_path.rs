@@ -68,6 +68,7 @@ pub struct Loader<'a> {
     source: Source<'a>,
     prefix: String,
     ignore: Box<dyn Fn(&str) -> bool + 'a>,
+    rename: Option<Box<dyn Fn(&str) -> String + 'a>>,
     used: RefCell<BTreeSet<String>>,
 }
 
@@ -78,6 +79,7 @@ impl<'a> Loader<'a> {
             source: Source::File(file),
             prefix: prefix.to_string(),
             ignore: Box::new(|_| false),
+            rename: None,
             used: RefCell::default(),
         }
     }
@@ -89,6 +91,7 @@ impl<'a> Loader<'a> {
             source: Source::Shared(file),
             prefix: prefix.to_string(),
             ignore: Box::new(|_| false),
+            rename: None,
             used: RefCell::default(),
         }
     }
@@ -110,6 +113,7 @@ impl<'a> Loader<'a> {
             source: Source::Random { seed, made: RefCell::default() },
             prefix: String::new(),
             ignore: Box::new(|_| false),
+            rename: None,
             used: RefCell::default(),
         }
     }
@@ -127,6 +131,20 @@ impl<'a> Loader<'a> {
     pub fn with_ignore(mut self, ignore: impl Fn(&str) -> bool + 'a) -> Self {
         self.ignore = Box::new(ignore);
         self
+    }
+
+    /// Maps every module path (e.g. `up.3.block.0.conv1.conv.weight`) to the name stored in the
+    /// file (before the prefix is added), for checkpoints that name the same tree differently.
+    pub fn with_rename(mut self, rename: impl Fn(&str) -> String + 'a) -> Self {
+        self.rename = Some(Box::new(rename));
+        self
+    }
+
+    fn key(&self, name: &str) -> String {
+        match &self.rename {
+            Some(r) => format!("{}{}", self.prefix, r(name)),
+            None => format!("{}{name}", self.prefix),
+        }
     }
 
     pub fn root(&self) -> VarPath<'_, 'a> {
@@ -153,13 +171,13 @@ impl<'a> Loader<'a> {
     /// True if the file has a tensor at the module-relative `name`.
     pub fn contains(&self, name: &str) -> bool {
         match self.file() {
-            Some(file) => file.info(&format!("{}{name}", self.prefix)).is_some(),
+            Some(file) => file.info(&self.key(name)).is_some(),
             None => true,
         }
     }
 
     fn get<T: MapElem>(&self, name: &str, expected: &[usize]) -> Result<Param<T>> {
-        let key = format!("{}{name}", self.prefix);
+        let key = self.key(name);
         let file = match &self.source {
             Source::File(file) => *file,
             Source::Shared(file) => file,

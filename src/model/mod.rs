@@ -5,6 +5,7 @@ pub mod attention;
 pub mod config;
 pub mod conv;
 pub mod decoder;
+pub mod diffusers;
 pub mod flops;
 pub mod resnet;
 pub mod spatial_norm;

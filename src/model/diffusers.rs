@@ -1,0 +1,135 @@
+//! The diffusers `AutoencoderKLCogVideoX` decoder as a MOVQDecoder3D (spec sections 10.2-10.5):
+//! weight-name mapping and config conversion. For a whole-clip decode with odd T (or T = 1) the
+//! diffusers decoder and MOVQDecoder3D (pad_mode "first", no attention, no add_conv) are the same
+//! function (spec 10.5); even T and the chunked `vae.decode` follow other frame rules.
+
+use super::config::{DecoderClass, DecoderConfig, NORM_EPS, NORM_GROUPS, PadMode};
+use crate::error::{Error, Result};
+use serde_json::Value;
+
+/// The diffusers name (without the `decoder.` prefix) of module path `path` of a decoder with
+/// `levels` up levels: `mid.block_{1,2}` -> `mid_block.resnets.{0,1}`, `up.{i}.block.{j}` ->
+/// `up_blocks.{L-1-i}.resnets.{j}`, `up.{i}.upsample` -> `up_blocks.{L-1-i}.upsamplers.0`,
+/// `nin_shortcut` -> `conv_shortcut` (spec 10.4).
+pub fn diffusers_key(path: &str, levels: usize) -> String {
+    let parts: Vec<&str> = path.split('.').collect();
+    let mut out: Vec<String> = Vec::with_capacity(parts.len() + 1);
+    let mut i = 0;
+    while i < parts.len() {
+        match parts[i] {
+            "mid" if i + 1 < parts.len() => {
+                let r = if parts[i + 1] == "block_1" { "0" } else { "1" };
+                out.extend(["mid_block".into(), "resnets".into(), r.into()]);
+                i += 2;
+            }
+            "up" if i + 2 < parts.len() => {
+                let level: usize = parts[i + 1].parse().unwrap_or(0);
+                out.extend(["up_blocks".into(), (levels - 1 - level.min(levels - 1)).to_string()]);
+                match parts[i + 2] {
+                    "block" => out.push("resnets".into()),
+                    "upsample" => out.extend(["upsamplers".into(), "0".into()]),
+                    other => out.push(other.into()),
+                }
+                i += 3;
+            }
+            "nin_shortcut" => {
+                out.push("conv_shortcut".into());
+                i += 1;
+            }
+            other => {
+                out.push(other.into());
+                i += 1;
+            }
+        }
+    }
+    out.join(".")
+}
+
+/// The MOVQDecoder3D config equivalent to a diffusers `AutoencoderKLCogVideoX` config.json.
+pub fn config_from_diffusers(v: &Value) -> Result<DecoderConfig> {
+    let bad = |m: String| Error::InvalidConfig(format!("diffusers config: {m}"));
+    let num = |k: &str| v.get(k).and_then(Value::as_u64).map(|x| x as usize);
+    let boc: Vec<usize> = v
+        .get("block_out_channels")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("no block_out_channels".into()))?
+        .iter()
+        .map(|x| {
+            x.as_u64().map(|x| x as usize).ok_or_else(|| bad("block_out_channels must be integers".into()))
+        })
+        .collect::<Result<_>>()?;
+    let ch = *boc.first().ok_or_else(|| bad("block_out_channels is empty".into()))?;
+    if ch == 0 || boc.iter().any(|c| c % ch != 0) {
+        return Err(bad(format!("block_out_channels {boc:?} are not multiples of the first")));
+    }
+    if num("norm_num_groups").unwrap_or(NORM_GROUPS) != NORM_GROUPS {
+        return Err(Error::Unsupported(format!("norm_num_groups other than {NORM_GROUPS}")));
+    }
+    if v.get("norm_eps").and_then(Value::as_f64).is_some_and(|e| e != NORM_EPS) {
+        return Err(Error::Unsupported(format!("norm_eps other than {NORM_EPS}")));
+    }
+    if v.get("use_post_quant_conv").and_then(Value::as_bool).unwrap_or(false) {
+        return Err(Error::Unsupported("use_post_quant_conv = true".into()));
+    }
+    let cfg = DecoderConfig {
+        class: DecoderClass::MovqDecoder3d,
+        ch,
+        out_ch: num("out_channels").unwrap_or(3),
+        ch_mult: boc.iter().map(|c| c / ch).collect(),
+        num_res_blocks: num("layers_per_block").unwrap_or(3),
+        attn_resolutions: vec![],
+        dropout: 0.0,
+        resamp_with_conv: true,
+        in_channels: num("in_channels"),
+        resolution: num("sample_height").unwrap_or(480),
+        z_channels: num("latent_channels").unwrap_or(16),
+        give_pre_end: false,
+        zq_ch: None,
+        add_conv: false,
+        pad_mode: PadMode::First,
+        temporal_compress_times: num("temporal_compression_ratio").unwrap_or(4),
+        post_quant_conv: false,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diffusers_key_mapping_spec_10_4() {
+        assert_eq!(diffusers_key("conv_in.conv.weight", 4), "conv_in.conv.weight");
+        assert_eq!(
+            diffusers_key("mid.block_1.norm1.conv_y.conv.bias", 4),
+            "mid_block.resnets.0.norm1.conv_y.conv.bias"
+        );
+        assert_eq!(
+            diffusers_key("mid.block_2.conv2.conv.weight", 4),
+            "mid_block.resnets.1.conv2.conv.weight"
+        );
+        assert_eq!(
+            diffusers_key("up.3.block.0.conv1.conv.weight", 4),
+            "up_blocks.0.resnets.0.conv1.conv.weight"
+        );
+        assert_eq!(
+            diffusers_key("up.0.block.0.nin_shortcut.weight", 4),
+            "up_blocks.3.resnets.0.conv_shortcut.weight"
+        );
+        assert_eq!(diffusers_key("up.1.upsample.conv.bias", 4), "up_blocks.2.upsamplers.0.conv.bias");
+        assert_eq!(diffusers_key("norm_out.norm_layer.weight", 4), "norm_out.norm_layer.weight");
+    }
+
+    #[test]
+    fn diffusers_config_cogvideox_2b() {
+        let v: Value = serde_json::from_str(
+            r#"{"block_out_channels": [128, 256, 256, 512], "layers_per_block": 3, "latent_channels": 16,
+                "norm_num_groups": 32, "norm_eps": 1e-06, "temporal_compression_ratio": 4, "out_channels": 3}"#,
+        )
+        .unwrap();
+        let c = config_from_diffusers(&v).unwrap();
+        assert_eq!((c.ch, c.ch_mult.clone(), c.num_res_blocks, c.z_channels), (128, vec![1, 2, 2, 4], 3, 16));
+        assert!((0..4).all(|i| !c.has_attention(i)));
+    }
+}
