@@ -63,12 +63,15 @@ enum Source<'a> {
     },
 }
 
+/// Maps a module path to the name stored in a file.
+type Rename<'a> = Box<dyn Fn(&str) -> String + 'a>;
+
 /// Loads weights by name from one file, remembering which names were used.
 pub struct Loader<'a> {
     source: Source<'a>,
     prefix: String,
     ignore: Box<dyn Fn(&str) -> bool + 'a>,
-    rename: Option<Box<dyn Fn(&str) -> String + 'a>>,
+    rename: Option<Rename<'a>>,
     used: RefCell<BTreeSet<String>>,
 }
 
