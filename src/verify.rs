@@ -225,7 +225,7 @@ fn run<T: Float>(file: &WeightFile, case: &Case) -> Result<Vec<f64>> {
         }
         other => return Err(Error::Unsupported(format!("golden class {other}"))),
     };
-    let (dims, _) = (file.info("output.f64").map(|i| i.shape.clone()).unwrap_or_default(), ());
+    let dims = file.info("output.f64").map(|i| i.shape.clone()).unwrap_or_default();
     if out.shape().dims().as_slice() != dims.as_slice() {
         return Err(Error::ShapeMismatch {
             op: "golden output",

@@ -9,8 +9,12 @@ use movq::model::{DecoderConfig, PadMode};
 use movq::tensor::{Shape, Tensor};
 use movq::{Decoder, model::conv::causal_params};
 
-fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
+/// Runs `f` in rayon pools of 1, 2 and 4 threads.
+fn over_thread_counts<R: Send>(f: impl Fn() -> R + Sync) -> Vec<R> {
+    [1, 2, 4]
+        .iter()
+        .map(|&n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap().install(&f))
+        .collect()
 }
 
 fn decode_golden<T: Float>(name: &str) -> Option<Vec<Vec<T>>> {
@@ -21,7 +25,7 @@ fn decode_golden<T: Float>(name: &str) -> Option<Vec<Vec<T>>> {
     let dec = Decoder::<T>::load(&loader.root(), &cfg).unwrap();
     let (dims, z) = file.read::<T>("input.z").unwrap();
     let z = Tensor::from_vec(Shape::from_dims(&dims).unwrap(), z).unwrap();
-    Some([1, 2, 4].iter().map(|&n| in_pool(n, || dec.forward(&z).unwrap().into_vec())).collect())
+    Some(over_thread_counts(|| dec.forward(&z).unwrap().into_vec()))
 }
 
 fn assert_bitwise_equal<T: Float>(runs: &[Vec<T>]) {
@@ -62,28 +66,16 @@ fn conv3d_multi_tile_bitwise_identical_across_threads() {
     let b: Vec<f32> = (0..96).map(|i| i as f32 * 0.01).collect();
     let n_out = 96 * 6 * 40 * 36;
     assert!(p.tile_cols(4, 6 * 40 * 36) < 6 * 40 * 36, "the problem must span several tiles");
-    let runs: Vec<Vec<f32>> = [1, 2, 4]
-        .iter()
-        .map(|&n| {
-            in_pool(n, || {
-                let mut out = vec![0.0f32; n_out];
-                conv3d(&mut out, &x, &w, &b, &p, dims);
-                out
-            })
-        })
-        .collect();
-    assert_bitwise_equal(&runs);
+    assert_bitwise_equal(&over_thread_counts(|| {
+        let mut out = vec![0.0f32; n_out];
+        conv3d(&mut out, &x, &w, &b, &p, dims);
+        out
+    }));
     // The im2col path too, with its tiling.
     let cols = p.tile_cols(4, 6 * 40 * 36);
-    let runs: Vec<Vec<f32>> = [1, 2, 4]
-        .iter()
-        .map(|&n| {
-            in_pool(n, || {
-                let mut out = vec![0.0f32; n_out];
-                conv3d_tiled(&mut out, &x, &w, &b, &p, dims, cols);
-                out
-            })
-        })
-        .collect();
-    assert_bitwise_equal(&runs);
+    assert_bitwise_equal(&over_thread_counts(|| {
+        let mut out = vec![0.0f32; n_out];
+        conv3d_tiled(&mut out, &x, &w, &b, &p, dims, cols);
+        out
+    }));
 }

@@ -179,16 +179,3 @@ fn check_modulation<T: Float>(modulation: &Modulation<T>, s: Shape) -> Result<()
         }
     }
 }
-
-/// In place: x = silu?((group_norm(x) * gamma + beta) * scale + shift).
-/// x: (n, c, d, h, w); gamma, beta: (c,); statistics per (sample, group) in f64.
-pub fn group_norm_inplace<T: Float>(
-    x: &mut Tensor<T>,
-    gamma: &[T],
-    beta: &[T],
-    p: GroupNormParams,
-    modulation: Modulation<T>,
-    silu: bool,
-) -> Result<()> {
-    NormPlan::new(x, gamma, beta, p, modulation, silu)?.apply_inplace(x)
-}
