@@ -9,13 +9,14 @@ use crate::error::{Error, Result};
 use crate::io::{Loader, WeightFile};
 use crate::kernels::Float;
 use crate::model::attention::AttnBlock2d;
+use crate::model::chunked::FRAME_BATCH;
 use crate::model::config::PadMode;
 use crate::model::conv::{CausalConv3d, causal_params_strided};
 use crate::model::diffusers::{config_from_diffusers, diffusers_key};
 use crate::model::resnet::ResnetBlock3d;
 use crate::model::spatial_norm::SpatialNorm3d;
 use crate::model::upsample::Upsample3d;
-use crate::model::{Decoder, DecoderConfig};
+use crate::model::{DecodeMode, Decoder, DecoderConfig, FrameRule};
 use crate::tensor::{Shape, Tensor};
 use serde_json::Value;
 use std::path::Path;
@@ -168,6 +169,7 @@ fn run<T: Float>(file: &WeightFile, case: &Case) -> Result<Vec<f64>> {
                 cfg_usize(c, "f_channels")?,
                 cfg_usize(c, "zq_channels")?,
                 cfg_bool(c, "add_conv", false),
+                FrameRule::Movq,
             )?;
             loader.finish()?;
             m.forward(&input(file, "input.f")?, &input(file, "input.zq")?)?
@@ -189,6 +191,7 @@ fn run<T: Float>(file: &WeightFile, case: &Case) -> Result<Vec<f64>> {
                 cfg_usize(c, "zq_ch")?,
                 cfg_bool(c, "add_conv", false),
                 cfg_pad(c)?,
+                FrameRule::Movq,
             )?;
             loader.finish()?;
             m.forward(input(file, "input.x")?, &input(file, "input.zq")?)?
@@ -199,6 +202,7 @@ fn run<T: Float>(file: &WeightFile, case: &Case) -> Result<Vec<f64>> {
                 cfg_usize(c, "in_channels")?,
                 cfg_usize(c, "zq_ch")?,
                 cfg_bool(c, "add_conv", false),
+                FrameRule::Movq,
             )?;
             loader.finish()?;
             m.forward(input(file, "input.x")?, &input(file, "input.zq")?)?
@@ -209,6 +213,7 @@ fn run<T: Float>(file: &WeightFile, case: &Case) -> Result<Vec<f64>> {
                 cfg_usize(c, "in_channels")?,
                 cfg_bool(c, "with_conv", true),
                 cfg_bool(c, "compress_time", false),
+                FrameRule::Movq,
             )?;
             loader.finish()?;
             m.forward(&input(file, "input.x")?)?
@@ -221,7 +226,7 @@ fn run<T: Float>(file: &WeightFile, case: &Case) -> Result<Vec<f64>> {
                 .with_rename(move |p| diffusers_key(p, levels));
             let dec = Decoder::<T>::load(&loader.root(), &cfg)?;
             loader.finish()?;
-            dec.forward(&input(file, "input.z")?)?
+            dec.decode(&input(file, "input.z")?, &cogvideox_mode(case)?)?
         }
         other => return Err(Error::Unsupported(format!("golden class {other}"))),
     };
@@ -236,6 +241,25 @@ fn run<T: Float>(file: &WeightFile, case: &Case) -> Result<Vec<f64>> {
     Ok(out.data().iter().map(|v| v.to_f64()).collect())
 }
 
+/// The decode mode of a diffusers case's `call`: `vae.decoder(z)` decodes the whole clip,
+/// `vae.decode(z)` in frame batches (tiling is never enabled in the golden cases).
+fn cogvideox_mode(case: &Case) -> Result<DecodeMode> {
+    let call = case.meta.get("call").and_then(Value::as_str).unwrap_or("");
+    if call.starts_with("vae.decoder(") {
+        Ok(DecodeMode::Whole)
+    } else if call.starts_with("vae.decode(") {
+        let batch = case.meta.get("frame_batch_size").and_then(Value::as_u64).unwrap_or(FRAME_BATCH as u64);
+        if batch != FRAME_BATCH as u64 {
+            return Err(Error::Unsupported(format!(
+                "frame_batch_size {batch} (diffusers fixes it at {FRAME_BATCH})"
+            )));
+        }
+        Ok(DecodeMode::Chunked)
+    } else {
+        Err(Error::Unsupported(format!("AutoencoderKLCogVideoX call `{call}`")))
+    }
+}
+
 /// Verifies one golden file in f32 and f64.
 pub fn verify_file(path: &Path) -> Result<CaseOutcome> {
     let file = WeightFile::open(path)?;
@@ -245,20 +269,7 @@ pub fn verify_file(path: &Path) -> Result<CaseOutcome> {
         return Ok(CaseOutcome::Skipped { name: case.name, class: case.class, reason });
     }
     if case.class == "AutoencoderKLCogVideoX" {
-        let call = case.meta.get("call").and_then(Value::as_str).unwrap_or("");
-        let t = file.info("input.z").and_then(|i| i.shape.get(2).copied()).unwrap_or(0);
-        let reason = if !call.starts_with("vae.decoder(") {
-            Some("the chunked diffusers `vae.decode` (frame batches with conv caches) is not implemented yet")
-        } else if t % 2 == 0 {
-            Some(
-                "a whole-clip diffusers decode with even T follows the diffusers frame rule, not implemented yet",
-            )
-        } else {
-            None
-        };
-        if let Some(r) = reason {
-            return Ok(CaseOutcome::Skipped { name: case.name, class: case.class, reason: r.to_string() });
-        }
+        cogvideox_mode(&case)?;
     }
     let num = |k: &str| case.meta.get(k).and_then(Value::as_f64);
     let torch_abs =

@@ -38,6 +38,7 @@ golden_tests!(
     causalconv3d_reflect,
     causalconv3d_reflect_t1,
     diffusers_decoder_whole_t3,
+    diffusers_vae_decode_t4,
     movq_batch2_h4w6_t4,
     movq_constant_tct2,
     movq_first_tct4_attn16,
@@ -56,21 +57,7 @@ golden_tests!(
     upsample3d_noct_t3,
 );
 
-/// Cases of a supported class that `movq verify` still reports as SKIPPED (with the reason).
-const KNOWN_SKIPPED: &[&str] = &["diffusers_vae_decode_t4"];
-
-#[test]
-fn golden_known_skipped_cases_are_reported_as_skipped() {
-    for name in KNOWN_SKIPPED {
-        let Some(path) = common::golden(name) else { return };
-        match verify_file(&path).unwrap() {
-            CaseOutcome::Skipped { reason, .. } => assert!(reason.contains("not implemented"), "{reason}"),
-            CaseOutcome::Ran { .. } => panic!("{name} now runs: move it to golden_tests!"),
-        }
-    }
-}
-
-/// A golden file of a supported class that is not in the lists above would go untested.
+/// A golden file of a supported class that is not in the list above would go untested.
 #[test]
 fn golden_every_supported_case_is_tested() {
     let Some(dir) = common::golden_dir() else { return };
@@ -84,10 +71,7 @@ fn golden_every_supported_case_is_tested() {
         let class = meta["class"].as_str().unwrap();
         let stem = path.file_stem().unwrap().to_str().unwrap();
         if SUPPORTED_CLASSES.contains(&class) {
-            assert!(
-                NAMED.contains(&stem) || KNOWN_SKIPPED.contains(&stem),
-                "golden case {stem} ({class}) has no test in tests/golden.rs"
-            );
+            assert!(NAMED.contains(&stem), "golden case {stem} ({class}) has no test in tests/golden.rs");
         }
     }
 }

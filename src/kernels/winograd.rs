@@ -111,6 +111,10 @@ pub struct WinogradOptions<'a, T> {
     pub input_norm: Option<InputNorm<'a, T>>,
     /// Add to `out` (which holds a residual) instead of overwriting it.
     pub accumulate: bool,
+    /// Frames (c_in, n, h, w) in front of x, already in the convolution's input domain (not
+    /// normalised): the convolution reads the sequence prefix ++ norm(x), and the time padding
+    /// of `p` applies to that whole sequence. A causal conv's carried cache.
+    pub prefix: Option<(&'a [T], usize)>,
 }
 
 /// Geometry of one strip of tile rows.
@@ -131,24 +135,25 @@ impl Strip {
 }
 
 #[allow(clippy::needless_range_loop)]
-/// v: (c_in, 16, tiles) = B^T d B for every tile of `strip` in input frame `f`.
-/// x: (c_in, d, h, w).
+/// v: (c_in, 16, tiles) = B^T d B for every tile of `strip` in frame `f` of `src`
+/// (c_in, d_src, h, w), normalised on the fly by `norm` if given.
+#[allow(clippy::too_many_arguments)]
 fn transform_input<T: Float>(
     v: &mut [T],
-    x: &[T],
-    p: &Conv3dParams,
-    dims: (usize, usize, usize),
+    src: &[T],
+    d_src: usize,
     f: usize,
+    (h, w): (usize, usize),
+    p: &Conv3dParams,
     s: Strip,
     norm: Option<&InputNorm<'_, T>>,
 ) {
-    let (d, h, w) = dims;
     let n_t = s.tiles();
     // Input rows this strip reads, clipped to the frame.
     let y_lo = (2 * s.i0).saturating_sub(p.pad_h.0).min(h);
     let y_hi = (2 * (s.i0 + s.rows) + 2).saturating_sub(p.pad_h.0).min(h).max(y_lo);
     v.par_chunks_mut(16 * n_t).enumerate().for_each_init(Vec::new, |buf, (ci, vc)| {
-        let raw = &x[(ci * d + f) * h * w..][..h * w];
+        let raw = &src[(ci * d_src + f) * h * w..][..h * w];
         // With a fused norm, the rows are normalised once into `buf`; `frame` then stands for
         // the normalised frame (rows outside [y_lo, y_hi) are never read).
         let frame: &[T] = match norm {
@@ -212,7 +217,11 @@ pub fn conv3d_winograd<T: Float>(
 ) {
     assert!(supports(p));
     let (d, h, w) = dims;
-    let (d_out, h_out, w_out) = p.out_dims(d, h, w).expect("caller validated the conv geometry");
+    let (prefix, n_pre) = opts.prefix.unwrap_or((&[], 0));
+    assert_eq!(prefix.len(), p.c_in * n_pre * h * w);
+    // Frame indices below run over the whole sequence prefix ++ x.
+    let d_all = n_pre + d;
+    let (d_out, h_out, w_out) = p.out_dims(d_all, h, w).expect("caller validated the conv geometry");
     let plane_out = d_out * h_out * w_out;
     let (c_in, c_out, k_d) = (p.c_in, p.c_out, p.k_d);
     assert_eq!(out.len(), c_out * plane_out);
@@ -232,12 +241,17 @@ pub fn conv3d_winograd<T: Float>(
         let mut cache: Vec<(usize, Vec<T>)> = Vec::new();
         let mut mbuf: Vec<T> = Vec::new(); // (16, c_out, tiles)
         for t in 0..d_out {
-            let srcs: Vec<Option<usize>> = (0..k_d).map(|dt| p.src_frame(t, dt, d)).collect();
+            let srcs: Vec<Option<usize>> = (0..k_d).map(|dt| p.src_frame(t, dt, d_all)).collect();
             cache.retain(|(f, _)| srcs.contains(&Some(*f)));
             for &f in srcs.iter().flatten() {
                 if !cache.iter().any(|(g, _)| *g == f) {
                     let mut v = vec![T::ZERO; c_in * 16 * n_t];
-                    transform_input(&mut v, x, p, dims, f, s, opts.input_norm.as_ref());
+                    if f < n_pre {
+                        transform_input(&mut v, prefix, n_pre, f, (h, w), p, s, None);
+                    } else {
+                        let norm = opts.input_norm.as_ref();
+                        transform_input(&mut v, x, d, f - n_pre, (h, w), p, s, norm);
+                    }
                     cache.push((f, v));
                 }
             }

@@ -1,6 +1,7 @@
 //! `AttnBlock2D` (movq_dec_3d.py @ 7a1af715, spec section 5): SpatialNorm, then single-head
 //! attention over the h*w positions of each frame, logits scaled by c^-0.5 after QK^T.
 
+use super::config::FrameRule;
 use super::conv::Conv2d;
 use super::spatial_norm::SpatialNorm3d;
 use crate::error::Result;
@@ -19,9 +20,9 @@ pub struct AttnBlock2d<T> {
 }
 
 impl<T: Float> AttnBlock2d<T> {
-    pub fn load(vp: &VarPath, c: usize, zq_ch: usize, add_conv: bool) -> Result<Self> {
+    pub fn load(vp: &VarPath, c: usize, zq_ch: usize, add_conv: bool, rule: FrameRule) -> Result<Self> {
         Ok(AttnBlock2d {
-            norm: SpatialNorm3d::load(&vp.pp("norm"), c, zq_ch, add_conv)?,
+            norm: SpatialNorm3d::load(&vp.pp("norm"), c, zq_ch, add_conv, rule)?,
             q: Conv2d::load(&vp.pp("q"), c, c, 1)?,
             k: Conv2d::load(&vp.pp("k"), c, c, 1)?,
             v: Conv2d::load(&vp.pp("v"), c, c, 1)?,

@@ -20,6 +20,30 @@ pub enum DecoderClass {
     MovqDecoder3d,
     #[serde(rename = "NewDecoder3D")]
     NewDecoder3d,
+    /// diffusers `CogVideoXDecoder3D` (the CogVideoX VAE decoder): MOVQDecoder3D's network with
+    /// diffusers' first-frame rule (spec 10.2); weights use the diffusers names.
+    #[serde(rename = "CogVideoXDecoder3D")]
+    CogVideoXDecoder3d,
+}
+
+/// When the first frame of a clip is handled apart (SpatialNorm's zq resize, Upsample3D's time
+/// doubling); spec 12, item 4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameRule {
+    /// MOVQDecoder3D: whenever the clip has more than one frame (T -> 2T - 1).
+    Movq,
+    /// diffusers: only for an odd number of frames above one; even T doubles whole (T -> 2T).
+    Diffusers,
+}
+
+impl FrameRule {
+    /// True if a clip of `t` frames gets the first-frame split.
+    pub fn splits_first(self, t: usize) -> bool {
+        match self {
+            FrameRule::Movq => t > 1,
+            FrameRule::Diffusers => t > 1 && t % 2 == 1,
+        }
+    }
 }
 
 /// CausalConv3d padding modes (spec section 2).
@@ -184,6 +208,26 @@ impl DecoderConfig {
         self.class == DecoderClass::NewDecoder3d && self.post_quant_conv
     }
 
+    /// The first-frame rule of the configured class.
+    pub fn frame_rule(&self) -> FrameRule {
+        match self.class {
+            DecoderClass::CogVideoXDecoder3d => FrameRule::Diffusers,
+            _ => FrameRule::Movq,
+        }
+    }
+
+    /// Output frames of one decoder call on `t` latent frames: every time-compressing level
+    /// maps T to 2T - 1 with the first-frame split, else to 2T (T = 1 stays 1).
+    pub fn output_frames(&self, t: usize) -> Option<usize> {
+        let n_t = self.temporal_levels().min(self.levels() - 1);
+        let rule = self.frame_rule();
+        (0..n_t).try_fold(t, |t, _| match t {
+            1 => Some(1),
+            t if rule.splits_first(t) => t.checked_mul(2)?.checked_sub(1),
+            t => t.checked_mul(2),
+        })
+    }
+
     /// Number of resolution levels, L = len(ch_mult).
     pub fn levels(&self) -> usize {
         self.ch_mult.len()
@@ -225,15 +269,10 @@ impl DecoderConfig {
             });
         }
         let up = self.levels() - 1;
-        let n_t = self.temporal_levels().min(up);
         let too_large =
             || Error::TooLarge { what: format!("decoder output for z {z}"), reason: "size overflows".into() };
         let scale = 1usize.checked_shl(up as u32).filter(|&s| s != 0).ok_or_else(too_large)?;
-        let d = if z.d == 1 {
-            1
-        } else {
-            (z.d - 1).checked_mul(1 << n_t).and_then(|x| x.checked_add(1)).ok_or_else(too_large)?
-        };
+        let d = self.output_frames(z.d).ok_or_else(too_large)?;
         let c = if self.give_pre_end { self.ch * self.ch_mult[0] } else { self.out_ch };
         let out = Shape::new(
             z.n,

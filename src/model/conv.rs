@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::io::{Param, VarPath};
 use crate::kernels::Float;
 use crate::kernels::conv3d::{Conv3dParams, TimePad};
-use crate::ops::conv::{conv3d, conv3d_fused};
+use crate::ops::conv::{causal_tail, conv3d, conv3d_fused};
 use crate::ops::norm::NormPlan;
 use crate::tensor::Tensor;
 
@@ -163,6 +163,62 @@ impl<T: Float> CausalConv3d<T> {
         residual: Option<Tensor<T>>,
     ) -> Result<Tensor<T>> {
         let c = &self.conv;
-        conv3d_fused(c.op, x, &c.weight, &c.bias, &c.params, norm, residual)
+        conv3d_fused(c.op, x, &c.weight, &c.bias, &c.params, norm, residual, None)
+    }
+
+    /// [`Self::forward_fused`] on one chunk of a clip, carrying `cache` across chunks (diffusers'
+    /// `conv_cache`): an empty cache pads with frame 0 as usual; a filled one supplies the
+    /// frames in front of x instead. Afterwards the cache holds the last k_d - 1 frames of this
+    /// call's (normalised) input. Only for pad_mode "first" with stride 1 (the CogVideoX convs).
+    /// x: (n, c_in, d, h, w) -> (n, c_out, d, h, w)
+    pub fn forward_cached(
+        &self,
+        x: &Tensor<T>,
+        norm: Option<&NormPlan<T>>,
+        residual: Option<Tensor<T>>,
+        cache: &mut ConvCache<T>,
+    ) -> Result<Tensor<T>> {
+        let c = &self.conv;
+        let p = &c.params;
+        if p.time_pad != TimePad::ReplicateFirst || p.stride_d != 1 || p.pad_d.1 != 0 {
+            return Err(Error::Unsupported(format!(
+                "{}: chunked decoding needs causal convs with pad_mode \"first\" and time stride 1",
+                c.op
+            )));
+        }
+        let keep = p.pad_d.0;
+        let prev = cache.0.take();
+        let y = match &prev {
+            None => conv3d_fused(c.op, x, &c.weight, &c.bias, p, norm, residual, None)?,
+            Some(pre) => {
+                // The cache replaces the time padding: exactly pad_d.0 frames.
+                let joined = Conv3dParams { pad_d: (0, 0), ..p.clone() };
+                conv3d_fused(c.op, x, &c.weight, &c.bias, &joined, norm, residual, Some(pre))?
+            }
+        };
+        cache.0 = Some(causal_tail(x, norm, prev.as_ref(), keep)?);
+        Ok(y)
+    }
+}
+
+/// What a causal conv carries from one chunk of a clip to the next: the last k_d - 1 frames of
+/// its time-padded input, after any normalisation. Empty before the first chunk.
+pub struct ConvCache<T>(Option<Tensor<T>>);
+
+impl<T> Default for ConvCache<T> {
+    fn default() -> Self {
+        ConvCache(None)
+    }
+}
+
+impl<T: Float> ConvCache<T> {
+    /// The carried frames, if any. (n, c, k_d - 1, h, w)
+    pub fn frames(&self) -> Option<&Tensor<T>> {
+        self.0.as_ref()
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |t| std::mem::size_of_val(t.data()))
     }
 }

@@ -5,8 +5,8 @@
 
 use super::attention::AttnBlock2d;
 use super::config::DecoderConfig;
-use super::conv::CausalConv3d;
-use super::resnet::ResnetBlock3d;
+use super::conv::{CausalConv3d, ConvCache};
+use super::resnet::{ResnetBlock3d, ResnetCache};
 use super::spatial_norm::SpatialNorm3d;
 use super::upsample::Upsample3d;
 use crate::error::Result;
@@ -45,7 +45,7 @@ impl<T: Float> Decoder<T> {
     pub fn load(vp: &VarPath, config: &DecoderConfig) -> Result<Self> {
         config.validate()?;
         let c = config;
-        let (zq, pm, l) = (c.zq_ch(), c.pad_mode, c.levels());
+        let (zq, pm, l, rule) = (c.zq_ch(), c.pad_mode, c.levels(), c.frame_rule());
         let mut block_in = c.ch * c.ch_mult[l - 1];
         let post_quant_conv = if c.uses_post_quant_conv() {
             Some(CausalConv3d::load(&vp.pp("post_quant_conv"), zq, c.z_channels, 3, pm)?)
@@ -61,6 +61,7 @@ impl<T: Float> Decoder<T> {
                 zq,
                 c.add_conv,
                 pm,
+                rule,
             )?,
             block_2: ResnetBlock3d::load(
                 &vp.pp("mid").pp("block_2"),
@@ -69,6 +70,7 @@ impl<T: Float> Decoder<T> {
                 zq,
                 c.add_conv,
                 pm,
+                rule,
             )?,
         };
         let mut up: Vec<Option<UpLevel<T>>> = (0..l).map(|_| None).collect();
@@ -85,10 +87,11 @@ impl<T: Float> Decoder<T> {
                     zq,
                     c.add_conv,
                     pm,
+                    rule,
                 )?);
                 block_in = block_out;
                 if c.has_attention(i_level) {
-                    attn.push(AttnBlock2d::load(&lv.pp("attn").pp(j), block_in, zq, c.add_conv)?);
+                    attn.push(AttnBlock2d::load(&lv.pp("attn").pp(j), block_in, zq, c.add_conv, rule)?);
                 }
             }
             let upsample = if i_level != 0 {
@@ -97,6 +100,7 @@ impl<T: Float> Decoder<T> {
                     block_in,
                     c.resamp_with_conv,
                     c.compress_time(i_level),
+                    rule,
                 )?)
             } else {
                 None
@@ -111,7 +115,7 @@ impl<T: Float> Decoder<T> {
             conv_in,
             mid,
             up,
-            norm_out: SpatialNorm3d::load(&vp.pp("norm_out"), c0, zq, c.add_conv)?,
+            norm_out: SpatialNorm3d::load(&vp.pp("norm_out"), c0, zq, c.add_conv, rule)?,
             conv_out: CausalConv3d::load(&vp.pp("conv_out"), c0, c.out_ch, 3, pm)?,
         })
     }
@@ -130,21 +134,38 @@ impl<T: Float> Decoder<T> {
         &self.config
     }
 
-    /// Decodes a latent video.
-    /// z: (b, zq_ch, t, h, w) -> (b, out_ch, t', h * 2^(L-1), w * 2^(L-1)) with t' = 1 for t = 1,
-    /// else (t - 1) * 2^min(tcl, L-1) + 1 (or the pre-end features with `give_pre_end`).
+    /// Decodes a latent video in one call (upstream `decoder(z)`).
+    /// z: (b, zq_ch, t, h, w) -> (b, out_ch, t', h * 2^(L-1), w * 2^(L-1)) with t' from
+    /// [`DecoderConfig::output_frames`] (or the pre-end features with `give_pre_end`).
     pub fn forward(&self, z: &Tensor<T>) -> Result<Tensor<T>> {
+        self.forward_chunk(z, None)
+    }
+
+    /// Decodes one chunk of latent frames of a clip: the chunk is its own zq, and the causal
+    /// convs continue from `cache` (diffusers `decoder(z_chunk, conv_cache=...)`; spec 11.1).
+    /// With `cache` None this is [`Self::forward`].
+    pub fn forward_chunk(&self, z: &Tensor<T>, mut cache: Option<&mut DecoderCache<T>>) -> Result<Tensor<T>> {
         let out_shape = self.config.output_shape(z.shape())?;
+        if cache.is_some() {
+            self.check_chunkable()?;
+        }
         let zq = z;
-        let mut h = match &self.post_quant_conv {
-            Some(pqc) => self.conv_in.forward(&pqc.forward(z)?)?,
-            None => self.conv_in.forward(z)?,
+        let conv = |m: &CausalConv3d<T>, x: &Tensor<T>, c: Option<&mut ConvCache<T>>| match c {
+            Some(c) => m.forward_cached(x, None, None, c),
+            None => m.forward(x),
         };
-        h = self.mid.block_1.forward(h, zq)?;
-        h = self.mid.block_2.forward(h, zq)?;
-        for level in self.up.iter().rev() {
+        let mut h = match &self.post_quant_conv {
+            Some(pqc) => {
+                let z = conv(pqc, z, cache.as_deref_mut().map(|c| &mut c.post_quant_conv))?;
+                conv(&self.conv_in, &z, cache.as_deref_mut().map(|c| &mut c.conv_in))?
+            }
+            None => conv(&self.conv_in, z, cache.as_deref_mut().map(|c| &mut c.conv_in))?,
+        };
+        h = self.mid.block_1.forward_chunk(h, zq, cache.as_deref_mut().map(|c| &mut c.mid[0]))?;
+        h = self.mid.block_2.forward_chunk(h, zq, cache.as_deref_mut().map(|c| &mut c.mid[1]))?;
+        for (i_level, level) in self.up.iter().enumerate().rev() {
             for (j, block) in level.block.iter().enumerate() {
-                h = block.forward(h, zq)?;
+                h = block.forward_chunk(h, zq, cache.as_deref_mut().map(|c| &mut c.up[i_level][j]))?;
                 if let Some(attn) = level.attn.get(j) {
                     h = attn.forward(h, zq)?;
                 }
@@ -155,9 +176,61 @@ impl<T: Float> Decoder<T> {
         }
         if !self.config.give_pre_end {
             let plan = self.norm_out.plan(&h, zq, true)?;
-            h = self.conv_out.forward_fused(&h, Some(&plan), None)?;
+            h = match cache {
+                Some(c) => self.conv_out.forward_cached(&h, Some(&plan), None, &mut c.conv_out)?,
+                None => self.conv_out.forward_fused(&h, Some(&plan), None)?,
+            };
         }
         debug_assert_eq!(h.shape(), out_shape);
         Ok(h)
+    }
+
+    /// Chunked decoding needs every time-mixing op to be a causal "first" conv: rejects
+    /// add_conv (its SpatialNorm conv pads time with zeros on both sides) and other pad modes.
+    fn check_chunkable(&self) -> Result<()> {
+        let c = &self.config;
+        if c.add_conv || c.pad_mode != super::config::PadMode::First {
+            return Err(crate::error::Error::Unsupported(format!(
+                "chunked decoding needs pad_mode \"first\" and add_conv = false (config has pad_mode {:?}, \
+                 add_conv {})",
+                c.pad_mode, c.add_conv
+            )));
+        }
+        Ok(())
+    }
+
+    /// An empty cache for [`Self::forward_chunk`] (before a clip's first chunk).
+    pub fn new_cache(&self) -> DecoderCache<T> {
+        DecoderCache {
+            post_quant_conv: ConvCache::default(),
+            conv_in: ConvCache::default(),
+            mid: [ResnetCache::default(), ResnetCache::default()],
+            up: self.up.iter().map(|l| l.block.iter().map(|_| ResnetCache::default()).collect()).collect(),
+            conv_out: ConvCache::default(),
+        }
+    }
+}
+
+/// Every causal conv cache of a decoder, carried from one chunk of a clip to the next; mirrors
+/// the module tree (diffusers keeps the same state as a nested string-keyed dict).
+pub struct DecoderCache<T> {
+    pub post_quant_conv: ConvCache<T>,
+    pub conv_in: ConvCache<T>,
+    /// mid.block_1, mid.block_2
+    pub mid: [ResnetCache<T>; 2],
+    /// up[level][block]
+    pub up: Vec<Vec<ResnetCache<T>>>,
+    pub conv_out: ConvCache<T>,
+}
+
+impl<T: Float> DecoderCache<T> {
+    /// Bytes held by all caches.
+    pub fn bytes(&self) -> usize {
+        let r = |c: &ResnetCache<T>| c.conv1.bytes() + c.conv2.bytes();
+        self.post_quant_conv.bytes()
+            + self.conv_in.bytes()
+            + self.mid.iter().map(r).sum::<usize>()
+            + self.up.iter().flatten().map(r).sum::<usize>()
+            + self.conv_out.bytes()
     }
 }

@@ -72,7 +72,7 @@ pub fn config_from_diffusers(v: &Value) -> Result<DecoderConfig> {
         return Err(Error::Unsupported("use_post_quant_conv = true".into()));
     }
     let cfg = DecoderConfig {
-        class: DecoderClass::MovqDecoder3d,
+        class: DecoderClass::CogVideoXDecoder3d,
         ch,
         out_ch: num("out_channels").unwrap_or(3),
         ch_mult: boc.iter().map(|c| c / ch).collect(),

@@ -2,6 +2,7 @@
 //! the state-dict keys.
 
 pub mod attention;
+pub mod chunked;
 pub mod config;
 pub mod conv;
 pub mod decoder;
@@ -9,7 +10,10 @@ pub mod diffusers;
 pub mod flops;
 pub mod resnet;
 pub mod spatial_norm;
+pub mod tiled;
 pub mod upsample;
 
-pub use config::{DecoderClass, DecoderConfig, PadMode};
-pub use decoder::Decoder;
+pub use chunked::{DecodeMode, chunk_schedule};
+pub use config::{DecoderClass, DecoderConfig, FrameRule, PadMode};
+pub use decoder::{Decoder, DecoderCache};
+pub use tiled::TileConfig;

@@ -1,7 +1,7 @@
 //! `SpatialNorm3D` (CogVideo sat/sgm/modules/autoencoding/vqvae/movq_dec_3d.py @ 7a1af715):
 //! GroupNorm(f) * conv_y(zq) + conv_b(zq), zq nearest-resized to f (spec section 3).
 
-use super::config::{NORM_EPS, NORM_GROUPS, PadMode};
+use super::config::{FrameRule, NORM_EPS, NORM_GROUPS, PadMode};
 use super::conv::CausalConv3d;
 use crate::error::{Error, Result};
 use crate::io::{Param, VarPath};
@@ -35,10 +35,17 @@ pub struct SpatialNorm3d<T> {
     conv: Option<CausalConv3d<T>>, // zq -> zq, 3x3x3, present iff add_conv
     conv_y: CausalConv3d<T>,       // zq -> f, 1x1x1
     conv_b: CausalConv3d<T>,       // zq -> f, 1x1x1
+    rule: FrameRule,               // when zq's first frame is resized apart
 }
 
 impl<T: Float> SpatialNorm3d<T> {
-    pub fn load(vp: &VarPath, f_channels: usize, zq_channels: usize, add_conv: bool) -> Result<Self> {
+    pub fn load(
+        vp: &VarPath,
+        f_channels: usize,
+        zq_channels: usize,
+        add_conv: bool,
+        rule: FrameRule,
+    ) -> Result<Self> {
         let conv = if add_conv {
             Some(CausalConv3d::load(&vp.pp("conv"), zq_channels, zq_channels, 3, PadMode::Constant)?)
         } else {
@@ -49,6 +56,7 @@ impl<T: Float> SpatialNorm3d<T> {
             conv,
             conv_y: CausalConv3d::load(&vp.pp("conv_y"), zq_channels, f_channels, 1, PadMode::Constant)?,
             conv_b: CausalConv3d::load(&vp.pp("conv_b"), zq_channels, f_channels, 1, PadMode::Constant)?,
+            rule,
         })
     }
 
@@ -64,7 +72,7 @@ impl<T: Float> SpatialNorm3d<T> {
                 got: zs.to_string(),
             });
         }
-        let maps = IndexMaps::spatial_norm((fs.d, fs.h, fs.w), (zs.d, zs.h, zs.w))?;
+        let maps = IndexMaps::spatial_norm((fs.d, fs.h, fs.w), (zs.d, zs.h, zs.w), self.rule)?;
         let p = GroupNormParams { groups: NORM_GROUPS, eps: NORM_EPS };
         let modulation = match &self.conv {
             Some(conv) => {

@@ -48,10 +48,13 @@ pub fn conv3d<T: Float>(
     Ok(out)
 }
 
-/// y = conv(norm(x)) + bias (+ residual): the normalisation `norm` (planned on x) is applied
-/// on the fly while the convolution reads its input, and `residual` (the output's shape) is
-/// accumulated into, so neither norm(x) nor a separate output buffer is materialised. Falls
+/// y = conv(prefix ++ norm(x)) + bias (+ residual): the normalisation `norm` (planned on x) is
+/// applied on the fly while the convolution reads its input, and `residual` (the output's shape)
+/// is accumulated into, so neither norm(x) nor a separate output buffer is materialised. Falls
 /// back to normalise-then-convolve when the fused kernel does not apply.
+/// `prefix` (n, c_in, d_p, h, w) holds frames in front of x that are already in the conv's
+/// input domain (a causal conv's carried cache); `p`'s time padding applies to the joined clip.
+#[allow(clippy::too_many_arguments)]
 pub fn conv3d_fused<T: Float>(
     op: &'static str,
     x: &Tensor<T>,
@@ -60,21 +63,41 @@ pub fn conv3d_fused<T: Float>(
     p: &Conv3dParams,
     norm: Option<&NormPlan<T>>,
     residual: Option<Tensor<T>>,
+    prefix: Option<&Tensor<T>>,
 ) -> Result<Tensor<T>> {
     let s = x.shape();
-    let out_shape = conv_out_shape(op, s, p)?;
+    let n_pre = match prefix {
+        Some(pre) => {
+            let ps = pre.shape();
+            if (ps.n, ps.c, ps.h, ps.w) != (s.n, s.c, s.h, s.w) {
+                return Err(Error::ShapeMismatch {
+                    op,
+                    expected: format!("a time prefix (n, c, d, h, w) matching the input {s}"),
+                    got: ps.to_string(),
+                });
+            }
+            ps.d
+        }
+        None => 0,
+    };
+    let joined = Shape { d: s.d + n_pre, ..s };
+    let out_shape = conv_out_shape(op, joined, p)?;
     if let Some(n) = norm {
         x.expect_shape("fused norm input", n.shape())?;
     }
     if conv_algo() != ConvAlgo::Winograd || !winograd_supports(p) {
-        let y = match norm {
+        let mut xn = match norm {
             Some(n) => {
                 let mut xn = x.clone();
                 n.apply_inplace(&mut xn)?;
-                conv3d(op, &xn, weight, bias, p)?
+                xn
             }
-            None => conv3d(op, x, weight, bias, p)?,
+            None => x.clone(),
         };
+        if let Some(pre) = prefix {
+            xn = concat_time(pre, &xn)?;
+        }
+        let y = conv3d(op, &xn, weight, bias, p)?;
         return match residual {
             Some(mut r) => {
                 add_inplace(&mut r, &y)?;
@@ -92,11 +115,90 @@ pub fn conv3d_fused<T: Float>(
         None => Tensor::zeros(out_shape)?,
     };
     let (in_len, out_len) = (s.sample_len(), out_shape.sample_len());
+    let pre_len = s.c * n_pre * s.h * s.w;
     for b in 0..s.n {
         let xb = &x.data()[b * in_len..(b + 1) * in_len];
         let ob = &mut out.data_mut()[b * out_len..(b + 1) * out_len];
-        let opts = WinogradOptions { input_norm: norm.map(|n| n.input_norm(b)), accumulate };
+        let opts = WinogradOptions {
+            input_norm: norm.map(|n| n.input_norm(b)),
+            accumulate,
+            prefix: prefix.map(|pre| (&pre.data()[b * pre_len..(b + 1) * pre_len], n_pre)),
+        };
         conv3d_winograd(ob, xb, weight, bias, p, (s.d, s.h, s.w), &opts);
+    }
+    Ok(out)
+}
+
+/// a ++ b along time. a: (n, c, d_a, h, w); b: (n, c, d_b, h, w) -> (n, c, d_a + d_b, h, w)
+pub fn concat_time<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Result<Tensor<T>> {
+    let (sa, sb) = (a.shape(), b.shape());
+    if (sa.n, sa.c, sa.h, sa.w) != (sb.n, sb.c, sb.h, sb.w) {
+        return Err(Error::ShapeMismatch {
+            op: "concat along time",
+            expected: format!("(n, c, h, w) of {sa}"),
+            got: sb.to_string(),
+        });
+    }
+    let mut out = Tensor::zeros(Shape { d: sa.d + sb.d, ..sa })?;
+    let (la, lb) = (sa.plane_len(), sb.plane_len());
+    if la == 0 || lb == 0 {
+        out.data_mut().copy_from_slice(if la == 0 { b.data() } else { a.data() });
+        return Ok(out);
+    }
+    for ((o, pa), pb) in out.data_mut().chunks_mut(la + lb).zip(a.data().chunks(la)).zip(b.data().chunks(lb))
+    {
+        o[..la].copy_from_slice(pa);
+        o[la..].copy_from_slice(pb);
+    }
+    Ok(out)
+}
+
+/// The last `keep` frames of the clip a causal "first" conv reads: `prefix` (or, without one,
+/// `keep` copies of norm(x)'s frame 0) ++ norm(x). This is the cache the conv carries to the
+/// next chunk (diffusers keeps the last k_d - 1 frames of its padded input).
+/// x: (n, c, d, h, w); prefix: (n, c, d_p, h, w) -> (n, c, keep, h, w)
+pub fn causal_tail<T: Float>(
+    x: &Tensor<T>,
+    norm: Option<&NormPlan<T>>,
+    prefix: Option<&Tensor<T>>,
+    keep: usize,
+) -> Result<Tensor<T>> {
+    let s = x.shape();
+    if s.d == 0 {
+        return Err(Error::ShapeMismatch {
+            op: "causal conv cache",
+            expected: "frames".into(),
+            got: s.to_string(),
+        });
+    }
+    if let Some(n) = norm {
+        x.expect_shape("fused norm input", n.shape())?;
+    }
+    let n_pre = prefix.map_or(keep, |p| p.shape().d);
+    let total = n_pre + s.d;
+    let keep = keep.min(total);
+    let mut out = Tensor::zeros(Shape { d: keep, ..s })?;
+    let fl = s.frame_len();
+    let out_plane = keep * fl;
+    for (idx, o) in out.data_mut().chunks_mut(out_plane.max(1)).enumerate().take(s.n * s.c) {
+        let (b, c) = (idx / s.c, idx % s.c);
+        for (k, dst) in o.chunks_mut(fl.max(1)).enumerate() {
+            let v = total - keep + k;
+            match prefix {
+                Some(pre) if v < n_pre => {
+                    let off = ((b * s.c + c) * n_pre + v) * fl;
+                    dst.copy_from_slice(&pre.data()[off..off + fl]);
+                }
+                _ => {
+                    let f = v.saturating_sub(n_pre); // replicated frames read frame 0
+                    let src = &x.data()[((b * s.c + c) * s.d + f) * fl..][..fl];
+                    match norm {
+                        Some(n) => n.input_norm(b).rows(dst, src, c, f, 0, s.w),
+                        None => dst.copy_from_slice(src),
+                    }
+                }
+            }
+        }
     }
     Ok(out)
 }

@@ -3,8 +3,10 @@
 //! The f64 instantiation is the high-precision reference mode: the same code runs with another
 //! element type, so a f64 decode is the f32 decode's exact twin up to rounding.
 
+mod region;
 mod shape;
 
+pub use region::Region;
 pub use shape::Shape;
 
 use crate::error::{Error, Result};

@@ -1,0 +1,134 @@
+//! Chunked decoding as diffusers `AutoencoderKLCogVideoX._decode` does it (spec 11.1): latent
+//! frames in batches of 2 (3 in the first when T is odd), every causal conv continuing from the
+//! previous batch's cache, GroupNorm statistics and zq per batch. Frames are handed out as
+//! each batch finishes, so peak memory does not grow with the clip length.
+
+use super::decoder::Decoder;
+use super::tiled::TileConfig;
+use crate::error::{Error, Result};
+use crate::kernels::Float;
+use crate::tensor::{Region, Shape, Tensor};
+use std::ops::Range;
+
+/// Latent frames per batch (diffusers `num_latent_frames_batch_size`; fixed upstream).
+pub const FRAME_BATCH: usize = 2;
+
+/// How a latent clip is decoded.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DecodeMode {
+    /// One decoder call on the whole clip (upstream `decoder(z)`; MOVQ semantics).
+    Whole,
+    /// Batches of latent frames with carried conv caches (diffusers `vae.decode(z)`).
+    Chunked,
+    /// Overlapping spatial tiles, each decoded chunked, blended (diffusers `enable_tiling()`).
+    Tiled(TileConfig),
+}
+
+/// The latent frame ranges of the batches of a clip of `t` frames:
+/// batch i covers [2i + (0 if i = 0 else t % 2), 2(i + 1) + t % 2), clipped to t.
+pub fn chunk_schedule(t: usize) -> Vec<Range<usize>> {
+    let (n, r) = ((t / FRAME_BATCH).max(1), t % FRAME_BATCH);
+    (0..n)
+        .map(|i| {
+            let start = FRAME_BATCH * i + if i == 0 { 0 } else { r };
+            start..(FRAME_BATCH * (i + 1) + r).min(t)
+        })
+        .collect()
+}
+
+impl<T: Float> Decoder<T> {
+    /// The output shape of decoding z with `mode`. z: (b, c, t, h, w)
+    pub fn decoded_shape(&self, z: Shape, mode: &DecodeMode) -> Result<Shape> {
+        let whole = self.config().output_shape(z)?;
+        match mode {
+            DecodeMode::Whole => Ok(whole),
+            DecodeMode::Chunked | DecodeMode::Tiled(_) => {
+                let (h, w) = match mode {
+                    DecodeMode::Tiled(tc) => tc.output_size(z.h, z.w, whole.h / z.h),
+                    _ => (whole.h, whole.w),
+                };
+                let mut d = 0usize;
+                for r in chunk_schedule(z.d) {
+                    let f = self.config().output_frames(r.len()).ok_or_else(|| Error::TooLarge {
+                        what: format!("decoder output for z {z}"),
+                        reason: "frame count overflows".into(),
+                    })?;
+                    d = d.checked_add(f).ok_or_else(|| Error::TooLarge {
+                        what: format!("decoder output for z {z}"),
+                        reason: "frame count overflows".into(),
+                    })?;
+                }
+                Ok(Shape { d, h, w, ..whole })
+            }
+        }
+    }
+
+    /// Decodes z with `mode`, handing out frames as they are ready: `sink(first, frames)` gets
+    /// output frames `first .. first + frames.d`, in order, each exactly once.
+    /// z: (b, zq_ch, t, h, w); frames: (b, out_ch, k, H, W)
+    pub fn decode_stream(
+        &self,
+        z: &Tensor<T>,
+        mode: &DecodeMode,
+        mut sink: impl FnMut(usize, Tensor<T>) -> Result<()>,
+    ) -> Result<()> {
+        match mode {
+            DecodeMode::Whole => sink(0, self.forward(z)?),
+            DecodeMode::Chunked => self.decode_chunked(z, sink),
+            DecodeMode::Tiled(tc) => {
+                let y = self.decode_tiled(z, tc)?;
+                sink(0, y)
+            }
+        }
+    }
+
+    /// [`Self::decode_stream`] collected into one tensor.
+    pub fn decode(&self, z: &Tensor<T>, mode: &DecodeMode) -> Result<Tensor<T>> {
+        let shape = self.decoded_shape(z.shape(), mode)?;
+        let mut out = Tensor::zeros(shape)?;
+        self.decode_stream(z, mode, |first, frames| out.paste(&frames, (first, 0, 0)))?;
+        Ok(out)
+    }
+
+    /// The chunked decode of z, batch by batch. z: (b, c, t, h, w)
+    pub fn decode_chunked(
+        &self,
+        z: &Tensor<T>,
+        mut sink: impl FnMut(usize, Tensor<T>) -> Result<()>,
+    ) -> Result<()> {
+        let s = z.shape();
+        self.config().output_shape(s)?;
+        let mut cache = self.new_cache();
+        let mut first = 0;
+        for r in chunk_schedule(s.d) {
+            let chunk = z.crop(&Region { d: r, ..Region::all(s) })?;
+            let y = self.forward_chunk(&chunk, Some(&mut cache))?;
+            drop(chunk);
+            let k = y.shape().d;
+            sink(first, y)?;
+            first += k;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_schedule_spec_11_1() {
+        assert_eq!(chunk_schedule(13), vec![0..3, 3..5, 5..7, 7..9, 9..11, 11..13]);
+        assert_eq!(chunk_schedule(12).len(), 6);
+        assert_eq!(chunk_schedule(4), vec![0..2, 2..4]);
+        assert_eq!(chunk_schedule(3), vec![0..3]);
+        assert_eq!(chunk_schedule(2), vec![0..2]);
+        assert_eq!(chunk_schedule(1), vec![0..1]);
+        for t in 1..40 {
+            let s = chunk_schedule(t);
+            assert_eq!(s.first().unwrap().start, 0);
+            assert_eq!(s.last().unwrap().end, t);
+            assert!(s.windows(2).all(|w| w[0].end == w[1].start));
+        }
+    }
+}
