@@ -18,6 +18,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod checkpoint;
 pub mod error;
 pub mod io;
 pub mod kernels;
@@ -26,6 +27,7 @@ pub mod ops;
 pub mod tensor;
 pub mod verify;
 
+pub use checkpoint::Checkpoint;
 pub use error::{Error, Result};
 pub use model::{Decoder, DecoderClass, DecoderConfig, PadMode};
 pub use tensor::{Shape, Tensor};

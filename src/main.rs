@@ -2,8 +2,11 @@
 //!
 //! Exit codes: 0 success; 1 a verification failed; 2 usage or input error.
 
+mod cli;
+
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use cli::decode::{DecodeArgs, Precision, peak_rss_mib};
 use movq::io::{read_latent, write_safetensors};
 use movq::verify::{CaseOutcome, golden_files, verify_file};
 use movq::{Decoder, DecoderConfig, Tensor};
@@ -36,39 +39,10 @@ enum ConvChoice {
     Im2col,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Precision {
-    F32,
-    F64,
-}
-
 #[derive(Subcommand)]
 enum Command {
-    /// Decode a latent video z (b, c, t, h, w) into frames; writes a safetensors file with key `sample`.
-    Decode {
-        /// Decoder weights (.safetensors, upstream state-dict names).
-        #[arg(long)]
-        weights: PathBuf,
-        /// Decoder config JSON with the upstream argument names. Default: the config stored in
-        /// the weights file's metadata.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Latent: a .npy file, or a .safetensors file (first tensor, or --latent-key).
-        #[arg(long)]
-        latent: PathBuf,
-        /// Tensor name inside a safetensors latent file.
-        #[arg(long)]
-        latent_key: Option<String>,
-        /// Key prefix of the decoder weights in the file, e.g. `decoder.` or `first_stage_model.decoder.`.
-        #[arg(long, default_value = "")]
-        prefix: String,
-        /// Output .safetensors path; written atomically.
-        #[arg(long)]
-        output: PathBuf,
-        /// Compute precision: f32 (fast) or f64 (reference).
-        #[arg(long, value_enum, default_value = "f32")]
-        precision: Precision,
-    },
+    /// Decode a latent video z into frames (b, c, t, h, w), written to .npy or .safetensors.
+    Decode(DecodeArgs),
     /// Write a weights file of deterministic random weights for a config (for benchmarks and
     /// tests), and optionally a random latent.
     RandomWeights {
@@ -80,6 +54,9 @@ enum Command {
         output: PathBuf,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Name the tensors as a diffusers CogVideoX VAE checkpoint (`decoder.mid_block...`).
+        #[arg(long)]
+        diffusers_names: bool,
         /// Also write a random latent of this shape, e.g. 1,256,4,16,16 (values ~ N(0, 1)).
         #[arg(long, value_delimiter = ',', requires = "latent_out")]
         latent_shape: Option<Vec<usize>>,
@@ -120,49 +97,6 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
-}
-
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
-fn decode<T: movq::kernels::Float>(
-    weights: &Path,
-    config: &DecoderConfig,
-    prefix: &str,
-    latent: &Path,
-    latent_key: Option<&str>,
-    output: &Path,
-) -> Result<()> {
-    let t0 = Instant::now();
-    let decoder = Decoder::<T>::from_file(weights, config, prefix)
-        .with_context(|| format!("loading decoder weights from {}", weights.display()))?;
-    let z: Tensor<T> =
-        read_latent(latent, latent_key).with_context(|| format!("reading latent {}", latent.display()))?;
-    let out_shape = config.output_shape(z.shape())?;
-    let t_load = t0.elapsed().as_secs_f64();
-    eprintln!("decoding z {} -> {} in {}", z.shape(), out_shape, T::NAME);
-    let t1 = Instant::now();
-    let y = decoder.forward(&z)?;
-    let t_dec = t1.elapsed().as_secs_f64();
-    let mut meta = BTreeMap::new();
-    meta.insert("producer".to_string(), format!("movq {}", env!("CARGO_PKG_VERSION")));
-    meta.insert("precision".to_string(), T::NAME.to_string());
-    meta.insert("config".to_string(), serde_json::to_string(config)?);
-    write_safetensors(output, "sample", &y, &meta)?;
-    eprintln!(
-        "wrote sample {} to {} (load {:.2} s, decode {:.2} s, threads {}, peak RSS {:.0} MiB)",
-        y.shape(),
-        output.display(),
-        t_load,
-        t_dec,
-        rayon::current_num_threads(),
-        peak_rss_mib().unwrap_or(f64::NAN)
-    );
-    Ok(())
 }
 
 struct BenchArgs<'a> {
@@ -279,27 +213,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
         set_conv_algo(if c == ConvChoice::Winograd { ConvAlgo::Winograd } else { ConvAlgo::Im2col });
     }
     match cli.command {
-        Command::Decode { weights, config, latent, latent_key, prefix, output, precision } => {
-            let config = match &config {
-                Some(p) => DecoderConfig::from_file(p)?,
-                None => DecoderConfig::from_metadata(&movq::io::WeightFile::open(&weights)?)
-                    .context("no --config given and the weights file carries none")?,
-            };
-            match precision {
-                Precision::F32 => {
-                    decode::<f32>(&weights, &config, &prefix, &latent, latent_key.as_deref(), &output)?
-                }
-                Precision::F64 => {
-                    decode::<f64>(&weights, &config, &prefix, &latent, latent_key.as_deref(), &output)?
-                }
-            }
+        Command::Decode(args) => {
+            cli::decode::decode(&args)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::RandomWeights { config, output, seed, latent_shape, latent_out } => {
-            let cfg = DecoderConfig::from_file(&config)?;
+        Command::RandomWeights { config, output, seed, diffusers_names, latent_shape, latent_out } => {
+            let (cfg, _, _) = movq::checkpoint::read_config(&config)?;
             let loader = movq::io::Loader::random(seed);
             Decoder::<f32>::load(&loader.root(), &cfg)?;
-            let made = loader.take_random();
+            let mut made = loader.take_random();
+            if diffusers_names {
+                let levels = cfg.levels();
+                for (name, _, _) in made.iter_mut() {
+                    *name = format!("decoder.{}", movq::model::diffusers::diffusers_key(name, levels));
+                }
+            }
             let entries: Vec<(&str, &[usize], &[f32])> =
                 made.iter().map(|(n, s, d)| (n.as_str(), s.as_slice(), d.as_slice())).collect();
             let mut meta = BTreeMap::new();

@@ -1,9 +1,11 @@
 //! File formats: safetensors (weights, latents, outputs) and npy (latents).
 
+mod frame_writer;
 mod npy;
 mod safetensors;
 mod var_path;
 
+pub use frame_writer::{Container, FrameWriter};
 pub use npy::{parse_npy, read_npy, write_npy};
 pub use safetensors::{TensorInfo, WeightFile, write_safetensors, write_tensors};
 pub use var_path::{Loader, MapElem, Param, SplitMix64, VarPath};

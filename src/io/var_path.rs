@@ -54,8 +54,9 @@ pub type MadeTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
 /// Where a [`Loader`] takes tensors from.
 enum Source<'a> {
     File(&'a WeightFile),
-    /// A shared file whose f32 tensors are used in place (memory-mapped, not copied).
-    Shared(Arc<WeightFile>),
+    /// Shared files (one, or the shards of a checkpoint) whose f32 tensors are used in place
+    /// (memory-mapped, not copied).
+    Shared(Vec<Arc<WeightFile>>),
     /// Deterministic random weights, recorded as they are made (see [`Loader::random`]).
     Random {
         seed: u64,
@@ -90,8 +91,14 @@ impl<'a> Loader<'a> {
     /// A loader whose f32 tensors stay memory-mapped: the modules keep `file` alive and read
     /// the weights in place (other dtypes, or f64 compute, are converted into owned copies).
     pub fn shared(file: Arc<WeightFile>, prefix: &str) -> Loader<'static> {
+        Self::shards(vec![file], prefix)
+    }
+
+    /// [`Loader::shared`] over the shards of one checkpoint: each tensor is looked up in the
+    /// shard that holds it (names must be unique across shards).
+    pub fn shards(files: Vec<Arc<WeightFile>>, prefix: &str) -> Loader<'static> {
         Loader {
-            source: Source::Shared(file),
+            source: Source::Shared(files),
             prefix: prefix.to_string(),
             ignore: Box::new(|_| false),
             rename: None,
@@ -99,12 +106,18 @@ impl<'a> Loader<'a> {
         }
     }
 
-    fn file(&self) -> Option<&WeightFile> {
+    /// The files tensors come from (none for random weights).
+    fn files(&self) -> Vec<&WeightFile> {
         match &self.source {
-            Source::File(f) => Some(f),
-            Source::Shared(f) => Some(f),
-            Source::Random { .. } => None,
+            Source::File(f) => vec![*f],
+            Source::Shared(fs) => fs.iter().map(|f| f.as_ref()).collect(),
+            Source::Random { .. } => Vec::new(),
         }
+    }
+
+    /// The file holding tensor `key`.
+    fn file_of(&self, key: &str) -> Option<&WeightFile> {
+        self.files().into_iter().find(|f| f.info(key).is_some())
     }
 
     /// A loader that makes up weights: every requested tensor gets deterministic pseudo-random
@@ -156,10 +169,21 @@ impl<'a> Loader<'a> {
 
     /// Errors with [`Error::UnexpectedWeight`] if a tensor under the prefix was never loaded.
     pub fn finish(&self) -> Result<()> {
-        let Some(file) = self.file() else { return Ok(()) };
         let used = self.used.borrow();
+        for file in self.files() {
+            Self::finish_file(file, &self.prefix, &self.ignore, &used)?;
+        }
+        Ok(())
+    }
+
+    fn finish_file(
+        file: &WeightFile,
+        prefix: &str,
+        ignore: &dyn Fn(&str) -> bool,
+        used: &BTreeSet<String>,
+    ) -> Result<()> {
         for name in file.names() {
-            if name.starts_with(&self.prefix) && !(self.ignore)(name) && !used.contains(name) {
+            if name.starts_with(prefix) && !ignore(name) && !used.contains(name) {
                 let shape = file.info(name).map(|i| i.shape.clone()).unwrap_or_default();
                 return Err(Error::UnexpectedWeight {
                     path: file.path().to_path_buf(),
@@ -173,30 +197,34 @@ impl<'a> Loader<'a> {
 
     /// True if the file has a tensor at the module-relative `name`.
     pub fn contains(&self, name: &str) -> bool {
-        match self.file() {
-            Some(file) => file.info(&self.key(name)).is_some(),
-            None => true,
+        match &self.source {
+            Source::Random { .. } => true,
+            _ => self.file_of(&self.key(name)).is_some(),
         }
     }
 
     fn get<T: MapElem>(&self, name: &str, expected: &[usize]) -> Result<Param<T>> {
         let key = self.key(name);
-        let file = match &self.source {
-            Source::File(file) => *file,
-            Source::Shared(file) => file,
-            Source::Random { seed, made } => {
-                let data = random_weight(*seed, &key, expected);
-                let out = data.iter().map(|&v| T::from_f32(v)).collect();
-                made.borrow_mut().push((key, expected.to_vec(), data));
-                return Ok(Param::Owned(out));
-            }
+        if let Source::Random { seed, made } = &self.source {
+            let data = random_weight(*seed, &key, expected);
+            let out = data.iter().map(|&v| T::from_f32(v)).collect();
+            made.borrow_mut().push((key, expected.to_vec(), data));
+            return Ok(Param::Owned(out));
+        }
+        let Some(file) = self.file_of(&key) else {
+            let files = self.files();
+            let path = match files.as_slice() {
+                [one] => one.path().to_path_buf(),
+                many => many
+                    .first()
+                    .and_then(|f| f.path().parent())
+                    .map(|d| d.join(format!("({} shards)", many.len())))
+                    .unwrap_or_default(),
+            };
+            return Err(Error::MissingWeight { path, name: key, expected: expected.to_vec() });
         };
         let path = file.path().to_path_buf();
-        let info = file.info(&key).ok_or_else(|| Error::MissingWeight {
-            path: path.clone(),
-            name: key.clone(),
-            expected: expected.to_vec(),
-        })?;
+        let info = file.info(&key).expect("file_of found the key");
         if info.shape != expected {
             return Err(Error::WeightShape {
                 path,
@@ -206,10 +234,11 @@ impl<'a> Loader<'a> {
             });
         }
         self.used.borrow_mut().insert(key.clone());
-        if let Source::Shared(file) = &self.source
-            && T::view(file, &key).is_some()
+        if let Source::Shared(files) = &self.source
+            && let Some(shared) = files.iter().find(|f| std::ptr::eq(f.as_ref(), file))
+            && T::view(shared, &key).is_some()
         {
-            return Ok(Param::Mapped { file: file.clone(), name: key });
+            return Ok(Param::Mapped { file: shared.clone(), name: key });
         }
         let (_, data) = file.read::<T>(&key)?;
         Ok(Param::Owned(data))

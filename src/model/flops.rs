@@ -3,7 +3,9 @@
 //! adds are not counted. SpatialNorm's conv_y/conv_b count at f's resolution, as upstream runs
 //! them (movq evaluates them at zq's resolution, so it does fewer).
 
+use super::chunked::{DecodeMode, chunk_schedule};
 use super::config::DecoderConfig;
+use super::tiled::TileConfig;
 use crate::error::Result;
 use crate::tensor::Shape;
 
@@ -43,7 +45,7 @@ pub fn decoder_flops(cfg: &DecoderConfig, z: Shape) -> Result<u128> {
         }
         if i != 0 {
             if cfg.compress_time(i) && t > 1 {
-                t = 2 * t - 1;
+                t = if cfg.frame_rule().splits_first(t as usize) { 2 * t - 1 } else { 2 * t };
             }
             h *= 2;
             w *= 2;
@@ -56,6 +58,29 @@ pub fn decoder_flops(cfg: &DecoderConfig, z: Shape) -> Result<u128> {
         macs += norm(c, vox(t, h, w)) + conv3(c, cfg.out_ch as u128, vox(t, h, w));
     }
     Ok(2 * macs)
+}
+
+/// FLOPs of decoding z with `mode`: one call per frame batch (and per tile).
+pub fn decode_flops(cfg: &DecoderConfig, z: Shape, mode: &DecodeMode) -> Result<u128> {
+    let batches = |h: usize, w: usize| -> Result<u128> {
+        chunk_schedule(z.d).into_iter().map(|r| decoder_flops(cfg, Shape { d: r.len(), h, w, ..z })).sum()
+    };
+    match mode {
+        DecodeMode::Whole => decoder_flops(cfg, z),
+        DecodeMode::Chunked => batches(z.h, z.w),
+        DecodeMode::Tiled(tc) => {
+            if !tc.splits(z.h, z.w) {
+                return batches(z.h, z.w);
+            }
+            let mut total = 0;
+            for rh in TileConfig::spans(z.h, tc.tile_latent.0, tc.stride_latent.0) {
+                for rw in TileConfig::spans(z.w, tc.tile_latent.1, tc.stride_latent.1) {
+                    total += batches(rh.len(), rw.len())?;
+                }
+            }
+            Ok(total)
+        }
+    }
 }
 
 #[cfg(test)]

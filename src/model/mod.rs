@@ -8,6 +8,7 @@ pub mod conv;
 pub mod decoder;
 pub mod diffusers;
 pub mod flops;
+pub mod memory;
 pub mod resnet;
 pub mod spatial_norm;
 pub mod tiled;

@@ -48,7 +48,7 @@ impl TileConfig {
     }
 
     /// Latent tile origins and extents along one axis of `n` latent pixels.
-    fn spans(n: usize, tile: usize, stride: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    pub fn spans(n: usize, tile: usize, stride: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
         (0..n).step_by(stride).map(move |i| i..(i + tile).min(n))
     }
 

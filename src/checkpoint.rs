@@ -1,0 +1,190 @@
+//! Finding and loading a decoder checkpoint on disk:
+//! - a safetensors file with upstream MOVQ names (optionally under a prefix), sat names under
+//!   `decoder.` (the same tree, spec 10.4), or diffusers names under `decoder.`;
+//! - a diffusers model folder (`vae/config.json` + `vae/diffusion_pytorch_model.safetensors`,
+//!   or the folder `vae` itself), possibly sharded (`*.safetensors.index.json`);
+//! - a shard index file.
+//!
+//! Encoder (`encoder.`) and loss (`loss.`) tensors are ignored; every decoder tensor must be used.
+
+use crate::error::{Error, Result};
+use crate::io::{Loader, WeightFile};
+use crate::kernels::Float;
+use crate::model::diffusers::{config_from_diffusers, diffusers_key};
+use crate::model::{Decoder, DecoderConfig};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// How the decoder's tensors are named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Naming {
+    /// The upstream module tree (`mid.block_1`, `up.3.block.0`, `nin_shortcut`): MOVQ, sat.
+    Upstream,
+    /// diffusers (`mid_block.resnets.0`, `up_blocks.0.resnets.0`, `conv_shortcut`).
+    Diffusers,
+}
+
+/// A located checkpoint: where the weights are, how they are named, and the config.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    /// The weight files (several for a sharded checkpoint).
+    pub files: Vec<PathBuf>,
+    pub naming: Naming,
+    /// Prefix of every decoder tensor name (e.g. `decoder.`).
+    pub prefix: String,
+    pub config: DecoderConfig,
+    /// diffusers `scaling_factor`: pipeline latents are divided by it before decoding.
+    pub scaling_factor: Option<f64>,
+    /// diffusers `sample_height`, `sample_width` (for the tiling defaults).
+    pub sample_size: Option<(usize, usize)>,
+}
+
+/// A decoder config read from JSON: diffusers `config.json` (has `block_out_channels`) or the
+/// upstream argument names; plus the diffusers scaling factor and sample size if present.
+fn config_from_value(v: &Value, path: &Path) -> Result<(DecoderConfig, Option<f64>, Option<(usize, usize)>)> {
+    let with_path = |e: Error| match e {
+        Error::InvalidConfig(m) => Error::InvalidConfig(format!("{}: {m}", path.display())),
+        e => e,
+    };
+    if v.get("block_out_channels").is_some() {
+        let cfg = config_from_diffusers(v).map_err(with_path)?;
+        // The diffusers default of AutoencoderKLCogVideoX (the CogVideoX-2b value).
+        let scaling = v.get("scaling_factor").and_then(Value::as_f64).unwrap_or(1.15258426);
+        let num = |k: &str, d: usize| v.get(k).and_then(Value::as_u64).map_or(d, |x| x as usize);
+        Ok((cfg, Some(scaling), Some((num("sample_height", 480), num("sample_width", 720)))))
+    } else {
+        let cfg = DecoderConfig::from_json(&v.to_string()).map_err(with_path)?;
+        Ok((cfg, None, None))
+    }
+}
+
+/// Reads a config JSON file: diffusers `config.json` or the upstream argument names.
+/// Returns the config, and the diffusers scaling factor and sample size if it is a diffusers one.
+pub fn read_config(path: &Path) -> Result<(DecoderConfig, Option<f64>, Option<(usize, usize)>)> {
+    config_from_value(&read_json(path)?, path)
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::invalid_file(path, format!("not valid JSON: {e}")))
+}
+
+/// The shard files listed in a `*.safetensors.index.json` (`weight_map` values), in order.
+fn shards_of_index(index: &Path) -> Result<Vec<PathBuf>> {
+    let v = read_json(index)?;
+    let map = v
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| Error::invalid_file(index, "shard index has no `weight_map` object"))?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<PathBuf> = Vec::new();
+    for (name, f) in map {
+        let f = f.as_str().ok_or_else(|| {
+            Error::invalid_file(index, format!("weight_map entry `{name}` is not a file name"))
+        })?;
+        if f.contains("..") || Path::new(f).is_absolute() {
+            return Err(Error::invalid_file(index, format!("shard `{f}` is outside the index's folder")));
+        }
+        let p = dir.join(f);
+        if !files.contains(&p) {
+            files.push(p);
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::invalid_file(index, "shard index lists no files"));
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The weight files and config.json of a model folder (or its `vae` subfolder).
+fn folder_contents(dir: &Path) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
+    let dir = if dir.join("vae").is_dir() { dir.join("vae") } else { dir.to_path_buf() };
+    let config = Some(dir.join("config.json")).filter(|p| p.is_file());
+    let main = dir.join("diffusion_pytorch_model.safetensors");
+    if main.is_file() {
+        return Ok((vec![main], config));
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| Error::io(&dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    let name_ends = |p: &Path, s: &str| p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(s));
+    let indexes: Vec<&PathBuf> = entries.iter().filter(|p| name_ends(p, ".safetensors.index.json")).collect();
+    if let [index] = indexes.as_slice() {
+        return Ok((shards_of_index(index)?, config));
+    }
+    let singles: Vec<PathBuf> = entries.iter().filter(|p| name_ends(p, ".safetensors")).cloned().collect();
+    match (indexes.len(), singles.len()) {
+        (0, 1) => Ok((singles, config)),
+        (0, 0) => Err(Error::invalid_file(&dir, "no .safetensors weights in the model folder")),
+        _ => Err(Error::invalid_file(
+            &dir,
+            "several candidate weight files in the model folder; pass the file or the shard index",
+        )),
+    }
+}
+
+impl Checkpoint {
+    /// Locates the checkpoint at `path` (file, shard index or model folder). `config`
+    /// overrides the config found beside or inside the weights; `prefix` overrides the
+    /// detected tensor-name prefix.
+    pub fn open(path: &Path, config: Option<&Path>, prefix: Option<&str>) -> Result<Self> {
+        let (files, folder_config) = if path.is_dir() {
+            folder_contents(path)?
+        } else if path.to_string_lossy().ends_with(".index.json") {
+            (shards_of_index(path)?, None)
+        } else {
+            (vec![path.to_path_buf()], None)
+        };
+        let opened: Vec<WeightFile> = files.iter().map(WeightFile::open).collect::<Result<_>>()?;
+        let has = |p: &str| opened.iter().any(|f| f.names().any(|n| n.starts_with(p)));
+        let (naming, detected_prefix) = if has("decoder.mid_block.") || has("decoder.up_blocks.") {
+            (Naming::Diffusers, "decoder.")
+        } else if has("decoder.mid.") || has("decoder.conv_in.") {
+            (Naming::Upstream, "decoder.")
+        } else if has("mid_block.") {
+            (Naming::Diffusers, "")
+        } else {
+            (Naming::Upstream, "")
+        };
+        let prefix = prefix.unwrap_or(detected_prefix).to_string();
+        let (config, scaling_factor, sample_size) = match config.or(folder_config.as_deref()) {
+            Some(p) => config_from_value(&read_json(p)?, p)?,
+            None => {
+                let first = &opened[0];
+                match (first.metadata().get("meta"), first.metadata().get("config")) {
+                    (None, Some(text)) => {
+                        let v: Value = serde_json::from_str(text).map_err(|e| {
+                            Error::invalid_file(first.path(), format!("metadata `config` is not JSON: {e}"))
+                        })?;
+                        config_from_value(&v, first.path())?
+                    }
+                    _ => (DecoderConfig::from_metadata(first)?, None, None),
+                }
+            }
+        };
+        Ok(Checkpoint { files, naming, prefix, config, scaling_factor, sample_size })
+    }
+
+    /// Loads the decoder strictly: a decoder tensor that is missing, of the wrong shape, or
+    /// left unused is an error naming the file and tensor.
+    pub fn load<T: Float>(&self) -> Result<Decoder<T>> {
+        let files: Vec<Arc<WeightFile>> =
+            self.files.iter().map(|p| WeightFile::open(p).map(Arc::new)).collect::<Result<_>>()?;
+        let mut loader = Loader::shards(files, &self.prefix);
+        if self.naming == Naming::Diffusers {
+            let levels = self.config.levels();
+            loader = loader.with_rename(move |p| diffusers_key(p, levels));
+        }
+        if self.prefix.is_empty() {
+            // Whole-VAE files without a prefix still carry the encoder and loss terms.
+            loader = loader.with_ignore(|n| n.starts_with("encoder.") || n.starts_with("loss."));
+        }
+        let dec = Decoder::load(&loader.root(), &self.config)?;
+        loader.finish()?;
+        Ok(dec)
+    }
+}

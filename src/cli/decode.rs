@@ -1,0 +1,220 @@
+//! `movq decode`: latent file -> decoded video file, streamed batch by batch.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use movq::io::{Container, FrameWriter, read_latent};
+use movq::kernels::Float;
+use movq::model::memory::{available_bytes, estimate_peak_bytes};
+use movq::model::{DecodeMode, DecoderClass, TileConfig};
+use movq::{Checkpoint, Shape, Tensor};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Precision {
+    F32,
+    F64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// One decoder call on the whole clip (upstream `decoder(z)`).
+    Whole,
+    /// Latent frames in batches of 2 with carried conv caches (diffusers `vae.decode(z)`).
+    Chunked,
+    /// Chunked, in overlapping spatial tiles blended together (diffusers `enable_tiling()`).
+    Tiled,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Layout {
+    /// (batch, channels, frames, height, width): what the VAE takes.
+    Bcthw,
+    /// (batch, frames, channels, height, width): what the CogVideoX transformer outputs.
+    Btchw,
+}
+
+#[derive(Args)]
+pub struct DecodeArgs {
+    /// Decoder weights: a .safetensors file (upstream, sat or diffusers names), a shard index
+    /// (*.safetensors.index.json), or a diffusers model folder (with vae/config.json).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Config JSON: upstream argument names, or a diffusers config.json. Default: the model
+    /// folder's config.json, else the config stored in the weights file's metadata.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Latent: a .npy file, or a .safetensors file (first tensor, or --latent-key).
+    #[arg(long)]
+    pub latent: PathBuf,
+    /// Tensor name inside a safetensors latent file.
+    #[arg(long)]
+    pub latent_key: Option<String>,
+    /// Axis order of the latent.
+    #[arg(long, value_enum, default_value = "bcthw")]
+    pub layout: Layout,
+    /// The latent is as the CogVideoX pipeline samples it: divide it by the model's
+    /// scaling_factor before decoding (what the pipeline does before `vae.decode`).
+    #[arg(long, conflicts_with = "no_scale")]
+    pub latent_scaled: bool,
+    /// The latent is already divided by scaling_factor (or the model has none): decode as is.
+    #[arg(long)]
+    pub no_scale: bool,
+    /// Override the model's scaling_factor (used with --latent-scaled).
+    #[arg(long)]
+    pub scaling_factor: Option<f64>,
+    /// Key prefix of the decoder tensors. Default: detected (`decoder.` for diffusers and sat files).
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Decoding mode. Default: chunked for CogVideoX models, whole otherwise.
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// Output file: .npy, or .safetensors (tensor `sample`); (b, c, t, h, w), written as
+    /// frames are decoded and moved into place only when complete.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Compute precision: f32 (fast) or f64 (reference).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: Precision,
+    /// Decode even when the memory estimate exceeds the available memory.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Reads the latent in `layout` and returns it as (b, c, t, h, w).
+fn latent<T: Float>(a: &DecodeArgs) -> Result<Tensor<T>> {
+    let z: Tensor<T> = read_latent(&a.latent, a.latent_key.as_deref())
+        .with_context(|| format!("reading latent {}", a.latent.display()))?;
+    if a.layout == Layout::Bcthw {
+        return Ok(z);
+    }
+    // (b, t, c, h, w) read as (n, c, d, h, w): swap the second and third axes.
+    let s = z.shape();
+    let (b, t, c) = (s.n, s.c, s.d);
+    let fl = s.frame_len();
+    let mut out = Tensor::zeros(Shape::new(b, c, t, s.h, s.w))?;
+    let src = z.data();
+    for (idx, dst) in out.data_mut().chunks_mut(fl.max(1)).enumerate().take(b * c * t) {
+        let (bi, ci, ti) = (idx / (c * t), (idx / t) % c, idx % t);
+        dst.copy_from_slice(&src[((bi * t + ti) * c + ci) * fl..][..fl]);
+    }
+    Ok(out)
+}
+
+fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<()> {
+    let t0 = Instant::now();
+    let mut z: Tensor<T> = latent(a)?;
+    let scale = match (a.latent_scaled, a.no_scale) {
+        (true, _) => Some(a.scaling_factor.or(ck.scaling_factor).context(
+            "--latent-scaled needs a scaling factor: the model config has none, pass --scaling-factor",
+        )?),
+        (false, true) => None,
+        (false, false) => {
+            if ck.scaling_factor.is_some() {
+                bail!(
+                    "say how the latent is scaled: --latent-scaled if it comes straight from the CogVideoX \
+                     pipeline's sampler (movq divides it by scaling_factor {}), or --no-scale if it was \
+                     already divided",
+                    ck.scaling_factor.unwrap_or(1.0)
+                );
+            }
+            None
+        }
+    };
+    if let Some(f) = scale {
+        if !(f.is_finite() && f != 0.0) {
+            bail!("scaling factor {f} is not a finite non-zero number");
+        }
+        let inv = T::from_f64(1.0 / f);
+        z.data_mut().iter_mut().for_each(|v| *v = *v * inv);
+    }
+    let decoder =
+        ck.load::<T>().with_context(|| format!("loading decoder weights from {}", a.weights.display()))?;
+    let out_shape = decoder.decoded_shape(z.shape(), mode)?;
+    let weight_bytes: u64 = ck.files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let weight_bytes = weight_bytes * (std::mem::size_of::<T>() as u64 / 4).max(1);
+    let estimate =
+        estimate_peak_bytes(&ck.config, z.shape(), mode, std::mem::size_of::<T>(), weight_bytes, false)?;
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    if let Some(avail) = available_bytes() {
+        if estimate > avail && !a.force {
+            let hint = match mode {
+                DecodeMode::Tiled(_) => "a smaller batch or latent",
+                _ => "--mode tiled",
+            };
+            bail!(
+                "this decode needs about {:.1} GiB but {:.1} GiB are available; try {hint}, or --force to try anyway",
+                gib(estimate),
+                gib(avail)
+            );
+        }
+    }
+    let mut meta = BTreeMap::new();
+    meta.insert("producer".to_string(), format!("movq {}", env!("CARGO_PKG_VERSION")));
+    meta.insert("precision".to_string(), T::NAME.to_string());
+    meta.insert("config".to_string(), serde_json::to_string(&ck.config)?);
+    meta.insert("mode".to_string(), format!("{mode:?}"));
+    let mut writer = FrameWriter::create::<T>(&a.output, Container::from_path(&a.output), out_shape, &meta)?;
+    let t_load = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "decoding z {} -> {} in {} ({mode:?}; estimated peak {:.2} GiB)",
+        z.shape(),
+        out_shape,
+        T::NAME,
+        gib(estimate)
+    );
+    let t1 = Instant::now();
+    decoder.decode_stream(&z, mode, |first, frames| {
+        eprintln!(
+            "  frames {}..{} of {} ({:.1} s)",
+            first,
+            first + frames.shape().d,
+            out_shape.d,
+            t1.elapsed().as_secs_f64()
+        );
+        writer.write(first, &frames)
+    })?;
+    writer.finish()?;
+    eprintln!(
+        "wrote sample {} to {} (load {:.2} s, decode {:.2} s, threads {}, peak RSS {:.0} MiB)",
+        out_shape,
+        a.output.display(),
+        t_load,
+        t1.elapsed().as_secs_f64(),
+        rayon::current_num_threads(),
+        peak_rss_mib().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
+
+/// The decode mode the arguments ask for (default: chunked for CogVideoX, whole otherwise).
+pub fn mode_of(a: &DecodeArgs, ck: &Checkpoint) -> Result<DecodeMode> {
+    let cog = ck.config.class == DecoderClass::CogVideoXDecoder3d;
+    let mode = a.mode.unwrap_or(if cog { Mode::Chunked } else { Mode::Whole });
+    Ok(match mode {
+        Mode::Whole => DecodeMode::Whole,
+        Mode::Chunked => DecodeMode::Chunked,
+        Mode::Tiled => {
+            let scale = 1usize << (ck.config.levels() - 1);
+            DecodeMode::Tiled(TileConfig::diffusers(ck.sample_size.unwrap_or((480, 720)), scale)?)
+        }
+    })
+}
+
+pub fn decode(a: &DecodeArgs) -> Result<()> {
+    let ck = Checkpoint::open(&a.weights, a.config.as_deref(), a.prefix.as_deref())
+        .with_context(|| format!("opening the checkpoint {}", a.weights.display()))?;
+    let mode = mode_of(a, &ck)?;
+    match a.precision {
+        Precision::F32 => run::<f32>(a, &ck, &mode),
+        Precision::F64 => run::<f64>(a, &ck, &mode),
+    }
+}

@@ -1,0 +1,3 @@
+//! Subcommands of the `movq` binary.
+
+pub mod decode;

@@ -1,0 +1,115 @@
+//! A peak-memory estimate of a decode, computed from shapes alone before any work starts, so
+//! that a decode that cannot fit is refused up front rather than killed hours in.
+//!
+//! Model: weights + the largest set of activations alive at once in one decoder call (per
+//! resnet block x, h and the shortcut; per upsampler its input, the spatially doubled frames
+//! and the time-doubled output) + fixed convolution scratch + the causal conv caches (chunked
+//! and tiled modes) + the output held in memory. Calibrated against measured peak RSS (see
+//! README); it errs high.
+
+use super::chunked::{DecodeMode, chunk_schedule};
+use super::config::DecoderConfig;
+use super::tiled::TileConfig;
+use crate::error::Result;
+use crate::tensor::Shape;
+
+/// Fixed convolution scratch: Winograd strip caches and transformed weights, im2col tiles.
+const CONV_SCRATCH_BYTES: u64 = 192 << 20;
+
+/// Estimated bytes of one decoder call on a latent chunk z, and of the conv caches it leaves.
+fn call_bytes(cfg: &DecoderConfig, z: Shape, elem: u64, chunked: bool) -> (u64, u64) {
+    let n = z.n as u64;
+    let (mut t, mut h, mut w) = (z.d as u64, z.h as u64, z.w as u64);
+    let l = cfg.levels();
+    let ch = cfg.ch as u64;
+    let mut c = ch * cfg.ch_mult[l - 1] as u64;
+    let unit = |t: u64, h: u64, w: u64| n * t * h * w * elem;
+    // A k=3 causal conv over c_in channels at (h, w) keeps 2 frames.
+    let cache = |c_in: u64, h: u64, w: u64| if chunked { 2 * c_in * unit(1, h, w) } else { 0 };
+    let mut peak = (c + cfg.z_channels as u64) * unit(t, h, w);
+    let mut caches = cache(cfg.z_channels as u64, h, w);
+    let resblock = |c_in: u64, c_out: u64, t: u64, h: u64, w: u64| (c_in + 2 * c_out) * unit(t, h, w);
+    for _ in 0..2 {
+        peak = peak.max(resblock(c, c, t, h, w));
+        caches += 2 * cache(c, h, w);
+    }
+    for i in (0..l).rev() {
+        let c_out = ch * cfg.ch_mult[i] as u64;
+        for _ in 0..=cfg.num_res_blocks {
+            peak = peak.max(resblock(c, c_out, t, h, w));
+            caches += cache(c, h, w) + cache(c_out, h, w);
+            c = c_out;
+        }
+        if i != 0 {
+            let t2 = if cfg.compress_time(i) && t > 1 {
+                if cfg.frame_rule().splits_first(t as usize) { 2 * t - 1 } else { 2 * t }
+            } else {
+                t
+            };
+            peak = peak.max(c * (unit(t, h, w) + 2 * unit(t, 2 * h, 2 * w) + unit(t2, 2 * h, 2 * w)));
+            t = t2;
+            h *= 2;
+            w *= 2;
+        }
+    }
+    peak = peak.max((c + cfg.out_ch as u64) * unit(t, h, w));
+    caches += cache(c, h, w);
+    (peak, caches)
+}
+
+/// Estimated peak bytes of decoding z with `mode` in an element type of `elem` bytes, given
+/// `weight_bytes` of loaded weights. `keep_output`: the whole output is held in memory (not
+/// streamed to a file as it is produced).
+pub fn estimate_peak_bytes(
+    cfg: &DecoderConfig,
+    z: Shape,
+    mode: &DecodeMode,
+    elem: usize,
+    weight_bytes: u64,
+    keep_output: bool,
+) -> Result<u64> {
+    let out = cfg.output_shape(z)?;
+    let elem = elem as u64;
+    let frame_out = (z.n * cfg.out_ch) as u64 * elem;
+    let chunk_t = chunk_schedule(z.d).iter().map(|r| r.len()).max().unwrap_or(1);
+    let per_call = |h: usize, w: usize, t: usize, chunked: bool| {
+        let (act, caches) = call_bytes(cfg, Shape { d: t, h, w, ..z }, elem, chunked);
+        act + caches
+    };
+    // Output frames of the largest batch.
+    let batch_frames = cfg.output_frames(chunk_t).unwrap_or(out.d) as u64;
+    let full_out = frame_out * (out.d as u64 + 8) * out.h as u64 * out.w as u64;
+    let work = match mode {
+        DecodeMode::Whole => per_call(z.h, z.w, z.d, false) + full_out,
+        DecodeMode::Chunked => {
+            let held = if keep_output {
+                full_out
+            } else {
+                2 * frame_out * batch_frames * out.h as u64 * out.w as u64
+            };
+            per_call(z.h, z.w, chunk_t, true) + held
+        }
+        DecodeMode::Tiled(tc) if tc.splits(z.h, z.w) => {
+            let (th, tw) = (tc.tile_latent.0.min(z.h), tc.tile_latent.1.min(z.w));
+            // Decoded tiles (uncropped, all frames) are held until blending, plus the result.
+            let tiles: u64 = TileConfig::spans(z.h, tc.tile_latent.0, tc.stride_latent.0)
+                .flat_map(|rh| {
+                    TileConfig::spans(z.w, tc.tile_latent.1, tc.stride_latent.1)
+                        .map(move |rw| (rh.len(), rw.len()))
+                })
+                .map(|(a, b)| frame_out * out.d as u64 * (a * b) as u64 * (out.h / z.h * out.w / z.w) as u64)
+                .sum();
+            per_call(th, tw, chunk_t, true) + tiles + 2 * full_out
+        }
+        DecodeMode::Tiled(_) => per_call(z.h, z.w, chunk_t, true) + full_out,
+    };
+    Ok(weight_bytes + CONV_SCRATCH_BYTES + work)
+}
+
+/// Bytes of memory available to a new allocation (Linux `MemAvailable`), if known.
+pub fn available_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
