@@ -40,9 +40,19 @@ pub struct Checkpoint {
     pub sample_size: Option<(usize, usize)>,
 }
 
+/// A config file's content: the decoder config, and the diffusers extras if it is a diffusers one.
+#[derive(Clone, Debug)]
+pub struct ModelConfig {
+    pub config: DecoderConfig,
+    /// diffusers `scaling_factor`.
+    pub scaling_factor: Option<f64>,
+    /// diffusers (`sample_height`, `sample_width`).
+    pub sample_size: Option<(usize, usize)>,
+}
+
 /// A decoder config read from JSON: diffusers `config.json` (has `block_out_channels`) or the
 /// upstream argument names; plus the diffusers scaling factor and sample size if present.
-fn config_from_value(v: &Value, path: &Path) -> Result<(DecoderConfig, Option<f64>, Option<(usize, usize)>)> {
+fn config_from_value(v: &Value, path: &Path) -> Result<ModelConfig> {
     let with_path = |e: Error| match e {
         Error::InvalidConfig(m) => Error::InvalidConfig(format!("{}: {m}", path.display())),
         e => e,
@@ -52,16 +62,19 @@ fn config_from_value(v: &Value, path: &Path) -> Result<(DecoderConfig, Option<f6
         // The diffusers default of AutoencoderKLCogVideoX (the CogVideoX-2b value).
         let scaling = v.get("scaling_factor").and_then(Value::as_f64).unwrap_or(1.15258426);
         let num = |k: &str, d: usize| v.get(k).and_then(Value::as_u64).map_or(d, |x| x as usize);
-        Ok((cfg, Some(scaling), Some((num("sample_height", 480), num("sample_width", 720)))))
+        Ok(ModelConfig {
+            config: cfg,
+            scaling_factor: Some(scaling),
+            sample_size: Some((num("sample_height", 480), num("sample_width", 720))),
+        })
     } else {
-        let cfg = DecoderConfig::from_json(&v.to_string()).map_err(with_path)?;
-        Ok((cfg, None, None))
+        let config = DecoderConfig::from_json(&v.to_string()).map_err(with_path)?;
+        Ok(ModelConfig { config, scaling_factor: None, sample_size: None })
     }
 }
 
 /// Reads a config JSON file: diffusers `config.json` or the upstream argument names.
-/// Returns the config, and the diffusers scaling factor and sample size if it is a diffusers one.
-pub fn read_config(path: &Path) -> Result<(DecoderConfig, Option<f64>, Option<(usize, usize)>)> {
+pub fn read_config(path: &Path) -> Result<ModelConfig> {
     config_from_value(&read_json(path)?, path)
 }
 
@@ -151,7 +164,7 @@ impl Checkpoint {
             (Naming::Upstream, "")
         };
         let prefix = prefix.unwrap_or(detected_prefix).to_string();
-        let (config, scaling_factor, sample_size) = match config.or(folder_config.as_deref()) {
+        let mc = match config.or(folder_config.as_deref()) {
             Some(p) => config_from_value(&read_json(p)?, p)?,
             None => {
                 let first = &opened[0];
@@ -162,10 +175,15 @@ impl Checkpoint {
                         })?;
                         config_from_value(&v, first.path())?
                     }
-                    _ => (DecoderConfig::from_metadata(first)?, None, None),
+                    _ => ModelConfig {
+                        config: DecoderConfig::from_metadata(first)?,
+                        scaling_factor: None,
+                        sample_size: None,
+                    },
                 }
             }
         };
+        let ModelConfig { config, scaling_factor, sample_size } = mc;
         Ok(Checkpoint { files, naming, prefix, config, scaling_factor, sample_size })
     }
 

@@ -1,5 +1,6 @@
 //! movq: a pure-Rust CPU inference engine for CogVideo's MoVQ 3D video decoders
-//! (`MOVQDecoder3D`, `NewDecoder3D`).
+//! (`MOVQDecoder3D`, `NewDecoder3D`) and the CogVideoX VAE decoder (whole, chunked and tiled
+//! decoding as diffusers does it; see [`model::DecodeMode`] and [`Checkpoint`]).
 //!
 //! The stable surface is what this root re-exports: [`Decoder`], [`DecoderConfig`], [`Tensor`],
 //! [`Shape`], [`Error`] and [`Result`]. The `ops`, `kernels` and `io` modules are public so that

@@ -218,7 +218,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::RandomWeights { config, output, seed, diffusers_names, latent_shape, latent_out } => {
-            let (cfg, _, _) = movq::checkpoint::read_config(&config)?;
+            let cfg = movq::checkpoint::read_config(&config)?.config;
             let loader = movq::io::Loader::random(seed);
             Decoder::<f32>::load(&loader.root(), &cfg)?;
             let mut made = loader.take_random();

@@ -166,7 +166,7 @@ fn sat_named_checkpoint_loads_like_the_diffusers_one() {
     let dir = tempfile::tempdir().unwrap();
     let (model, z_path) = model_folder(dir.path());
     let diff = WeightFile::open(model.join("vae/diffusion_pytorch_model.safetensors")).unwrap();
-    let cfg = movq::checkpoint::read_config(&model.join("vae/config.json")).unwrap().0;
+    let cfg = movq::checkpoint::read_config(&model.join("vae/config.json")).unwrap().config;
     // Rebuild the upstream names from the module tree: diffusers_key maps each to its diffusers name.
     let loader = movq::io::Loader::random(0);
     movq::Decoder::<f32>::load(&loader.root(), &cfg).unwrap();
@@ -201,4 +201,19 @@ fn sat_named_checkpoint_loads_like_the_diffusers_one() {
     let ck = Checkpoint::open(&sat, Some(&model.join("vae/config.json")), None).unwrap();
     let err = ck.load::<f32>().err().unwrap().to_string();
     assert!(err.contains("decoder.up.9.extra.weight"), "{err}");
+}
+
+#[test]
+fn cli_refuses_a_decode_over_the_memory_budget_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, z_path) = model_folder(dir.path());
+    let out = dir.path().join("o.npy");
+    let st = decode(&["--no-scale", "--max-memory", "0.01"], &model, &z_path, &out);
+    assert_eq!(st.status.code(), Some(2));
+    let msg = String::from_utf8_lossy(&st.stderr);
+    assert!(msg.contains("needs about") && msg.contains("--mode tiled") && msg.contains("--force"), "{msg}");
+    assert!(!out.exists());
+    let st = decode(&["--no-scale", "--max-memory", "0.01", "--force"], &model, &z_path, &out);
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(out.exists());
 }

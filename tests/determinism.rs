@@ -79,3 +79,19 @@ fn conv3d_multi_tile_bitwise_identical_across_threads() {
         out
     }));
 }
+
+/// Chunked decoding (carried conv caches, per-batch norms) of a small CogVideoX-style decoder.
+#[test]
+fn chunked_decode_bitwise_identical_across_threads() {
+    let cfg = DecoderConfig::from_json(
+        r#"{"class": "CogVideoXDecoder3D", "ch": 32, "out_ch": 3, "ch_mult": [1, 1, 2], "num_res_blocks": 1,
+            "attn_resolutions": [], "resolution": 64, "z_channels": 4}"#,
+    )
+    .unwrap();
+    let loader = Loader::random(1);
+    let dec = Decoder::<f32>::load(&loader.root(), &cfg).unwrap();
+    let s = Shape::new(1, 4, 5, 6, 7);
+    let z = Tensor::from_vec(s, movq::tensor::random_normal(&s.dims(), 2).unwrap()).unwrap();
+    let mode = movq::model::DecodeMode::Chunked;
+    assert_bitwise_equal(&over_thread_counts(|| dec.decode(&z, &mode).unwrap().into_vec()));
+}

@@ -3,7 +3,7 @@
 
 use movq::kernels::conv3d::{Conv3dParams, TimePad, conv3d_tiled};
 use movq::kernels::reference;
-use movq::kernels::winograd::conv3d_winograd;
+use movq::kernels::winograd::{InputNorm, WinogradOptions, conv3d_winograd};
 use movq::model::PadMode;
 use movq::model::conv::{causal_params, causal_params_strided};
 use proptest::prelude::*;
@@ -119,6 +119,44 @@ proptest! {
         conv3d_winograd(&mut fast, &x, &wt, &b, &p, dims, &Default::default());
         let mut slow = vec![0.0; p.c_out * d * h * w];
         reference::conv3d(&mut slow, &x, &wt, &b, &p, dims);
+        for (a, r) in fast.iter().zip(&slow) {
+            prop_assert!((a - r).abs() <= 1e-12, "{} vs {}", a, r);
+        }
+    }
+
+    /// A carried time prefix (chunked decoding) with a fused input norm on x only equals the
+    /// direct convolution of prefix ++ norm(x).
+    #[test]
+    fn conv3d_winograd_prefix_and_norm_match_direct_on_joined_input(
+        (p, dims, _cols, seed) in conv_problem(), n_pre in 0usize..4, silu in any::<bool>()
+    ) {
+        let p = Conv3dParams { k_h: 3, k_w: 3, ..p };
+        let (d, h, w) = dims;
+        let joined = (n_pre + d, h, w);
+        let Some((d_o, h_o, w_o)) = p.out_dims(joined.0, h, w) else { return Ok(()) };
+        let x = values(p.c_in * d * h * w, seed);
+        let pre = values(p.c_in * n_pre * h * w, seed ^ 3);
+        let coeffs: Vec<(f64, f64)> =
+            values(2 * p.c_in, seed ^ 4).chunks(2).map(|c| (1.0 + c[0], c[1])).collect();
+        let wt = values(p.c_out * p.k_len(), seed ^ 1);
+        let b = values(p.c_out, seed ^ 2);
+        let opts = WinogradOptions {
+            input_norm: Some(InputNorm { coeffs: &coeffs, modulation: None, silu }),
+            accumulate: false,
+            prefix: Some((&pre, n_pre)),
+        };
+        let mut fast = vec![f64::NAN; p.c_out * d_o * h_o * w_o];
+        conv3d_winograd(&mut fast, &x, &wt, &b, &p, dims, &opts);
+        let plane = d * h * w;
+        let mut all = Vec::with_capacity(p.c_in * (n_pre + d) * h * w);
+        for ci in 0..p.c_in {
+            all.extend_from_slice(&pre[ci * n_pre * h * w..(ci + 1) * n_pre * h * w]);
+            let mut xn = x[ci * plane..(ci + 1) * plane].to_vec();
+            reference::norm_apply(&mut xn, coeffs[ci].0, coeffs[ci].1, None, silu);
+            all.extend_from_slice(&xn);
+        }
+        let mut slow = vec![0.0; p.c_out * d_o * h_o * w_o];
+        reference::conv3d(&mut slow, &all, &wt, &b, &p, joined);
         for (a, r) in fast.iter().zip(&slow) {
             prop_assert!((a - r).abs() <= 1e-12, "{} vs {}", a, r);
         }

@@ -77,7 +77,11 @@ pub struct DecodeArgs {
     /// Compute precision: f32 (fast) or f64 (reference).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: Precision,
-    /// Decode even when the memory estimate exceeds the available memory.
+    /// Memory budget in GiB (default: the memory the system reports available). A decode whose
+    /// estimated peak exceeds it is refused before it starts.
+    #[arg(long)]
+    pub max_memory: Option<f64>,
+    /// Decode even when the memory estimate exceeds the budget.
     #[arg(long)]
     pub force: bool,
 }
@@ -144,18 +148,26 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
     let estimate =
         estimate_peak_bytes(&ck.config, z.shape(), mode, std::mem::size_of::<T>(), weight_bytes, false)?;
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-    if let Some(avail) = available_bytes() {
-        if estimate > avail && !a.force {
-            let hint = match mode {
-                DecodeMode::Tiled(_) => "a smaller batch or latent",
-                _ => "--mode tiled",
-            };
-            bail!(
-                "this decode needs about {:.1} GiB but {:.1} GiB are available; try {hint}, or --force to try anyway",
-                gib(estimate),
-                gib(avail)
-            );
+    let budget = match (a.max_memory, available_bytes()) {
+        (Some(m), avail) if m.is_finite() && m > 0.0 => {
+            Some(((m * (1u64 << 30) as f64) as u64).min(avail.unwrap_or(u64::MAX)))
         }
+        (Some(m), _) => bail!("--max-memory {m} is not a positive number of GiB"),
+        (None, avail) => avail,
+    };
+    if let Some(budget) = budget
+        && estimate > budget
+        && !a.force
+    {
+        let hint = match mode {
+            DecodeMode::Tiled(_) => "a smaller latent (fewer samples per file)",
+            _ => "--mode tiled",
+        };
+        bail!(
+            "this decode needs about {:.2} GiB but the budget is {:.2} GiB; try {hint}, or --force to try anyway",
+            gib(estimate),
+            gib(budget)
+        );
     }
     let mut meta = BTreeMap::new();
     meta.insert("producer".to_string(), format!("movq {}", env!("CARGO_PKG_VERSION")));
@@ -172,14 +184,13 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
         gib(estimate)
     );
     let t1 = Instant::now();
-    decoder.decode_stream(&z, mode, |first, frames| {
-        eprintln!(
-            "  frames {}..{} of {} ({:.1} s)",
-            first,
-            first + frames.shape().d,
-            out_shape.d,
-            t1.elapsed().as_secs_f64()
-        );
+    let mut progress = |done: usize, total: usize| {
+        let secs = t1.elapsed().as_secs_f64();
+        let eta = secs / done as f64 * (total - done) as f64;
+        eprintln!("  decoder call {done}/{total} done ({secs:.1} s elapsed, about {eta:.0} s left)");
+    };
+    decoder.decode_stream_with_progress(&z, mode, &mut progress, |first, frames| {
+        eprintln!("  writing frames {}..{} of {}", first, first + frames.shape().d, out_shape.d);
         writer.write(first, &frames)
     })?;
     writer.finish()?;

@@ -70,13 +70,45 @@ impl<T: Float> Decoder<T> {
         &self,
         z: &Tensor<T>,
         mode: &DecodeMode,
+        sink: impl FnMut(usize, Tensor<T>) -> Result<()>,
+    ) -> Result<()> {
+        self.decode_stream_with_progress(z, mode, &mut |_, _| {}, sink)
+    }
+
+    /// Number of decoder calls (frame batches times tiles) a decode of z with `mode` makes.
+    pub fn decode_calls(&self, z: Shape, mode: &DecodeMode) -> usize {
+        let batches = chunk_schedule(z.d).len();
+        match mode {
+            DecodeMode::Whole => 1,
+            DecodeMode::Chunked => batches,
+            DecodeMode::Tiled(tc) if tc.splits(z.h, z.w) => {
+                let rows = TileConfig::spans(z.h, tc.tile_latent.0, tc.stride_latent.0).count();
+                let cols = TileConfig::spans(z.w, tc.tile_latent.1, tc.stride_latent.1).count();
+                batches * rows * cols
+            }
+            DecodeMode::Tiled(_) => batches,
+        }
+    }
+
+    /// [`Self::decode_stream`], calling `progress(done, total)` after each of the
+    /// [`Self::decode_calls`] decoder calls.
+    pub fn decode_stream_with_progress(
+        &self,
+        z: &Tensor<T>,
+        mode: &DecodeMode,
+        progress: &mut dyn FnMut(usize, usize),
         mut sink: impl FnMut(usize, Tensor<T>) -> Result<()>,
     ) -> Result<()> {
+        let mut tick = Ticker { done: 0, total: self.decode_calls(z.shape(), mode), f: progress };
         match mode {
-            DecodeMode::Whole => sink(0, self.forward(z)?),
-            DecodeMode::Chunked => self.decode_chunked(z, sink),
+            DecodeMode::Whole => {
+                let y = self.forward(z)?;
+                tick.tick();
+                sink(0, y)
+            }
+            DecodeMode::Chunked => self.decode_chunked(z, &mut tick, sink),
             DecodeMode::Tiled(tc) => {
-                let y = self.decode_tiled(z, tc)?;
+                let y = self.decode_tiled_with(z, tc, &mut tick)?;
                 sink(0, y)
             }
         }
@@ -91,9 +123,10 @@ impl<T: Float> Decoder<T> {
     }
 
     /// The chunked decode of z, batch by batch. z: (b, c, t, h, w)
-    pub fn decode_chunked(
+    pub(crate) fn decode_chunked(
         &self,
         z: &Tensor<T>,
+        tick: &mut Ticker<'_>,
         mut sink: impl FnMut(usize, Tensor<T>) -> Result<()>,
     ) -> Result<()> {
         let s = z.shape();
@@ -104,11 +137,26 @@ impl<T: Float> Decoder<T> {
             let chunk = z.crop(&Region { d: r, ..Region::all(s) })?;
             let y = self.forward_chunk(&chunk, Some(&mut cache))?;
             drop(chunk);
+            tick.tick();
             let k = y.shape().d;
             sink(first, y)?;
             first += k;
         }
         Ok(())
+    }
+}
+
+/// Counts finished decoder calls for a progress callback.
+pub(crate) struct Ticker<'a> {
+    done: usize,
+    total: usize,
+    f: &'a mut dyn FnMut(usize, usize),
+}
+
+impl Ticker<'_> {
+    fn tick(&mut self) {
+        self.done += 1;
+        (self.f)(self.done, self.total);
     }
 }
 

@@ -3,7 +3,7 @@
 //! conv caches, blended linearly into their upper and left neighbours (in place, row-major, so
 //! later tiles blend with already-blended ones), cropped and joined.
 
-use super::chunked::DecodeMode;
+use super::chunked::{DecodeMode, Ticker};
 use super::decoder::Decoder;
 use crate::error::{Error, Result};
 use crate::kernels::Float;
@@ -189,17 +189,31 @@ impl<T: Float> Decoder<T> {
     /// The tiled decode of z: plain chunked decoding when z fits in one tile (as upstream).
     /// z: (b, c, t, h, w) -> (b, out_ch, t', H, W)
     pub fn decode_tiled(&self, z: &Tensor<T>, tc: &TileConfig) -> Result<Tensor<T>> {
+        self.decode(z, &DecodeMode::Tiled(tc.clone()))
+    }
+
+    pub(crate) fn decode_tiled_with(
+        &self,
+        z: &Tensor<T>,
+        tc: &TileConfig,
+        tick: &mut Ticker<'_>,
+    ) -> Result<Tensor<T>> {
         tc.validate()?;
         let s = z.shape();
+        let chunked = |z: &Tensor<T>, tick: &mut Ticker<'_>| -> Result<Tensor<T>> {
+            let mut out = Tensor::zeros(self.decoded_shape(z.shape(), &DecodeMode::Chunked)?)?;
+            self.decode_chunked(z, tick, |first, frames| out.paste(&frames, (first, 0, 0)))?;
+            Ok(out)
+        };
         if !tc.splits(s.h, s.w) {
-            return self.decode(z, &DecodeMode::Chunked);
+            return chunked(z, tick);
         }
         let mut tiles = Vec::new();
         for rh in TileConfig::spans(s.h, tc.tile_latent.0, tc.stride_latent.0) {
             let mut row = Vec::new();
             for rw in TileConfig::spans(s.w, tc.tile_latent.1, tc.stride_latent.1) {
                 let r = Region { d: 0..s.d, h: rh.clone(), w: rw };
-                row.push(self.decode(&z.crop(&r)?, &DecodeMode::Chunked)?);
+                row.push(chunked(&z.crop(&r)?, tick)?);
             }
             tiles.push(row);
         }
