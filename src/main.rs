@@ -1,6 +1,6 @@
 //! The `movq` command line: decode latents, verify against golden references.
 //!
-//! Exit codes: 0 success; 1 a verification failed; 2 usage or input error.
+//! Exit codes: 0 success; 1 a verification or comparison failed; 2 usage or input error.
 
 mod cli;
 
@@ -90,6 +90,9 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Compare tensor A with reference B (.npy or .safetensors): shapes, max-abs error and where,
+    /// relative L2, PSNR, optionally per frame; exit code 1 if --max-rel / --max-abs is exceeded.
+    Compare(cli::compare::CompareArgs),
     /// Run golden reference files (or directories of them) in f32 and f64 and check them
     /// against the tolerance rule; exit code 1 if any case fails.
     Verify {
@@ -274,6 +277,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Precision::F64 => bench::<f64>(&args)?,
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Compare(args) => {
+            Ok(if cli::compare::compare(&args)? { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Verify { paths } => Ok(if verify(&paths)? { ExitCode::SUCCESS } else { ExitCode::from(1) }),
     }

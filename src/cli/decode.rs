@@ -84,6 +84,9 @@ pub struct DecodeArgs {
     /// Decode even when the memory estimate exceeds the budget.
     #[arg(long)]
     pub force: bool,
+    /// No progress lines on stderr (errors are still reported).
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 pub fn peak_rss_mib() -> Option<f64> {
@@ -184,13 +187,19 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
         gib(estimate)
     );
     let t1 = Instant::now();
+    let quiet = a.quiet;
     let mut progress = |done: usize, total: usize| {
+        if quiet {
+            return;
+        }
         let secs = t1.elapsed().as_secs_f64();
         let eta = secs / done as f64 * (total - done) as f64;
         eprintln!("  decoder call {done}/{total} done ({secs:.1} s elapsed, about {eta:.0} s left)");
     };
     decoder.decode_stream_with_progress(&z, mode, &mut progress, |first, frames| {
-        eprintln!("  writing frames {}..{} of {}", first, first + frames.shape().d, out_shape.d);
+        if !quiet {
+            eprintln!("  writing frames {}..{} of {}", first, first + frames.shape().d, out_shape.d);
+        }
         writer.write(first, &frames)
     })?;
     writer.finish()?;

@@ -1,3 +1,4 @@
 //! Subcommands of the `movq` binary.
 
+pub mod compare;
 pub mod decode;

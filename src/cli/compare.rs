@@ -1,0 +1,147 @@
+//! `movq compare A B`: how far tensor A (e.g. a GPU backend's output) is from the reference B
+//! (e.g. movq's f64 output). Both in float64; exit code 1 when a bound is exceeded.
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use movq::io::{WeightFile, read_npy};
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub struct CompareArgs {
+    /// The tensor to check (.npy or .safetensors).
+    pub a: PathBuf,
+    /// The reference tensor (.npy or .safetensors).
+    pub b: PathBuf,
+    /// Tensor name in A if it is a safetensors file (default: `sample` if present, else the first).
+    #[arg(long)]
+    pub key_a: Option<String>,
+    /// Tensor name in B if it is a safetensors file (default: `sample` if present, else the first).
+    #[arg(long)]
+    pub key_b: Option<String>,
+    /// Fail (exit code 1) if the relative L2 error ||A - B|| / ||B|| exceeds this.
+    #[arg(long)]
+    pub max_rel: Option<f64>,
+    /// Fail (exit code 1) if the largest |A - B| exceeds this.
+    #[arg(long)]
+    pub max_abs: Option<f64>,
+    /// Data range for PSNR (default: max(B) - min(B)).
+    #[arg(long)]
+    pub data_range: Option<f64>,
+    /// Also print one line per frame (axis 2 of a rank-5 (b, c, t, h, w) tensor).
+    #[arg(long)]
+    pub per_frame: bool,
+}
+
+/// (dims, values) of a .npy file or a safetensors tensor, as f64.
+fn read_any(path: &Path, key: Option<&str>) -> Result<(Vec<usize>, Vec<f64>)> {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+        return Ok(read_npy::<f64>(path)?);
+    }
+    let file = WeightFile::open(path)?;
+    let name = match key {
+        Some(k) => k.to_string(),
+        None if file.info("sample").is_some() => "sample".to_string(),
+        None => file
+            .names()
+            .next()
+            .map(str::to_string)
+            .with_context(|| format!("{} holds no tensor", path.display()))?,
+    };
+    Ok(file.read::<f64>(&name)?)
+}
+
+/// Error figures of a against reference b.
+struct Figures {
+    max_abs: f64,
+    worst: usize,
+    rel_l2: f64,
+    mse: f64,
+}
+
+fn figures(a: &[f64], b: &[f64]) -> Figures {
+    let (mut max_abs, mut worst, mut d2, mut r2) = (0.0f64, 0usize, 0.0f64, 0.0f64);
+    for (i, (x, r)) in a.iter().zip(b).enumerate() {
+        let d = x - r;
+        // NaN counts as the worst possible error.
+        if d.abs() > max_abs || (d.is_nan() && !max_abs.is_nan()) {
+            max_abs = d.abs();
+            worst = i;
+        }
+        d2 += d * d;
+        r2 += r * r;
+    }
+    let n = a.len().max(1) as f64;
+    Figures { max_abs, worst, rel_l2: if r2 > 0.0 { (d2 / r2).sqrt() } else { d2.sqrt() }, mse: d2 / n }
+}
+
+fn psnr(mse: f64, range: f64) -> f64 {
+    if mse == 0.0 { f64::INFINITY } else { 10.0 * (range * range / mse).log10() }
+}
+
+/// The multi-index of flat position `i` in `dims` (row-major).
+fn unravel(mut i: usize, dims: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0; dims.len()];
+    for (k, &d) in dims.iter().enumerate().rev() {
+        idx[k] = i % d.max(1);
+        i /= d.max(1);
+    }
+    idx
+}
+
+/// Prints the comparison; returns false if a bound is exceeded.
+pub fn compare(args: &CompareArgs) -> Result<bool> {
+    let (da, a) =
+        read_any(&args.a, args.key_a.as_deref()).with_context(|| format!("reading {}", args.a.display()))?;
+    let (db, b) =
+        read_any(&args.b, args.key_b.as_deref()).with_context(|| format!("reading {}", args.b.display()))?;
+    if da != db {
+        bail!("shapes differ: A {da:?} vs B {db:?}");
+    }
+    let (lo, hi) = b.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+    let range = args.data_range.unwrap_or(if hi > lo { hi - lo } else { 1.0 });
+    let f = figures(&a, &b);
+    println!("shape       {da:?}");
+    println!(
+        "max_abs     {:.6e} at {:?} (A {:.9e}, B {:.9e})",
+        f.max_abs,
+        unravel(f.worst, &da),
+        a.get(f.worst).copied().unwrap_or(f64::NAN),
+        b.get(f.worst).copied().unwrap_or(f64::NAN)
+    );
+    println!("rel_l2      {:.6e}", f.rel_l2);
+    println!("psnr        {:.3} dB (data range {range})", psnr(f.mse, range));
+    if args.per_frame {
+        if da.len() != 5 {
+            bail!("--per-frame needs a rank-5 (b, c, t, h, w) tensor, got {da:?}");
+        }
+        let (n, c, t, plane) = (da[0], da[1], da[2], da[3] * da[4]);
+        println!("{:>6} {:>13} {:>13} {:>10}", "frame", "max_abs", "rel_l2", "psnr_db");
+        for ti in 0..t {
+            let (mut fa, mut fb) = (Vec::new(), Vec::new());
+            for nc in 0..n * c {
+                let r = (nc * t + ti) * plane..(nc * t + ti + 1) * plane;
+                fa.extend_from_slice(&a[r.clone()]);
+                fb.extend_from_slice(&b[r]);
+            }
+            let g = figures(&fa, &fb);
+            println!("{ti:>6} {:>13.6e} {:>13.6e} {:>10.3}", g.max_abs, g.rel_l2, psnr(g.mse, range));
+        }
+    }
+    let mut ok = true;
+    if let Some(m) = args.max_rel
+        && (f.rel_l2 > m || f.rel_l2.is_nan())
+    {
+        println!("FAIL: rel_l2 {:.6e} > --max-rel {m:e}", f.rel_l2);
+        ok = false;
+    }
+    if let Some(m) = args.max_abs
+        && (f.max_abs > m || f.max_abs.is_nan())
+    {
+        println!("FAIL: max_abs {:.6e} > --max-abs {m:e}", f.max_abs);
+        ok = false;
+    }
+    if ok && (args.max_rel.is_some() || args.max_abs.is_some()) {
+        println!("PASS");
+    }
+    Ok(ok)
+}
