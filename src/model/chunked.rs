@@ -47,17 +47,13 @@ impl<T: Float> Decoder<T> {
                     DecodeMode::Tiled(tc) => tc.output_size(z.h, z.w, whole.h / z.h),
                     _ => (whole.h, whole.w),
                 };
-                let mut d = 0usize;
-                for r in chunk_schedule(z.d) {
-                    let f = self.config().output_frames(r.len()).ok_or_else(|| Error::TooLarge {
+                let d = chunk_schedule(z.d)
+                    .iter()
+                    .try_fold(0usize, |d, r| d.checked_add(self.config().output_frames(r.len())?))
+                    .ok_or_else(|| Error::TooLarge {
                         what: format!("decoder output for z {z}"),
                         reason: "frame count overflows".into(),
                     })?;
-                    d = d.checked_add(f).ok_or_else(|| Error::TooLarge {
-                        what: format!("decoder output for z {z}"),
-                        reason: "frame count overflows".into(),
-                    })?;
-                }
                 Ok(Shape { d, h, w, ..whole })
             }
         }
@@ -81,11 +77,7 @@ impl<T: Float> Decoder<T> {
         match mode {
             DecodeMode::Whole => 1,
             DecodeMode::Chunked => batches,
-            DecodeMode::Tiled(tc) if tc.splits(z.h, z.w) => {
-                let rows = TileConfig::spans(z.h, tc.tile_latent.0, tc.stride_latent.0).count();
-                let cols = TileConfig::spans(z.w, tc.tile_latent.1, tc.stride_latent.1).count();
-                batches * rows * cols
-            }
+            DecodeMode::Tiled(tc) if tc.splits(z.h, z.w) => batches * tc.tiles(z.h, z.w).len(),
             DecodeMode::Tiled(_) => batches,
         }
     }

@@ -44,6 +44,16 @@ impl FrameRule {
             FrameRule::Diffusers => t > 1 && t % 2 == 1,
         }
     }
+
+    /// Frames after a time-doubling Upsample3D of `t` frames: 2t - 1 with the first-frame
+    /// split, 2t without, 1 for a single frame; `None` on overflow.
+    pub fn upsampled_frames(self, t: usize) -> Option<usize> {
+        match t {
+            0 | 1 => Some(t),
+            t if self.splits_first(t) => t.checked_mul(2)?.checked_sub(1),
+            t => t.checked_mul(2),
+        }
+    }
 }
 
 /// CausalConv3d padding modes (spec section 2).
@@ -221,11 +231,7 @@ impl DecoderConfig {
     pub fn output_frames(&self, t: usize) -> Option<usize> {
         let n_t = self.temporal_levels().min(self.levels() - 1);
         let rule = self.frame_rule();
-        (0..n_t).try_fold(t, |t, _| match t {
-            1 => Some(1),
-            t if rule.splits_first(t) => t.checked_mul(2)?.checked_sub(1),
-            t => t.checked_mul(2),
-        })
+        (0..n_t).try_fold(t, |t, _| rule.upsampled_frames(t))
     }
 
     /// Number of resolution levels, L = len(ch_mult).

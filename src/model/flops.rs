@@ -5,7 +5,6 @@
 
 use super::chunked::{DecodeMode, chunk_schedule};
 use super::config::DecoderConfig;
-use super::tiled::TileConfig;
 use crate::error::Result;
 use crate::tensor::Shape;
 
@@ -44,8 +43,9 @@ pub fn decoder_flops(cfg: &DecoderConfig, z: Shape) -> Result<u128> {
             }
         }
         if i != 0 {
-            if cfg.compress_time(i) && t > 1 {
-                t = if cfg.frame_rule().splits_first(t as usize) { 2 * t - 1 } else { 2 * t };
+            if cfg.compress_time(i) {
+                // output_shape succeeded above, so the frame count does not overflow.
+                t = cfg.frame_rule().upsampled_frames(t as usize).unwrap_or(0) as u128;
             }
             h *= 2;
             w *= 2;
@@ -73,10 +73,8 @@ pub fn decode_flops(cfg: &DecoderConfig, z: Shape, mode: &DecodeMode) -> Result<
                 return batches(z.h, z.w);
             }
             let mut total = 0;
-            for rh in TileConfig::spans(z.h, tc.tile_latent.0, tc.stride_latent.0) {
-                for rw in TileConfig::spans(z.w, tc.tile_latent.1, tc.stride_latent.1) {
-                    total += batches(rh.len(), rw.len())?;
-                }
+            for (rh, rw) in tc.tiles(z.h, z.w) {
+                total += batches(rh.len(), rw.len())?;
             }
             Ok(total)
         }

@@ -9,7 +9,6 @@
 
 use super::chunked::{DecodeMode, chunk_schedule};
 use super::config::DecoderConfig;
-use super::tiled::TileConfig;
 use crate::error::Result;
 use crate::tensor::Shape;
 
@@ -41,8 +40,8 @@ fn call_bytes(cfg: &DecoderConfig, z: Shape, elem: u64, chunked: bool) -> (u64, 
             c = c_out;
         }
         if i != 0 {
-            let t2 = if cfg.compress_time(i) && t > 1 {
-                if cfg.frame_rule().splits_first(t as usize) { 2 * t - 1 } else { 2 * t }
+            let t2 = if cfg.compress_time(i) {
+                cfg.frame_rule().upsampled_frames(t as usize).unwrap_or(usize::MAX) as u64
             } else {
                 t
             };
@@ -92,12 +91,11 @@ pub fn estimate_peak_bytes(
         DecodeMode::Tiled(tc) if tc.splits(z.h, z.w) => {
             let (th, tw) = (tc.tile_latent.0.min(z.h), tc.tile_latent.1.min(z.w));
             // Decoded tiles (uncropped, all frames) are held until blending, plus the result.
-            let tiles: u64 = TileConfig::spans(z.h, tc.tile_latent.0, tc.stride_latent.0)
-                .flat_map(|rh| {
-                    TileConfig::spans(z.w, tc.tile_latent.1, tc.stride_latent.1)
-                        .map(move |rw| (rh.len(), rw.len()))
-                })
-                .map(|(a, b)| frame_out * out.d as u64 * (a * b) as u64 * (out.h / z.h * out.w / z.w) as u64)
+            let px_per_latent = (out.h / z.h * out.w / z.w) as u64;
+            let tiles: u64 = tc
+                .tiles(z.h, z.w)
+                .iter()
+                .map(|(a, b)| frame_out * out.d as u64 * (a.len() * b.len()) as u64 * px_per_latent)
                 .sum();
             per_call(th, tw, chunk_t, true) + tiles + 2 * full_out
         }

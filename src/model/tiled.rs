@@ -8,6 +8,7 @@ use super::decoder::Decoder;
 use crate::error::{Error, Result};
 use crate::kernels::Float;
 use crate::tensor::{Region, Shape, Tensor};
+use std::ops::Range;
 
 /// Tile geometry. Latent sizes for cutting z, output-pixel sizes for blending and cropping.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,8 +49,17 @@ impl TileConfig {
     }
 
     /// Latent tile origins and extents along one axis of `n` latent pixels.
-    pub fn spans(n: usize, tile: usize, stride: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    fn spans(n: usize, tile: usize, stride: usize) -> impl Iterator<Item = Range<usize>> {
         (0..n).step_by(stride).map(move |i| i..(i + tile).min(n))
+    }
+
+    /// The latent (rows, columns) of every tile of an `h` x `w` latent, row-major.
+    pub fn tiles(&self, h: usize, w: usize) -> Vec<(Range<usize>, Range<usize>)> {
+        Self::spans(h, self.tile_latent.0, self.stride_latent.0)
+            .flat_map(|rh| {
+                Self::spans(w, self.tile_latent.1, self.stride_latent.1).map(move |rw| (rh.clone(), rw))
+            })
+            .collect()
     }
 
     /// Output (height, width) of the tiled decode of an `h` x `w` latent by a decoder that
