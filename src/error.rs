@@ -6,9 +6,10 @@ use std::path::PathBuf;
 /// Errors returned by movq. The CLI maps every variant to exit code 2.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Reading or writing a file failed.
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    /// Reading or writing a file failed. (`cause` is in the message, so it is not also a
+    /// `source`, which would print it twice in a cause chain.)
+    #[error("{}: {cause}", path.display())]
+    Io { path: PathBuf, cause: std::io::Error },
 
     /// A safetensors or npy file is malformed (bad header, truncated data, bad offsets).
     #[error("{}: invalid file: {reason}", path.display())]
@@ -52,7 +53,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), cause: source }
     }
 
     pub(crate) fn invalid_file(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {

@@ -19,7 +19,9 @@ use std::time::Instant;
 #[command(
     name = "movq",
     version,
-    about = "CPU inference for CogVideo's MoVQ 3D video decoders (MOVQDecoder3D, NewDecoder3D)"
+    about = "CPU inference for CogVideo's MoVQ 3D video decoders (MOVQDecoder3D, NewDecoder3D) and the CogVideoX VAE decoder",
+    after_help = "Start with `movq demo`. Exit codes: 0 success; 1 a comparison or verification failed; \
+                  2 usage or input error (one line on stderr with the cause); 130 interrupted."
 )]
 struct Cli {
     /// Worker threads (default: all cores).
@@ -41,7 +43,11 @@ enum ConvChoice {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Decode a latent video z into frames (b, c, t, h, w), written to .npy or .safetensors.
+    /// Decode the bundled demo latent with the bundled small decoder (nothing to download):
+    /// writes an animated PNG and PNG frames, prints the PSNR against the bundled ground truth.
+    Demo(cli::demo::DemoArgs),
+    /// Decode a latent video z (b, c, t, h, w) into frames: a tensor (.npy, .safetensors), a video
+    /// (.y4m, .apng) or a directory of PNG frames, written as they are decoded.
     Decode(DecodeArgs),
     /// Write a weights file of deterministic random weights for a config (for benchmarks and
     /// tests), and optionally a random latent.
@@ -90,6 +96,11 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Print what a checkpoint holds (tensor and parameter counts, dtypes, naming) and the
+    /// decoder config movq uses for it, as JSON: from --config, the model folder's config.json,
+    /// the safetensors metadata, or else inferred from the tensor names and shapes, listing
+    /// what the tensors cannot tell.
+    Inspect(cli::inspect::InspectArgs),
     /// Compare tensor A with reference B (.npy or .safetensors): shapes, max-abs error and where,
     /// relative L2, PSNR, optionally per frame; exit code 1 if --max-rel / --max-abs is exceeded.
     Compare(cli::compare::CompareArgs),
@@ -276,6 +287,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Precision::F32 => bench::<f32>(&args)?,
                 Precision::F64 => bench::<f64>(&args)?,
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            cli::demo::demo(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect(args) => {
+            cli::inspect::inspect(&args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Compare(args) => {

@@ -1,14 +1,16 @@
 //! `movq decode`: latent file -> decoded video file, streamed batch by batch.
 
+use super::progress::DecodeProgress;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use movq::io::{Container, FrameWriter, read_latent};
+use movq::checkpoint::OpenOptions;
+use movq::io::{Chroma, Container, FrameWriter, VideoFormat, VideoOptions, VideoWriter, read_latent};
 use movq::kernels::Float;
 use movq::model::memory::{available_bytes, estimate_peak_bytes};
 use movq::model::{DecodeMode, DecoderClass, TileConfig};
 use movq::{Checkpoint, Shape, Tensor};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -28,6 +30,96 @@ pub enum Mode {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ChromaArg {
+    /// 4:2:0 (2x2 averaged chroma): what players expect.
+    #[value(name = "420")]
+    C420,
+    /// 4:4:4: full-resolution chroma.
+    #[value(name = "444")]
+    C444,
+}
+
+/// Where decoded frames go.
+pub enum Sink {
+    Tensor(FrameWriter),
+    Video(VideoWriter),
+}
+
+impl Sink {
+    /// Chooses the container from the output path (see `DecodeArgs::output`) and creates it.
+    pub fn create<T: Float>(
+        path: &Path,
+        apng: bool,
+        video: (u32, ChromaArg),
+        shape: Shape,
+        meta: &BTreeMap<String, String>,
+    ) -> Result<Self> {
+        let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+        let is_dir = path.as_os_str().to_string_lossy().ends_with('/') || path.is_dir();
+        let format = match ext.as_deref() {
+            _ if is_dir => VideoFormat::PngDir,
+            Some("npy") => {
+                return Ok(Sink::Tensor(FrameWriter::create::<T>(path, Container::Npy, shape, meta)?));
+            }
+            Some("safetensors") => {
+                return Ok(Sink::Tensor(FrameWriter::create::<T>(
+                    path,
+                    Container::Safetensors,
+                    shape,
+                    meta,
+                )?));
+            }
+            Some("y4m") => VideoFormat::Y4m,
+            Some("apng") => VideoFormat::Apng,
+            Some("png") if apng => VideoFormat::Apng,
+            Some("png") => bail!(
+                "{}: a .png output is an animated PNG: add --apng (or name it .apng); for one PNG per frame give a directory",
+                path.display()
+            ),
+            None => VideoFormat::PngDir,
+            Some(e) => bail!(
+                "{}: unknown output type .{e}; use .npy, .safetensors, .y4m, .apng, or a directory for PNG frames",
+                path.display()
+            ),
+        };
+        let chroma = if video.1 == ChromaArg::C444 { Chroma::C444 } else { Chroma::C420 };
+        let opts = VideoOptions { format, fps: video.0, chroma };
+        Ok(Sink::Video(VideoWriter::create(path, shape, opts)?))
+    }
+
+    /// frames: (n, c, k, h, w), output frames `first..first + k`
+    pub fn write<T: Float>(&mut self, first: usize, frames: &Tensor<T>) -> movq::Result<()> {
+        match self {
+            Sink::Tensor(w) => w.write(first, frames),
+            Sink::Video(w) => w.write(first, frames),
+        }
+    }
+
+    /// The temporaries being written.
+    pub fn tmp_paths(&self) -> Vec<PathBuf> {
+        match self {
+            Sink::Tensor(w) => vec![w.tmp_path().to_path_buf()],
+            Sink::Video(w) => w.tmp_paths(),
+        }
+    }
+
+    /// The files (or directories) the output consists of.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        match self {
+            Sink::Tensor(w) => vec![w.path().to_path_buf()],
+            Sink::Video(w) => w.paths(),
+        }
+    }
+
+    pub fn finish(self) -> movq::Result<()> {
+        match self {
+            Sink::Tensor(w) => w.finish(),
+            Sink::Video(w) => w.finish(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Layout {
     /// (batch, channels, frames, height, width): what the VAE takes.
     Bcthw,
@@ -42,7 +134,8 @@ pub struct DecodeArgs {
     #[arg(long)]
     pub weights: PathBuf,
     /// Config JSON: upstream argument names, or a diffusers config.json. Default: the model
-    /// folder's config.json, else the config stored in the weights file's metadata.
+    /// folder's config.json, else the config stored in the weights file's metadata, else
+    /// inferred from the tensor names and shapes (see `movq inspect`).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Latent: a .npy file, or a .safetensors file (first tensor, or --latent-key).
@@ -64,16 +157,31 @@ pub struct DecodeArgs {
     /// Override the model's scaling_factor (used with --latent-scaled).
     #[arg(long)]
     pub scaling_factor: Option<f64>,
+    #[command(flatten)]
+    pub hints: super::inspect::HintArgs,
     /// Key prefix of the decoder tensors. Default: detected (`decoder.` for diffusers and sat files).
     #[arg(long)]
     pub prefix: Option<String>,
     /// Decoding mode. Default: chunked for CogVideoX models, whole otherwise.
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
-    /// Output file: .npy, or .safetensors (tensor `sample`); (b, c, t, h, w), written as
-    /// frames are decoded and moved into place only when complete.
+    /// Output, by its name: `.npy` or `.safetensors` (tensor `sample`, the whole (b, c, t, h, w)
+    /// in the decode precision); `.y4m` video; `.apng` (or `.png` with --apng) animated PNG; a
+    /// directory (no extension, or ending in /) of frame_00000.png... Video outputs map x to
+    /// 8 bits as the pipelines do (x / 2 + 0.5, clamped) and write one output per sample when
+    /// the batch has more than one (name_b0.y4m, name_b1.y4m...). Frames are written as they
+    /// are decoded; the output appears under its name only when complete.
     #[arg(long)]
     pub output: PathBuf,
+    /// Write a `.png` output as an animated PNG.
+    #[arg(long)]
+    pub apng: bool,
+    /// Frame rate of Y4M and APNG outputs.
+    #[arg(long, default_value_t = 8)]
+    pub fps: u32,
+    /// Chroma subsampling of Y4M outputs.
+    #[arg(long, value_enum, default_value = "420")]
+    pub chroma: ChromaArg,
     /// Compute precision: f32 (fast) or f64 (reference).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: Precision,
@@ -177,7 +285,9 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
     meta.insert("precision".to_string(), T::NAME.to_string());
     meta.insert("config".to_string(), serde_json::to_string(&ck.config)?);
     meta.insert("mode".to_string(), format!("{mode:?}"));
-    let mut writer = FrameWriter::create::<T>(&a.output, Container::from_path(&a.output), out_shape, &meta)?;
+    super::cleanup::install();
+    let mut writer = Sink::create::<T>(&a.output, a.apng, (a.fps, a.chroma), out_shape, &meta)?;
+    super::cleanup::track(writer.tmp_paths());
     let t_load = t0.elapsed().as_secs_f64();
     eprintln!(
         "decoding z {} -> {} in {} ({mode:?}; estimated peak {:.2} GiB)",
@@ -187,26 +297,28 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
         gib(estimate)
     );
     let t1 = Instant::now();
-    let quiet = a.quiet;
-    let mut progress = |done: usize, total: usize| {
-        if quiet {
-            return;
-        }
-        let secs = t1.elapsed().as_secs_f64();
-        let eta = secs / done as f64 * (total - done) as f64;
-        eprintln!("  decoder call {done}/{total} done ({secs:.1} s elapsed, about {eta:.0} s left)");
-    };
-    decoder.decode_stream_with_progress(&z, mode, &mut progress, |first, frames| {
-        if !quiet {
-            eprintln!("  writing frames {}..{} of {}", first, first + frames.shape().d, out_shape.d);
-        }
-        writer.write(first, &frames)
-    })?;
-    writer.finish()?;
+    let progress = DecodeProgress::new(a.quiet);
+    let result =
+        decoder.decode_stream_with_progress(&z, mode, &mut |p| progress.update(p), |first, frames| {
+            progress.println(&format!(
+                "  writing frames {}..{} of {}",
+                first,
+                first + frames.shape().d,
+                out_shape.d
+            ));
+            writer.write(first, &frames)
+        });
+    progress.finish();
+    result?;
+    let written = writer.paths();
+    let finished = writer.finish();
+    super::cleanup::track(Vec::new());
+    finished?;
+    let paths: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
     eprintln!(
         "wrote sample {} to {} (load {:.2} s, decode {:.2} s, threads {}, peak RSS {:.0} MiB)",
         out_shape,
-        a.output.display(),
+        paths.join(", "),
         t_load,
         t1.elapsed().as_secs_f64(),
         rayon::current_num_threads(),
@@ -230,7 +342,9 @@ pub fn mode_of(a: &DecodeArgs, ck: &Checkpoint) -> Result<DecodeMode> {
 }
 
 pub fn decode(a: &DecodeArgs) -> Result<()> {
-    let ck = Checkpoint::open(&a.weights, a.config.as_deref(), a.prefix.as_deref())
+    let opts =
+        OpenOptions { config: a.config.as_deref(), prefix: a.prefix.as_deref(), hints: a.hints.hints() };
+    let ck = Checkpoint::open_with(&a.weights, &opts)
         .with_context(|| format!("opening the checkpoint {}", a.weights.display()))?;
     let mode = mode_of(a, &ck)?;
     match a.precision {

@@ -1,4 +1,8 @@
 //! Subcommands of the `movq` binary.
 
+pub mod cleanup;
 pub mod compare;
 pub mod decode;
+pub mod demo;
+pub mod inspect;
+pub mod progress;

@@ -78,6 +78,16 @@ impl FrameWriter {
         Ok(w)
     }
 
+    /// The output path, as it will be named once finished.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The temporary file being written.
+    pub fn tmp_path(&self) -> &Path {
+        &self.tmp
+    }
+
     /// Writes output frames `first .. first + frames.d`. frames: (n, c, k, h, w)
     pub fn write<T: Element>(&mut self, first: usize, frames: &Tensor<T>) -> Result<()> {
         let (s, fs) = (self.shape, frames.shape());

@@ -1,14 +1,20 @@
-//! File formats: safetensors (weights, latents, outputs) and npy (latents).
+//! File formats: safetensors (weights, latents, outputs), npy (latents, outputs), and the
+//! watchable outputs (PNG frames, APNG, Y4M).
 
 mod frame_writer;
 mod npy;
 mod safetensors;
 mod var_path;
+mod video;
 
 pub use frame_writer::{Container, FrameWriter};
 pub use npy::{parse_npy, read_npy, write_npy};
 pub use safetensors::{TensorInfo, WeightFile, write_safetensors, write_tensors};
 pub use var_path::{Loader, MapElem, Param, SplitMix64, VarPath};
+pub use video::{
+    Chroma, VideoFormat, VideoOptions, VideoWriter, pixel_u8_f32, pixel_u8_f64, rgb8, sample_path, ycbcr,
+    yuv_planes,
+};
 
 use crate::error::{Error, Result};
 use crate::tensor::{Element, Shape, Tensor};

@@ -48,8 +48,9 @@ pub fn parse_npy<T: Element>(bytes: &[u8]) -> std::result::Result<(Vec<usize>, V
         "<f4" => 4,
         "<f8" => 8,
         "<f2" => 2,
+        "|u1" => 1,
         other => {
-            return Err(format!("unsupported npy dtype '{other}' (supported: <f4, <f8, <f2)"));
+            return Err(format!("unsupported npy dtype '{other}' (supported: <f4, <f8, <f2, |u1)"));
         }
     };
     let nbytes = numel.checked_mul(elem).ok_or("npy size overflows")?;
@@ -68,7 +69,8 @@ pub fn parse_npy<T: Element>(bytes: &[u8]) -> std::result::Result<(Vec<usize>, V
             .chunks_exact(8)
             .map(|b| T::from_f64(f64::from_le_bytes(b.try_into().expect("chunk of 8"))))
             .collect(),
-        _ => data.chunks_exact(2).map(|b| T::from_f32(f16::from_le_bytes([b[0], b[1]]).to_f32())).collect(),
+        2 => data.chunks_exact(2).map(|b| T::from_f32(f16::from_le_bytes([b[0], b[1]]).to_f32())).collect(),
+        _ => data.iter().map(|&b| T::from_f32(b as f32)).collect(),
     };
     Ok((shape, out))
 }

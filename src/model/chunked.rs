@@ -3,7 +3,8 @@
 //! previous batch's cache, GroupNorm statistics and zq per batch. Frames are handed out as
 //! each batch finishes, so peak memory does not grow with the clip length.
 
-use super::decoder::Decoder;
+use super::decoder::{Decoder, DecoderCache};
+use super::flops::{decode_flops, decoder_stage_flops};
 use super::tiled::TileConfig;
 use crate::error::{Error, Result};
 use crate::kernels::Float;
@@ -68,7 +69,7 @@ impl<T: Float> Decoder<T> {
         mode: &DecodeMode,
         sink: impl FnMut(usize, Tensor<T>) -> Result<()>,
     ) -> Result<()> {
-        self.decode_stream_with_progress(z, mode, &mut |_, _| {}, sink)
+        self.decode_stream_with_progress(z, mode, &mut |_| {}, sink)
     }
 
     /// Number of decoder calls (frame batches times tiles) a decode of z with `mode` makes.
@@ -82,20 +83,28 @@ impl<T: Float> Decoder<T> {
         }
     }
 
-    /// [`Self::decode_stream`], calling `progress(done, total)` after each of the
-    /// [`Self::decode_calls`] decoder calls.
+    /// [`Self::decode_stream`], calling `progress` after every stage (mid block, each level,
+    /// output conv) of each of the [`Self::decode_calls`] decoder calls.
     pub fn decode_stream_with_progress(
         &self,
         z: &Tensor<T>,
         mode: &DecodeMode,
-        progress: &mut dyn FnMut(usize, usize),
+        progress: &mut dyn FnMut(&Progress),
         mut sink: impl FnMut(usize, Tensor<T>) -> Result<()>,
     ) -> Result<()> {
-        let mut tick = Ticker { done: 0, total: self.decode_calls(z.shape(), mode), f: progress };
+        let mut tick = Ticker {
+            p: Progress {
+                call: 0,
+                calls: self.decode_calls(z.shape(), mode),
+                stage: Stage::Mid,
+                flop_done: 0,
+                flop_total: decode_flops(self.config(), z.shape(), mode)?,
+            },
+            f: progress,
+        };
         match mode {
             DecodeMode::Whole => {
-                let y = self.forward(z)?;
-                tick.tick();
+                let y = tick.call(self, z, None)?;
                 sink(0, y)
             }
             DecodeMode::Chunked => self.decode_chunked(z, &mut tick, sink),
@@ -127,9 +136,8 @@ impl<T: Float> Decoder<T> {
         let mut first = 0;
         for r in chunk_schedule(s.d) {
             let chunk = z.crop(&Region { d: r, ..Region::all(s) })?;
-            let y = self.forward_chunk(&chunk, Some(&mut cache))?;
+            let y = tick.call(self, &chunk, Some(&mut cache))?;
             drop(chunk);
-            tick.tick();
             let k = y.shape().d;
             sink(first, y)?;
             first += k;
@@ -138,17 +146,53 @@ impl<T: Float> Decoder<T> {
     }
 }
 
-/// Counts finished decoder calls for a progress callback.
+/// A stage of one decoder call, in execution order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// post_quant_conv, conv_in and the mid block.
+    Mid,
+    /// `up[i]`: its blocks, attention and upsample.
+    Level(usize),
+    /// norm_out and conv_out.
+    Out,
+}
+
+/// Where a decode stands, after a stage finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// The decoder call running (1-based) of `calls` (frame batches times tiles).
+    pub call: usize,
+    pub calls: usize,
+    /// The stage of that call just finished.
+    pub stage: Stage,
+    /// FLOPs done so far and in total (the spec 13.1 count): the measure of work for an ETA,
+    /// since stages differ by orders of magnitude in cost.
+    pub flop_done: u128,
+    pub flop_total: u128,
+}
+
+/// Runs decoder calls and reports their stages to a progress callback.
 pub(crate) struct Ticker<'a> {
-    done: usize,
-    total: usize,
-    f: &'a mut dyn FnMut(usize, usize),
+    p: Progress,
+    f: &'a mut dyn FnMut(&Progress),
 }
 
 impl Ticker<'_> {
-    fn tick(&mut self) {
-        self.done += 1;
-        (self.f)(self.done, self.total);
+    /// One decoder call on z (b, c, t, h, w), reported stage by stage.
+    pub(crate) fn call<T: Float>(
+        &mut self,
+        dec: &Decoder<T>,
+        z: &Tensor<T>,
+        cache: Option<&mut DecoderCache<T>>,
+    ) -> Result<Tensor<T>> {
+        let stages = decoder_stage_flops(dec.config(), z.shape())?;
+        self.p.call += 1;
+        dec.forward_observed(z, cache, &mut |stage| {
+            let flop = stages.iter().find(|(s, _)| *s == stage).map_or(0, |(_, f)| *f);
+            self.p.stage = stage;
+            self.p.flop_done = (self.p.flop_done + flop).min(self.p.flop_total);
+            (self.f)(&self.p);
+        })
     }
 }
 

@@ -4,6 +4,7 @@
 //! The raw input z is the SpatialNorm conditioning zq of every norm.
 
 use super::attention::AttnBlock2d;
+use super::chunked::Stage;
 use super::config::DecoderConfig;
 use super::conv::{CausalConv3d, ConvCache};
 use super::resnet::{ResnetBlock3d, ResnetCache};
@@ -144,7 +145,17 @@ impl<T: Float> Decoder<T> {
     /// Decodes one chunk of latent frames of a clip: the chunk is its own zq, and the causal
     /// convs continue from `cache` (diffusers `decoder(z_chunk, conv_cache=...)`; spec 11.1).
     /// With `cache` None this is [`Self::forward`].
-    pub fn forward_chunk(&self, z: &Tensor<T>, mut cache: Option<&mut DecoderCache<T>>) -> Result<Tensor<T>> {
+    pub fn forward_chunk(&self, z: &Tensor<T>, cache: Option<&mut DecoderCache<T>>) -> Result<Tensor<T>> {
+        self.forward_observed(z, cache, &mut |_| {})
+    }
+
+    /// [`Self::forward_chunk`], calling `on_stage` as each stage finishes.
+    pub(crate) fn forward_observed(
+        &self,
+        z: &Tensor<T>,
+        mut cache: Option<&mut DecoderCache<T>>,
+        on_stage: &mut dyn FnMut(Stage),
+    ) -> Result<Tensor<T>> {
         let out_shape = self.config.output_shape(z.shape())?;
         if cache.is_some() {
             self.check_chunkable()?;
@@ -163,6 +174,7 @@ impl<T: Float> Decoder<T> {
         };
         h = self.mid.block_1.forward_chunk(h, zq, cache.as_deref_mut().map(|c| &mut c.mid[0]))?;
         h = self.mid.block_2.forward_chunk(h, zq, cache.as_deref_mut().map(|c| &mut c.mid[1]))?;
+        on_stage(Stage::Mid);
         for (i_level, level) in self.up.iter().enumerate().rev() {
             for (j, block) in level.block.iter().enumerate() {
                 h = block.forward_chunk(h, zq, cache.as_deref_mut().map(|c| &mut c.up[i_level][j]))?;
@@ -173,6 +185,7 @@ impl<T: Float> Decoder<T> {
             if let Some(up) = &level.upsample {
                 h = up.forward(&h)?;
             }
+            on_stage(Stage::Level(i_level));
         }
         if !self.config.give_pre_end {
             let plan = self.norm_out.plan(&h, zq, true)?;
@@ -181,6 +194,7 @@ impl<T: Float> Decoder<T> {
                 None => self.conv_out.forward_fused(&h, Some(&plan), None)?,
             };
         }
+        on_stage(Stage::Out);
         debug_assert_eq!(h.shape(), out_shape);
         Ok(h)
     }

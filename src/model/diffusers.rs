@@ -45,6 +45,49 @@ pub fn diffusers_key(path: &str, levels: usize) -> String {
     out.join(".")
 }
 
+/// The upstream module path of diffusers name `name` (without the `decoder.` prefix) of a
+/// decoder with `levels` up levels: the inverse of [`diffusers_key`].
+pub fn upstream_key(name: &str, levels: usize) -> String {
+    let parts: Vec<&str> = name.split('.').collect();
+    let mut out: Vec<String> = Vec::with_capacity(parts.len());
+    let mut i = 0;
+    while i < parts.len() {
+        match (parts[i], parts.get(i + 1), parts.get(i + 2)) {
+            ("mid_block", Some(&"resnets"), Some(r)) => {
+                out.extend(["mid".into(), if *r == "0" { "block_1".into() } else { "block_2".into() }]);
+                i += 3;
+            }
+            ("up_blocks", Some(k), Some(kind)) if k.parse::<usize>().is_ok_and(|k| k < levels) => {
+                let level = levels - 1 - k.parse::<usize>().unwrap_or(0);
+                out.extend(["up".into(), level.to_string()]);
+                match *kind {
+                    "resnets" => {
+                        out.push("block".into());
+                        i += 3;
+                    }
+                    "upsamplers" => {
+                        out.push("upsample".into());
+                        i += 4;
+                    }
+                    other => {
+                        out.push(other.into());
+                        i += 3;
+                    }
+                }
+            }
+            ("conv_shortcut", ..) => {
+                out.push("nin_shortcut".into());
+                i += 1;
+            }
+            (other, ..) => {
+                out.push(other.into());
+                i += 1;
+            }
+        }
+    }
+    out.join(".")
+}
+
 /// The MOVQDecoder3D config equivalent to a diffusers `AutoencoderKLCogVideoX` config.json.
 pub fn config_from_diffusers(v: &Value) -> Result<DecoderConfig> {
     let bad = |m: String| Error::InvalidConfig(format!("diffusers config: {m}"));
@@ -119,6 +162,21 @@ mod tests {
         );
         assert_eq!(diffusers_key("up.1.upsample.conv.bias", 4), "up_blocks.2.upsamplers.0.conv.bias");
         assert_eq!(diffusers_key("norm_out.norm_layer.weight", 4), "norm_out.norm_layer.weight");
+    }
+
+    #[test]
+    fn upstream_key_inverts_diffusers_key() {
+        for name in [
+            "conv_in.conv.weight",
+            "mid.block_1.norm1.conv_y.conv.bias",
+            "mid.block_2.conv2.conv.weight",
+            "up.3.block.0.conv1.conv.weight",
+            "up.0.block.2.nin_shortcut.weight",
+            "up.1.upsample.conv.bias",
+            "norm_out.norm_layer.weight",
+        ] {
+            assert_eq!(upstream_key(&diffusers_key(name, 4), 4), name);
+        }
     }
 
     #[test]

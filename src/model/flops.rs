@@ -3,13 +3,19 @@
 //! adds are not counted. SpatialNorm's conv_y/conv_b count at f's resolution, as upstream runs
 //! them (movq evaluates them at zq's resolution, so it does fewer).
 
-use super::chunked::{DecodeMode, chunk_schedule};
+use super::chunked::{DecodeMode, Stage, chunk_schedule};
 use super::config::DecoderConfig;
 use crate::error::Result;
 use crate::tensor::Shape;
 
 /// FLOPs of one forward pass of the decoder on a latent of shape `z`.
 pub fn decoder_flops(cfg: &DecoderConfig, z: Shape) -> Result<u128> {
+    Ok(decoder_stage_flops(cfg, z)?.iter().map(|(_, f)| f).sum())
+}
+
+/// FLOPs of each stage of one forward pass, in execution order: the input convs and mid
+/// block, each level from the deepest, then the output norm and conv (0 with give_pre_end).
+pub fn decoder_stage_flops(cfg: &DecoderConfig, z: Shape) -> Result<Vec<(Stage, u128)>> {
     cfg.output_shape(z)?;
     let zq = cfg.zq_ch() as u128;
     let (b, mut t, mut h, mut w) = (z.n as u128, z.d as u128, z.h as u128, z.w as u128);
@@ -32,7 +38,9 @@ pub fn decoder_flops(cfg: &DecoderConfig, z: Shape) -> Result<u128> {
     }
     macs += conv3(cfg.z_channels as u128, c, vox(t, h, w));
     macs += 2 * resblock(c, c, vox(t, h, w));
+    let mut stages = vec![(Stage::Mid, 2 * macs)];
     for i in (0..l).rev() {
+        macs = 0;
         let c_out = ch * cfg.ch_mult[i] as u128;
         for _ in 0..=cfg.num_res_blocks {
             macs += resblock(c, c_out, vox(t, h, w));
@@ -53,11 +61,14 @@ pub fn decoder_flops(cfg: &DecoderConfig, z: Shape) -> Result<u128> {
                 macs += 9 * c * c * vox(t, h, w);
             }
         }
+        stages.push((Stage::Level(i), 2 * macs));
     }
+    macs = 0;
     if !cfg.give_pre_end {
         macs += norm(c, vox(t, h, w)) + conv3(c, cfg.out_ch as u128, vox(t, h, w));
     }
-    Ok(2 * macs)
+    stages.push((Stage::Out, 2 * macs));
+    Ok(stages)
 }
 
 /// FLOPs of decoding z with `mode`: one call per frame batch (and per tile).

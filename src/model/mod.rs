@@ -14,7 +14,7 @@ pub mod spatial_norm;
 pub mod tiled;
 pub mod upsample;
 
-pub use chunked::{DecodeMode, chunk_schedule};
+pub use chunked::{DecodeMode, Progress, Stage, chunk_schedule};
 pub use config::{DecoderClass, DecoderConfig, FrameRule, PadMode};
 pub use decoder::{Decoder, DecoderCache};
 pub use tiled::TileConfig;

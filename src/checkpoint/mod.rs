@@ -7,12 +7,17 @@
 //!
 //! Encoder (`encoder.`) and loss (`loss.`) tensors are ignored; every decoder tensor must be used.
 
+mod infer;
+
+pub use infer::{Assumed, InferHints, Inferred, infer_config};
+
 use crate::error::{Error, Result};
 use crate::io::{Loader, WeightFile};
 use crate::kernels::Float;
 use crate::model::diffusers::{config_from_diffusers, diffusers_key};
 use crate::model::{Decoder, DecoderConfig};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -38,6 +43,29 @@ pub struct Checkpoint {
     pub scaling_factor: Option<f64>,
     /// diffusers `sample_height`, `sample_width` (for the tiling defaults).
     pub sample_size: Option<(usize, usize)>,
+    pub config_source: ConfigSource,
+}
+
+/// Where a checkpoint's config came from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ConfigSource {
+    /// A JSON file: given, or the model folder's config.json.
+    File(PathBuf),
+    /// The safetensors header's metadata.
+    Metadata,
+    /// Read off the tensor names and shapes, with the fields that had to be assumed.
+    Inferred(Vec<Assumed>),
+}
+
+/// How to open a checkpoint; the defaults find everything.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions<'a> {
+    /// A config JSON overriding the one beside or inside the weights.
+    pub config: Option<&'a Path>,
+    /// The decoder tensors' name prefix, instead of the detected one.
+    pub prefix: Option<&'a str>,
+    /// For a config inferred from the tensors: what the tensors cannot tell.
+    pub hints: InferHints,
 }
 
 /// A config file's content: the decoder config, and the diffusers extras if it is a diffusers one.
@@ -145,6 +173,13 @@ impl Checkpoint {
     /// overrides the config found beside or inside the weights; `prefix` overrides the
     /// detected tensor-name prefix.
     pub fn open(path: &Path, config: Option<&Path>, prefix: Option<&str>) -> Result<Self> {
+        Self::open_with(path, &OpenOptions { config, prefix, ..Default::default() })
+    }
+
+    /// [`Self::open`] with all options. Without a config file or metadata config, the config
+    /// is inferred from the tensors ([`infer_config`]) using `opts.hints`.
+    pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Self> {
+        let (config, prefix) = (opts.config, opts.prefix);
         let (files, folder_config) = if path.is_dir() {
             folder_contents(path)?
         } else if path.to_string_lossy().ends_with(".index.json") {
@@ -164,27 +199,48 @@ impl Checkpoint {
             (Naming::Upstream, "")
         };
         let prefix = prefix.unwrap_or(detected_prefix).to_string();
-        let mc = match config.or(folder_config.as_deref()) {
-            Some(p) => config_from_value(&read_json(p)?, p)?,
+        let (mc, config_source) = match config.or(folder_config.as_deref()) {
+            Some(p) => (config_from_value(&read_json(p)?, p)?, ConfigSource::File(p.to_path_buf())),
             None => {
                 let first = &opened[0];
-                match (first.metadata().get("meta"), first.metadata().get("config")) {
+                let mc = match (first.metadata().get("meta"), first.metadata().get("config")) {
                     (None, Some(text)) => {
                         let v: Value = serde_json::from_str(text).map_err(|e| {
                             Error::invalid_file(first.path(), format!("metadata `config` is not JSON: {e}"))
                         })?;
-                        config_from_value(&v, first.path())?
+                        Some(config_from_value(&v, first.path())?)
                     }
-                    _ => ModelConfig {
+                    (Some(_), _) => Some(ModelConfig {
                         config: DecoderConfig::from_metadata(first)?,
                         scaling_factor: None,
                         sample_size: None,
-                    },
+                    }),
+                    (None, None) => None,
+                };
+                match mc {
+                    Some(mc) => (mc, ConfigSource::Metadata),
+                    None => {
+                        let shapes: BTreeMap<String, Vec<usize>> = opened
+                            .iter()
+                            .flat_map(|f| f.names().filter_map(|n| Some((n, f.info(n)?.shape.clone()))))
+                            .filter_map(|(n, s)| Some((n.strip_prefix(prefix.as_str())?.to_string(), s)))
+                            .collect();
+                        let inferred = infer_config(&shapes, naming, &opts.hints).map_err(|e| match e {
+                            Error::InvalidConfig(m) => Error::InvalidConfig(format!(
+                                "{}: no config beside or inside the weights (pass --config), and {m}",
+                                path.display()
+                            )),
+                            e => e,
+                        })?;
+                        let mc =
+                            ModelConfig { config: inferred.config, scaling_factor: None, sample_size: None };
+                        (mc, ConfigSource::Inferred(inferred.not_inferred))
+                    }
                 }
             }
         };
         let ModelConfig { config, scaling_factor, sample_size } = mc;
-        Ok(Checkpoint { files, naming, prefix, config, scaling_factor, sample_size })
+        Ok(Checkpoint { files, naming, prefix, config, scaling_factor, sample_size, config_source })
     }
 
     /// Loads the decoder strictly: a decoder tensor that is missing, of the wrong shape, or

@@ -1,0 +1,271 @@
+//! `movq decode` video outputs (PNG frames, APNG, Y4M) read back and checked against the
+//! decoded tensor, per-sample outputs, and interrupted or failing runs leaving no output.
+
+use movq::io::{WeightFile, read_npy};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn movq() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_movq"))
+}
+
+const CONFIG: &str = r#"{"ch": 32, "out_ch": 3, "ch_mult": [1, 2], "num_res_blocks": 0,
+    "attn_resolutions": [], "resolution": 32, "z_channels": 4, "temporal_compress_times": 2}"#;
+
+/// Random weights and a latent of `shape` in `dir`.
+fn model(dir: &Path, shape: &str) -> (PathBuf, PathBuf) {
+    std::fs::write(dir.join("c.json"), CONFIG).unwrap();
+    let (w, z) = (dir.join("w.safetensors"), dir.join("z.npy"));
+    let st = movq()
+        .args(["random-weights", "--seed", "5", "--config"])
+        .arg(dir.join("c.json"))
+        .arg("--output")
+        .arg(&w)
+        .args(["--latent-shape", shape, "--latent-out"])
+        .arg(&z)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    (w, z)
+}
+
+fn decode(w: &Path, z: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    movq()
+        .args(["decode", "--quiet", "--weights"])
+        .arg(w)
+        .arg("--latent")
+        .arg(z)
+        .arg("--output")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// The pipelines' mapping, computed here independently: numpy float32 `(x / 2 + 0.5)`,
+/// clip, `* 255`, round half to even.
+fn to8(x: f32) -> u8 {
+    let v = (x / 2.0 + 0.5).clamp(0.0, 1.0) * 255.0;
+    let r = v.round();
+    (if (v - v.trunc()) == 0.5 && r % 2.0 != 0.0 { r - 1.0 } else { r }) as u8
+}
+
+/// The f32 output (n, 3, t, h, w) as 8-bit RGB frames [n][t] of (h, w, 3).
+fn expected_rgb(y: &[f32], d: &[usize]) -> Vec<Vec<Vec<u8>>> {
+    let (n, t, h, w) = (d[0], d[2], d[3], d[4]);
+    (0..n)
+        .map(|b| {
+            (0..t)
+                .map(|f| {
+                    (0..h * w)
+                        .flat_map(|p| (0..3).map(move |c| (b, c, p)))
+                        .map(|(b, c, p)| to8(y[((b * 3 + c) * t + f) * h * w + p]))
+                        .collect()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn read_png_frames(path: &Path) -> (u32, u32, Option<u32>, Vec<Vec<u8>>) {
+    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut r = dec.read_info().unwrap();
+    let info = r.info();
+    let (w, h) = (info.width, info.height);
+    let animated = info.animation_control.map(|a| a.num_frames);
+    assert_eq!((info.color_type, info.bit_depth), (png::ColorType::Rgb, png::BitDepth::Eight));
+    let mut frames = Vec::new();
+    for _ in 0..animated.unwrap_or(1) {
+        let mut buf = vec![0; r.output_buffer_size().unwrap()];
+        let fi = r.next_frame(&mut buf).unwrap();
+        buf.truncate(fi.buffer_size());
+        frames.push(buf);
+    }
+    (w, h, animated, frames)
+}
+
+#[test]
+fn every_output_format_reads_back_as_the_decoded_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (w, z) = model(d, "2,4,3,5,6");
+    for out in ["y.npy", "y.safetensors"] {
+        let st = decode(&w, &z, &d.join(out), &[]);
+        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    }
+    let (dims, y) = read_npy::<f32>(&d.join("y.npy")).unwrap();
+    assert_eq!(dims, [2, 3, 5, 10, 12]);
+    // The tensor outputs hold the library's decode of z, bit for bit.
+    let cfg = movq::DecoderConfig::from_file(&d.join("c.json")).unwrap();
+    let dec = movq::Decoder::<f32>::from_file(&w, &cfg, "").unwrap();
+    let zt: movq::Tensor<f32> = movq::io::read_latent(&z, None).unwrap();
+    assert_eq!(dec.forward(&zt).unwrap().data(), &y[..]);
+    let (sd, sy) = WeightFile::open(d.join("y.safetensors")).unwrap().read::<f32>("sample").unwrap();
+    assert_eq!((sd, sy), (dims.clone(), y.clone()));
+    let rgb = expected_rgb(&y, &dims);
+
+    // APNG, one per sample, every frame lossless.
+    let st = decode(&w, &z, &d.join("y.apng"), &[]);
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(!d.join("y.apng").exists(), "batch 2 writes y_b0.apng, y_b1.apng");
+    for (b, rgb_b) in rgb.iter().enumerate() {
+        let (pw, ph, n, frames) = read_png_frames(&d.join(format!("y_b{b}.apng")));
+        assert_eq!((pw, ph, n), (12, 10, Some(5)));
+        assert_eq!(&frames, rgb_b);
+    }
+    // `.png` needs --apng.
+    let st = decode(&w, &z, &d.join("a.png"), &[]);
+    assert_eq!(st.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&st.stderr).contains("--apng"));
+    let st = decode(&w, &z, &d.join("a.png"), &["--apng"]);
+    assert!(st.status.success());
+    assert_eq!(read_png_frames(&d.join("a_b1.png")).3, rgb[1]);
+
+    // A directory of PNG frames per sample.
+    let st = decode(&w, &z, &d.join("frames/"), &[]);
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    for (b, rgb_b) in rgb.iter().enumerate() {
+        let dir = d.join(format!("frames_b{b}"));
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into())
+            .collect();
+        names.sort();
+        assert_eq!(names, (0..5).map(|i| format!("frame_{i:05}.png")).collect::<Vec<_>>());
+        for (i, name) in names.iter().enumerate() {
+            let (pw, ph, n, frames) = read_png_frames(&dir.join(name));
+            assert_eq!((pw, ph, n), (12, 10, None));
+            assert_eq!(frames[0], rgb_b[i]);
+        }
+    }
+    // Decoding again over the frame directories replaces them.
+    assert!(decode(&w, &z, &d.join("frames"), &[]).status.success());
+
+    // Y4M, 4:4:4 and 4:2:0, with the frame rate flag.
+    for (chroma, fps) in [("444", "8"), ("420", "24")] {
+        let out = d.join(format!("v{chroma}.y4m"));
+        let st = decode(&w, &z, &out, &["--chroma", chroma, "--fps", fps]);
+        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+        for (b, rgb_b) in rgb.iter().enumerate() {
+            let bytes = std::fs::read(d.join(format!("v{chroma}_b{b}.y4m"))).unwrap();
+            let nl = bytes.iter().position(|&c| c == b'\n').unwrap();
+            let header = std::str::from_utf8(&bytes[..nl]).unwrap();
+            let tag = if chroma == "444" { "C444" } else { "C420jpeg" };
+            assert_eq!(header, format!("YUV4MPEG2 W12 H10 F{fps}:1 Ip A1:1 {tag} XCOLORRANGE=LIMITED"));
+            let (luma, cplane) = (120, if chroma == "444" { 120 } else { 30 });
+            let frame_len = 6 + luma + 2 * cplane;
+            assert_eq!(bytes.len() - nl - 1, 5 * frame_len, "5 frames");
+            for (f, fr) in bytes[nl + 1..].chunks(frame_len).enumerate() {
+                assert_eq!(&fr[..6], b"FRAME\n");
+                // BT.601 limited-range luma of each pixel.
+                for p in 0..luma {
+                    let px = &rgb_b[f][3 * p..3 * p + 3];
+                    let yv = 16.0
+                        + (65.481 * px[0] as f64 + 128.553 * px[1] as f64 + 24.966 * px[2] as f64) / 255.0;
+                    assert_eq!(fr[6 + p], yv.round() as u8, "sample {b} frame {f} pixel {p}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn unknown_output_extension_is_refused_before_decoding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (w, z) = model(tmp.path(), "1,4,2,3,3");
+    let st = decode(&w, &z, &tmp.path().join("y.mp4"), &[]);
+    assert_eq!(st.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(err.contains(".mp4") && err.contains(".y4m"), "{err}");
+}
+
+/// Entries of `dir` other than the inputs.
+fn leftovers(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !["c.json", "w.safetensors", "z.npy"].contains(&n.as_str()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn write_failure_mid_decode_leaves_no_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (w, z) = model(tmp.path(), "1,4,6,16,16");
+    // A 16 KiB file-size limit (SIGXFSZ ignored, so writes fail with EFBIG): the Y4M header and
+    // the first frames fit, later ones do not (6 latent frames -> 9 frames of 3 KiB each).
+    let out = tmp.path().join("y.y4m");
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 16; exec '{}' decode --quiet --mode chunked --chroma 444 --weights '{}' --latent '{}' --output '{}'",
+        env!("CARGO_BIN_EXE_movq"),
+        w.display(),
+        z.display(),
+        out.display()
+    );
+    let st = Command::new("bash").args(["-c", &script]).output().unwrap();
+    assert_eq!(st.status.code(), Some(2), "{}", String::from_utf8_lossy(&st.stderr));
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(err.contains("y.y4m"), "{err}");
+    assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
+    // The same decode without the limit succeeds, so the failure came mid-run.
+    let st = decode(&w, &z, &out, &["--mode", "chunked", "--chroma", "444"]);
+    assert!(st.status.success());
+    let header = "YUV4MPEG2 W32 H32 F8:1 Ip A1:1 C444 XCOLORRANGE=LIMITED\n".len();
+    assert_eq!(std::fs::metadata(&out).unwrap().len() as usize, header + 9 * (6 + 3 * 1024));
+}
+
+/// Starts a decode long enough to interrupt, waits until its temporary output exists.
+fn start_long_decode(dir: &Path, out: &Path) -> std::process::Child {
+    let (w, z) = model(dir, "1,4,24,48,48");
+    let child = movq()
+        .args(["--threads", "1", "decode", "--quiet", "--mode", "chunked", "--weights"])
+        .arg(&w)
+        .arg("--latent")
+        .arg(&z)
+        .arg("--output")
+        .arg(out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !leftovers(dir).iter().any(|n| n.contains(".tmp-")) {
+        assert!(t0.elapsed().as_secs() < 60, "no temporary output appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
+#[test]
+fn sigterm_mid_decode_removes_the_partial_output() {
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("y.y4m");
+    let mut child = start_long_decode(tmp.path(), &out);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(child.try_wait().unwrap().is_none(), "the decode finished before it could be interrupted");
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let st = child.wait_with_output().unwrap();
+    assert_eq!((st.status.code(), st.status.signal()), (Some(130), None));
+    assert!(String::from_utf8_lossy(&st.stderr).contains("interrupted"));
+    assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
+}
+
+#[test]
+fn sigkill_mid_decode_leaves_nothing_under_the_output_name() {
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("y.npy");
+    let mut child = start_long_decode(tmp.path(), &out);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(child.try_wait().unwrap().is_none(), "the decode finished before it could be killed");
+    child.kill().unwrap();
+    let st = child.wait().unwrap();
+    assert_eq!(st.signal(), Some(9));
+    assert!(!out.exists());
+    // Only the hidden temporary can remain; nothing looks like a finished output.
+    for name in leftovers(tmp.path()) {
+        assert!(name.starts_with(".y.npy.tmp-"), "{name}");
+    }
+}
