@@ -269,3 +269,28 @@ fn sigkill_mid_decode_leaves_nothing_under_the_output_name() {
         assert!(name.starts_with(".y.npy.tmp-"), "{name}");
     }
 }
+
+#[test]
+fn progress_is_plain_lines_off_a_terminal_and_silent_with_quiet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (w, z) = model(tmp.path(), "1,4,6,6,6");
+    let run = |quiet: bool| {
+        let mut c = movq();
+        c.args(["decode", "--mode", "chunked", "--weights"]).arg(&w).arg("--latent").arg(&z).arg("--output");
+        c.arg(tmp.path().join("y.npy"));
+        if quiet {
+            c.arg("--quiet");
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let loud = run(false);
+    // stderr is a pipe here: one line per decoder call (3 frame batches), no bar escapes.
+    let calls: Vec<&str> = loud.lines().filter(|l| l.contains("% ] call") || l.contains("%] call")).collect();
+    assert_eq!(calls.len(), 3, "{loud}");
+    assert!(calls[2].contains("[100.0%] call 3/3 out done"), "{loud}");
+    assert!(!loud.contains('\x1b'), "no terminal escapes off a terminal");
+    let quiet = run(true);
+    assert!(!quiet.contains("call 1/3") && !quiet.contains("writing frames"), "{quiet}");
+}
