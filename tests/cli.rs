@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn movq() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_movq"))
+    common::movq()
 }
 
 /// Copies the weight tensors (not `input.*` / `output*`) of a golden file, with its config as

@@ -1,6 +1,8 @@
 //! `movq decode` on diffusers-format CogVideoX checkpoints: a model folder built from random
 //! weights saved with diffusers names, sharded weights, latent layout and scaling flags.
 
+mod common;
+
 use movq::io::{WeightFile, read_latent, write_npy, write_tensors};
 use movq::model::DecodeMode;
 use movq::{Checkpoint, Shape, Tensor};
@@ -9,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn movq() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_movq"))
+    common::movq()
 }
 
 /// A tiny diffusers `AutoencoderKLCogVideoX` config (3 blocks: spatial x4, time x4).

@@ -1,11 +1,13 @@
 //! `movq compare`: figures against values computed here, bounds and exit codes.
 
+mod common;
+
 use movq::io::{write_npy, write_tensors};
 use std::collections::BTreeMap;
 use std::process::Command;
 
 fn movq() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_movq"))
+    common::movq()
 }
 
 fn field<'a>(out: &'a str, name: &str) -> &'a str {

@@ -1,8 +1,9 @@
 //! `movq demo`: the bundled decoder and latent decode to the clip the training script saw, with
 //! the PSNR PyTorch measured for the same float16 weights (assets/demo/reference.json).
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
 fn png_frames(path: &Path) -> (u32, u32, u32, Vec<Vec<u8>>) {
     let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
@@ -23,7 +24,7 @@ fn png_frames(path: &Path) -> (u32, u32, u32, Vec<Vec<u8>>) {
 fn demo_writes_the_clip_and_matches_pytorch_psnr() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("demo");
-    let st = Command::new(env!("CARGO_BIN_EXE_movq")).args(["demo", "--out"]).arg(&out).output().unwrap();
+    let st = common::movq().args(["demo", "--out"]).arg(&out).output().unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     let stdout = String::from_utf8_lossy(&st.stdout);
     let psnr: f64 = stdout

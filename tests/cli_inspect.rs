@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn movq() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_movq"))
+    common::movq()
 }
 
 /// The golden file's decoder tensors (no `input.` / `output.` tensors), in a file without metadata.

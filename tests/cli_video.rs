@@ -1,12 +1,14 @@
 //! `movq decode` video outputs (PNG frames, APNG, Y4M) read back and checked against the
 //! decoded tensor, per-sample outputs, and interrupted or failing runs leaving no output.
 
+mod common;
+
 use movq::io::{WeightFile, read_npy};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 fn movq() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_movq"))
+    common::movq()
 }
 
 const CONFIG: &str = r#"{"ch": 32, "out_ch": 3, "ch_mult": [1, 2], "num_res_blocks": 0,
@@ -198,8 +200,8 @@ fn write_failure_mid_decode_leaves_no_output() {
     // the first frames fit, later ones do not (6 latent frames -> 9 frames of 3 KiB each).
     let out = tmp.path().join("y.y4m");
     let script = format!(
-        "trap '' XFSZ; ulimit -f 16; exec '{}' decode --quiet --mode chunked --chroma 444 --weights '{}' --latent '{}' --output '{}'",
-        env!("CARGO_BIN_EXE_movq"),
+        "trap '' XFSZ; ulimit -f 16; exec {} decode --quiet --mode chunked --chroma 444 --weights '{}' --latent '{}' --output '{}'",
+        common::movq_shell_prefix(),
         w.display(),
         z.display(),
         out.display()

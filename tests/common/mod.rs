@@ -28,3 +28,25 @@ pub fn golden(name: &str) -> Option<PathBuf> {
     assert!(p.exists(), "golden case {} is missing", p.display());
     Some(p)
 }
+
+/// A command running the `movq` binary. With `MOVQ_TEST_RUNNER` set (e.g. `qemu-aarch64 -L
+/// /usr/aarch64-linux-gnu` for a cross-compiled binary, see scripts/test-aarch64.sh) the binary
+/// runs under that program.
+pub fn movq() -> std::process::Command {
+    let exe = env!("CARGO_BIN_EXE_movq");
+    match std::env::var("MOVQ_TEST_RUNNER").ok().filter(|r| !r.trim().is_empty()) {
+        Some(runner) => {
+            let mut parts = runner.split_whitespace();
+            let mut c = std::process::Command::new(parts.next().expect("non-empty runner"));
+            c.args(parts).arg(exe);
+            c
+        }
+        None => std::process::Command::new(exe),
+    }
+}
+
+/// The shell words that start the `movq` binary (runner included), for scripts.
+pub fn movq_shell_prefix() -> String {
+    let runner = std::env::var("MOVQ_TEST_RUNNER").unwrap_or_default();
+    format!("{runner} '{}'", env!("CARGO_BIN_EXE_movq"))
+}
