@@ -31,6 +31,10 @@ pub enum Error {
     #[error("{}: tensor `{name}` has unsupported dtype {dtype} (supported: F32, F16, BF16, F64)", path.display())]
     UnsupportedDtype { path: PathBuf, name: String, dtype: String },
 
+    /// The latent holds NaN or infinite values (the decode would spread them over the output).
+    #[error("{}: the latent has {count} NaN or infinite values (first at (b, c, t, h, w) = {first:?}); pass --allow-nonfinite to decode anyway", path.display())]
+    NonFiniteLatent { path: PathBuf, count: usize, first: [usize; 5] },
+
     /// An operation got an input of the wrong shape.
     #[error("{op}: expected input shape {expected}, got {got}")]
     ShapeMismatch { op: &'static str, expected: String, got: String },

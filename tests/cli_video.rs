@@ -296,3 +296,27 @@ fn progress_is_plain_lines_off_a_terminal_and_silent_with_quiet() {
     let quiet = run(true);
     assert!(!quiet.contains("call 1/3") && !quiet.contains("writing frames"), "{quiet}");
 }
+
+#[test]
+fn nonfinite_latent_is_refused_unless_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (w, z) = model(tmp.path(), "1,4,2,3,3");
+    let (dims, mut data) = read_npy::<f32>(&z).unwrap();
+    // (b, c, t, h, w) = (0, 2, 1, 0, 2) and one more.
+    data[((2 * 2 + 1) * 3) * 3 + 2] = f32::NAN;
+    data[70] = f32::INFINITY;
+    let bad = tmp.path().join("bad.npy");
+    movq::io::write_npy(&bad, &dims, &data).unwrap();
+    let out = tmp.path().join("y.npy");
+    let st = decode(&w, &bad, &out, &[]);
+    assert_eq!(st.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(
+        err.contains("bad.npy") && err.contains("2 NaN or infinite") && err.contains("[0, 2, 1, 0, 2]"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let st = decode(&w, &bad, &out, &["--allow-nonfinite"]);
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(String::from_utf8_lossy(&st.stderr).contains("warning"));
+}

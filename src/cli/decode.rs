@@ -192,6 +192,9 @@ pub struct DecodeArgs {
     /// Decode even when the memory estimate exceeds the budget.
     #[arg(long)]
     pub force: bool,
+    /// Decode a latent that holds NaN or infinite values (refused by default).
+    #[arg(long)]
+    pub allow_nonfinite: bool,
     /// No progress lines on stderr (errors are still reported).
     #[arg(long, short)]
     pub quiet: bool,
@@ -227,6 +230,23 @@ fn latent<T: Float>(a: &DecodeArgs) -> Result<Tensor<T>> {
 fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<()> {
     let t0 = Instant::now();
     let mut z: Tensor<T> = latent(a)?;
+    let bad = z.data().iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        let i = z.data().iter().position(|v| !v.is_finite()).unwrap_or(0);
+        let s = z.shape();
+        let first = [
+            i / (s.c * s.d * s.h * s.w),
+            i / (s.d * s.h * s.w) % s.c,
+            i / (s.h * s.w) % s.d,
+            i / s.w % s.h,
+            i % s.w,
+        ];
+        let e = movq::Error::NonFiniteLatent { path: a.latent.clone(), count: bad, first };
+        if !a.allow_nonfinite {
+            return Err(e.into());
+        }
+        eprintln!("warning: {e}; decoding anyway (--allow-nonfinite)");
+    }
     let scale = match (a.latent_scaled, a.no_scale) {
         (true, _) => Some(a.scaling_factor.or(ck.scaling_factor).context(
             "--latent-scaled needs a scaling factor: the model config has none, pass --scaling-factor",

@@ -183,6 +183,13 @@ impl DecoderConfig {
         if self.temporal_compress_times == 0 {
             return err("temporal_compress_times must be >= 1 (upstream takes its log2)".into());
         }
+        if !self.temporal_compress_times.is_power_of_two() {
+            let t = self.temporal_compress_times;
+            return err(format!(
+                "temporal_compress_times {t} is not a power of two (upstream truncates its log2, so it would act as {})",
+                1usize << t.ilog2()
+            ));
+        }
         if !(0.0..1.0).contains(&self.dropout) {
             return err(format!("dropout {} is not a probability in [0, 1)", self.dropout));
         }
@@ -338,6 +345,13 @@ mod tests {
         assert!(
             DecoderConfig::from_json(&seed_json().replace("256,", "256, \"pad_mode\": \"zeros\",")).is_err()
         );
+    }
+
+    #[test]
+    fn config_rejects_temporal_compress_times_not_a_power_of_two() {
+        let json = seed_json().replace("\"double_z\"", "\"temporal_compress_times\": 3, \"double_z\"");
+        let e = DecoderConfig::from_json(&json).unwrap_err();
+        assert!(matches!(&e, Error::InvalidConfig(m) if m.contains("not a power of two")), "{e}");
     }
 
     #[test]
