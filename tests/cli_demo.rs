@@ -5,21 +5,6 @@ mod common;
 
 use std::path::Path;
 
-fn png_frames(path: &Path) -> (u32, u32, u32, Vec<Vec<u8>>) {
-    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
-    let mut r = dec.read_info().unwrap();
-    let (w, h) = (r.info().width, r.info().height);
-    let n = r.info().animation_control.map_or(1, |a| a.num_frames);
-    let mut frames = Vec::new();
-    for _ in 0..n {
-        let mut buf = vec![0; r.output_buffer_size().unwrap()];
-        let fi = r.next_frame(&mut buf).unwrap();
-        buf.truncate(fi.buffer_size());
-        frames.push(buf);
-    }
-    (w, h, n, frames)
-}
-
 #[test]
 fn demo_writes_the_clip_and_matches_pytorch_psnr() {
     let tmp = tempfile::tempdir().unwrap();
@@ -42,9 +27,9 @@ fn demo_writes_the_clip_and_matches_pytorch_psnr() {
 
     let (gd, gt) = movq::io::read_npy::<f32>(&assets.join("frames.npy")).unwrap();
     let (t, h, w) = (gd[0], gd[1], gd[2]);
-    let (pw, ph, n, decoded) = png_frames(&out.join("demo.apng"));
-    assert_eq!((pw as usize, ph as usize, n as usize), (w, h, t));
-    let (_, _, _, truth) = png_frames(&out.join("ground_truth.apng"));
+    let (pw, ph, n, decoded) = common::png_frames(&out.join("demo.apng"));
+    assert_eq!((pw as usize, ph as usize, n), (w, h, Some(t as u32)));
+    let (_, _, _, truth) = common::png_frames(&out.join("ground_truth.apng"));
     let gt8: Vec<u8> = gt.iter().map(|&v| v as u8).collect();
     assert_eq!(truth.concat(), gt8, "ground_truth.apng holds the bundled frames");
     // The printed PSNR is the one of the written frames.
@@ -53,7 +38,7 @@ fn demo_writes_the_clip_and_matches_pytorch_psnr() {
     let written_psnr = 10.0 * (255.0f64 * 255.0 / mse).log10();
     assert!((written_psnr - psnr).abs() < 0.01, "{written_psnr} vs {psnr}");
     for (i, frame) in decoded.iter().enumerate() {
-        let (_, _, _, f) = png_frames(&out.join(format!("frames/frame_{i:05}.png")));
+        let (_, _, _, f) = common::png_frames(&out.join(format!("frames/frame_{i:05}.png")));
         assert_eq!(&f[0], frame, "frame {i}");
     }
 }

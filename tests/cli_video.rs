@@ -69,23 +69,6 @@ fn expected_rgb(y: &[f32], d: &[usize]) -> Vec<Vec<Vec<u8>>> {
         .collect()
 }
 
-fn read_png_frames(path: &Path) -> (u32, u32, Option<u32>, Vec<Vec<u8>>) {
-    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
-    let mut r = dec.read_info().unwrap();
-    let info = r.info();
-    let (w, h) = (info.width, info.height);
-    let animated = info.animation_control.map(|a| a.num_frames);
-    assert_eq!((info.color_type, info.bit_depth), (png::ColorType::Rgb, png::BitDepth::Eight));
-    let mut frames = Vec::new();
-    for _ in 0..animated.unwrap_or(1) {
-        let mut buf = vec![0; r.output_buffer_size().unwrap()];
-        let fi = r.next_frame(&mut buf).unwrap();
-        buf.truncate(fi.buffer_size());
-        frames.push(buf);
-    }
-    (w, h, animated, frames)
-}
-
 #[test]
 fn every_output_format_reads_back_as_the_decoded_tensor() {
     let tmp = tempfile::tempdir().unwrap();
@@ -111,7 +94,7 @@ fn every_output_format_reads_back_as_the_decoded_tensor() {
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     assert!(!d.join("y.apng").exists(), "batch 2 writes y_b0.apng, y_b1.apng");
     for (b, rgb_b) in rgb.iter().enumerate() {
-        let (pw, ph, n, frames) = read_png_frames(&d.join(format!("y_b{b}.apng")));
+        let (pw, ph, n, frames) = common::png_frames(&d.join(format!("y_b{b}.apng")));
         assert_eq!((pw, ph, n), (12, 10, Some(5)));
         assert_eq!(&frames, rgb_b);
     }
@@ -121,7 +104,7 @@ fn every_output_format_reads_back_as_the_decoded_tensor() {
     assert!(String::from_utf8_lossy(&st.stderr).contains("--apng"));
     let st = decode(&w, &z, &d.join("a.png"), &["--apng"]);
     assert!(st.status.success());
-    assert_eq!(read_png_frames(&d.join("a_b1.png")).3, rgb[1]);
+    assert_eq!(common::png_frames(&d.join("a_b1.png")).3, rgb[1]);
 
     // A directory of PNG frames per sample.
     let st = decode(&w, &z, &d.join("frames/"), &[]);
@@ -135,7 +118,7 @@ fn every_output_format_reads_back_as_the_decoded_tensor() {
         names.sort();
         assert_eq!(names, (0..5).map(|i| format!("frame_{i:05}.png")).collect::<Vec<_>>());
         for (i, name) in names.iter().enumerate() {
-            let (pw, ph, n, frames) = read_png_frames(&dir.join(name));
+            let (pw, ph, n, frames) = common::png_frames(&dir.join(name));
             assert_eq!((pw, ph, n), (12, 10, None));
             assert_eq!(frames[0], rgb_b[i]);
         }

@@ -74,12 +74,12 @@ fn figures(a: &[f64], b: &[f64]) -> Figures {
     Figures { max_abs, worst, rel_l2: if r2 > 0.0 { (d2 / r2).sqrt() } else { d2.sqrt() }, mse: d2 / n }
 }
 
-fn psnr(mse: f64, range: f64) -> f64 {
+pub fn psnr(mse: f64, range: f64) -> f64 {
     if mse == 0.0 { f64::INFINITY } else { 10.0 * (range * range / mse).log10() }
 }
 
 /// The multi-index of flat position `i` in `dims` (row-major).
-fn unravel(mut i: usize, dims: &[usize]) -> Vec<usize> {
+pub fn unravel(mut i: usize, dims: &[usize]) -> Vec<usize> {
     let mut idx = vec![0; dims.len()];
     for (k, &d) in dims.iter().enumerate().rev() {
         idx[k] = i % d.max(1);

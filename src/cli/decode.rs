@@ -233,14 +233,7 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
     let bad = z.data().iter().filter(|v| !v.is_finite()).count();
     if bad > 0 {
         let i = z.data().iter().position(|v| !v.is_finite()).unwrap_or(0);
-        let s = z.shape();
-        let first = [
-            i / (s.c * s.d * s.h * s.w),
-            i / (s.d * s.h * s.w) % s.c,
-            i / (s.h * s.w) % s.d,
-            i / s.w % s.h,
-            i % s.w,
-        ];
+        let first = super::compare::unravel(i, &z.shape().dims()).try_into().expect("rank 5");
         let e = movq::Error::NonFiniteLatent { path: a.latent.clone(), count: bad, first };
         if !a.allow_nonfinite {
             return Err(e.into());

@@ -77,7 +77,7 @@ pub fn demo(a: &DemoArgs) -> Result<()> {
         sq += frame.iter().zip(truth).map(|(&p, &q)| (p as f64 - q as f64).powi(2)).sum::<f64>();
     }
     let mse = sq / gt.len() as f64;
-    let psnr = 10.0 * (255.0f64 * 255.0 / mse).log10();
+    let psnr = super::compare::psnr(mse, 255.0);
 
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let apng = a.out.join("demo.apng");

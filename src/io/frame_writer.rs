@@ -18,17 +18,6 @@ pub enum Container {
     Safetensors,
 }
 
-impl Container {
-    /// From the output path's extension: `.npy`, else safetensors.
-    pub fn from_path(path: &Path) -> Self {
-        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
-            Container::Npy
-        } else {
-            Container::Safetensors
-        }
-    }
-}
-
 pub struct FrameWriter {
     path: PathBuf,
     tmp: PathBuf,
@@ -56,11 +45,7 @@ impl FrameWriter {
             Container::Npy => npy_header(shape, elem),
             Container::Safetensors => safetensors_header(shape, elem, data_len, metadata),
         };
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let name = path
-            .file_name()
-            .ok_or_else(|| Error::io(path, std::io::Error::other("output path has no file name")))?;
-        let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+        let tmp = super::tmp_sibling(path)?;
         let mut w = FrameWriter {
             path: path.to_path_buf(),
             tmp: tmp.clone(),

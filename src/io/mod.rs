@@ -48,17 +48,23 @@ pub fn read_latent<T: Element>(path: &Path, key: Option<&str>) -> Result<Tensor<
     Tensor::from_vec(shape, data)
 }
 
+/// The hidden temporary `.name.tmp-PID` beside `path`, where an output is built before the
+/// rename that makes it appear complete.
+pub(crate) fn tmp_sibling(path: &Path) -> Result<std::path::PathBuf> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::io(path, std::io::Error::other("output path has no file name")))?;
+    Ok(dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id())))
+}
+
 /// Writes a file through `write` into a temporary sibling and renames it to `path` only when
 /// everything succeeded; on any error the temporary file is removed and `path` is untouched.
 pub fn atomic_write(
     path: &Path,
     write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::io(path, std::io::Error::other("output path has no file name")))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
+    let tmp = tmp_sibling(path)?;
     let result = (|| {
         let file = std::fs::File::create(&tmp)?;
         let mut w = std::io::BufWriter::new(file);

@@ -83,14 +83,6 @@ pub fn sample_path(path: &Path, i: usize, n: usize) -> PathBuf {
     path.with_file_name(name)
 }
 
-fn tmp_sibling(path: &Path) -> Result<PathBuf> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::io(path, std::io::Error::other("output path has no file name")))?;
-    Ok(dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id())))
-}
-
 /// True for a directory movq may replace: empty, or holding only `frame_*.png` files.
 fn is_frame_dir(path: &Path) -> std::io::Result<bool> {
     for entry in std::fs::read_dir(path)? {
@@ -149,7 +141,7 @@ impl VideoWriter {
         let mut w = VideoWriter { opts, shape, outputs: Vec::new(), next: 0, pending: BTreeMap::new() };
         for i in 0..shape.n {
             let path = sample_path(path, i, shape.n);
-            let tmp = tmp_sibling(&path)?;
+            let tmp = super::tmp_sibling(&path)?;
             let io = |e| Error::io(&path, e);
             let exists_as_dir = path.is_dir();
             if opts.format == VideoFormat::PngDir {

@@ -50,3 +50,21 @@ pub fn movq_shell_prefix() -> String {
     let runner = std::env::var("MOVQ_TEST_RUNNER").unwrap_or_default();
     format!("{runner} '{}'", env!("CARGO_BIN_EXE_movq"))
 }
+
+/// A PNG's width, height, APNG frame count (None for a still PNG) and frames as 8-bit RGB.
+pub fn png_frames(path: &std::path::Path) -> (u32, u32, Option<u32>, Vec<Vec<u8>>) {
+    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut r = dec.read_info().unwrap();
+    let info = r.info();
+    let (w, h) = (info.width, info.height);
+    let animated = info.animation_control.map(|a| a.num_frames);
+    assert_eq!((info.color_type, info.bit_depth), (png::ColorType::Rgb, png::BitDepth::Eight));
+    let mut frames = Vec::new();
+    for _ in 0..animated.unwrap_or(1) {
+        let mut buf = vec![0; r.output_buffer_size().unwrap()];
+        let fi = r.next_frame(&mut buf).unwrap();
+        buf.truncate(fi.buffer_size());
+        frames.push(buf);
+    }
+    (w, h, animated, frames)
+}
