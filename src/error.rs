@@ -11,9 +11,33 @@ pub enum Error {
     #[error("{}: {cause}", path.display())]
     Io { path: PathBuf, cause: std::io::Error },
 
-    /// A safetensors or npy file is malformed (bad header, truncated data, bad offsets).
+    /// A file is malformed in a way no more specific variant names (a model folder without
+    /// weights, a shard index without a weight map, ...).
     #[error("{}: invalid file: {reason}", path.display())]
     InvalidFile { path: PathBuf, reason: String },
+
+    /// The file is shorter than its header says: the tensors need `needed` bytes, it has `got`.
+    #[error("{}: truncated file: {what} needs {needed} bytes, the file has {got}", path.display())]
+    Truncated { path: PathBuf, what: String, needed: u64, got: u64 },
+
+    /// The header length field is larger than the file or than the cap on header sizes.
+    #[error("{}: header length {header_len} is {}", path.display(),
+        if header_len > limit { format!("larger than the {limit}-byte limit") }
+        else { format!("larger than the file ({file_len} bytes); truncated, or not a {format} file") })]
+    HeaderLength { path: PathBuf, format: &'static str, header_len: u64, file_len: u64, limit: u64 },
+
+    /// The header is not valid (not UTF-8, not JSON, or entries of the wrong form).
+    #[error("{}: invalid {format} header: {reason}", path.display())]
+    InvalidHeader { path: PathBuf, format: &'static str, reason: String },
+
+    /// A tensor's data offsets are reversed, outside the data section, or overlap another's.
+    #[error("{}: tensor `{name}` has data offsets {offsets:?} that {reason}", path.display())]
+    BadOffsets { path: PathBuf, name: String, offsets: [u64; 2], reason: String },
+
+    /// A tensor's byte length does not match its shape and dtype.
+    #[error("{}: tensor `{name}` of shape {shape:?} and dtype {dtype} needs {needed} bytes, the file gives it {got}",
+        path.display())]
+    ByteSize { path: PathBuf, name: String, shape: Vec<usize>, dtype: String, needed: u64, got: u64 },
 
     /// A weight the model needs is not in the file.
     #[error("{}: missing weight `{name}` (expected shape {expected:?})", path.display())]
@@ -32,8 +56,36 @@ pub enum Error {
     UnsupportedDtype { path: PathBuf, name: String, dtype: String },
 
     /// The latent holds NaN or infinite values (the decode would spread them over the output).
-    #[error("{}: the latent has {count} NaN or infinite values (first at (b, c, t, h, w) = {first:?}); pass --allow-nonfinite to decode anyway", path.display())]
+    #[error("{}: the latent has {count} NaN or infinite values (first at (b, c, t, h, w) = ({}, {}, {}, {}, {})); pass --allow-nonfinite to decode anyway",
+        path.display(), first[0], first[1], first[2], first[3], first[4])]
     NonFiniteLatent { path: PathBuf, count: usize, first: [usize; 5] },
+
+    /// The latent is not rank 5 (b, c, t, h, w).
+    #[error("{}: latent `{name}` has shape {shape:?}; expected rank 5 (b, c, t, h, w)", path.display())]
+    LatentRank { path: PathBuf, name: String, shape: Vec<usize> },
+
+    /// The latent has a zero-size axis: there is nothing to decode.
+    #[error("{}: latent `{name}` has shape {shape:?} with an empty axis; nothing to decode", path.display())]
+    EmptyLatent { path: PathBuf, name: String, shape: Vec<usize> },
+
+    /// The latent's channel count is not the decoder's z channels.
+    #[error("latent z {shape} has {got} channels, the decoder takes {expected} (z_channels)")]
+    LatentChannels { shape: String, expected: usize, got: usize },
+
+    /// A GroupNorm over `channels` channels cannot split them into `groups` groups.
+    #[error("{place}: {channels} channels are not divisible by the {groups} GroupNorm groups")]
+    GroupCount { place: String, channels: usize, groups: usize },
+
+    /// The output cannot be created (missing directory, no permission, read-only file system).
+    /// Checked before decoding starts.
+    #[error("{}: cannot write the output: {cause}", path.display())]
+    OutputNotWritable { path: PathBuf, cause: std::io::Error },
+
+    /// The decode's estimated peak memory exceeds the budget (`--max-memory`, default the
+    /// memory the system reports available). Checked before any work starts.
+    #[error("this decode needs about {:.2} GiB but the memory budget is {:.2} GiB; try {hint}, or --force to try anyway",
+        *needed as f64 / (1u64 << 30) as f64, *budget as f64 / (1u64 << 30) as f64)]
+    OverMemoryBudget { needed: u64, budget: u64, hint: &'static str },
 
     /// An operation got an input of the wrong shape.
     #[error("{op}: expected input shape {expected}, got {got}")]

@@ -116,7 +116,10 @@ fn cli_bad_input_exits_2_with_named_error_and_no_output() {
         .unwrap();
     assert_eq!(st.status.code(), Some(2));
     let err = String::from_utf8_lossy(&st.stderr);
-    assert!(err.contains("decoder input z") && err.contains("(1, 3, 9, 64, 64)"), "{err}");
+    assert!(
+        err.contains("has 3 channels, the decoder takes 8") && err.contains("(1, 3, 9, 64, 64)"),
+        "{err}"
+    );
     assert!(!out.exists());
     // A missing weights file.
     let st = movq()

@@ -295,7 +295,7 @@ fn nonfinite_latent_is_refused_unless_allowed() {
     assert_eq!(st.status.code(), Some(2));
     let err = String::from_utf8_lossy(&st.stderr);
     assert!(
-        err.contains("bad.npy") && err.contains("2 NaN or infinite") && err.contains("[0, 2, 1, 0, 2]"),
+        err.contains("bad.npy") && err.contains("2 NaN or infinite") && err.contains("(0, 2, 1, 0, 2)"),
         "{err}"
     );
     assert!(!out.exists());

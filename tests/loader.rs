@@ -53,11 +53,17 @@ fn loader_rejects_truncated_file() {
     for cut in [0, 5, 8, 20, bytes.len() - 1] {
         std::fs::write(&path, &bytes[..cut]).unwrap();
         match load(&path) {
-            Err(Error::InvalidFile { path: p, reason }) => {
+            // Cut inside the length field or the data: the file is shorter than it says.
+            Err(Error::Truncated { path: p, needed, got, .. }) if !(8..=20).contains(&cut) => {
                 assert_eq!(p, path);
-                assert!(!reason.is_empty());
+                assert_eq!(got, cut as u64);
+                assert!(needed > got);
             }
-            other => panic!("cut at {cut}: expected InvalidFile, got {other:?}"),
+            // Cut inside the header: its length field points past the end.
+            Err(Error::HeaderLength { path: p, file_len, .. }) if (8..=20).contains(&cut) => {
+                assert_eq!((p, file_len), (path.clone(), cut as u64));
+            }
+            other => panic!("cut at {cut}: expected Truncated or HeaderLength, got {other:?}"),
         }
     }
 }
@@ -143,7 +149,7 @@ fn decoder_rejects_latent_with_wrong_channels() {
     let loader = Loader::random(3);
     let dec = Decoder::<f32>::load(&loader.root(), &cfg).unwrap();
     let z = movq::Tensor::<f32>::zeros(movq::Shape::new(1, 5, 2, 2, 2)).unwrap();
-    assert!(matches!(dec.forward(&z), Err(Error::ShapeMismatch { .. })));
+    assert!(matches!(dec.forward(&z), Err(Error::LatentChannels { expected: 4, got: 5, .. })));
     let z = movq::Tensor::<f32>::zeros(movq::Shape::new(1, 4, 0, 2, 2)).unwrap();
     assert!(matches!(dec.forward(&z), Err(Error::ShapeMismatch { .. })));
 }

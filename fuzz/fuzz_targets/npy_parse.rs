@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = movq::io::parse_npy::<f32>(data);
+    let _ = movq::io::parse_npy::<f32>(std::path::Path::new("fuzz.npy"), data);
 });

@@ -209,8 +209,8 @@ pub fn peak_rss_mib() -> Option<f64> {
 
 /// Reads the latent in `layout` and returns it as (b, c, t, h, w).
 fn latent<T: Float>(a: &DecodeArgs) -> Result<Tensor<T>> {
-    let z: Tensor<T> = read_latent(&a.latent, a.latent_key.as_deref())
-        .with_context(|| format!("reading latent {}", a.latent.display()))?;
+    // Every read_latent error names the file.
+    let z: Tensor<T> = read_latent(&a.latent, a.latent_key.as_deref())?;
     if a.layout == Layout::Bcthw {
         return Ok(z);
     }
@@ -230,11 +230,7 @@ fn latent<T: Float>(a: &DecodeArgs) -> Result<Tensor<T>> {
 fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<()> {
     let t0 = Instant::now();
     let mut z: Tensor<T> = latent(a)?;
-    let bad = z.data().iter().filter(|v| !v.is_finite()).count();
-    if bad > 0 {
-        let i = z.data().iter().position(|v| !v.is_finite()).unwrap_or(0);
-        let first = super::compare::unravel(i, &z.shape().dims()).try_into().expect("rank 5");
-        let e = movq::Error::NonFiniteLatent { path: a.latent.clone(), count: bad, first };
+    if let Err(e) = movq::io::check_finite(&a.latent, &z) {
         if !a.allow_nonfinite {
             return Err(e.into());
         }
@@ -266,7 +262,9 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
     }
     let decoder =
         ck.load::<T>().with_context(|| format!("loading decoder weights from {}", a.weights.display()))?;
-    let out_shape = decoder.decoded_shape(z.shape(), mode)?;
+    let out_shape = decoder
+        .decoded_shape(z.shape(), mode)
+        .with_context(|| format!("decoding latent {}", a.latent.display()))?;
     let weight_bytes: u64 = ck.files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     let weight_bytes = weight_bytes * (std::mem::size_of::<T>() as u64 / 4).max(1);
     let estimate =
@@ -280,18 +278,9 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
         (None, avail) => avail,
     };
     if let Some(budget) = budget
-        && estimate > budget
         && !a.force
     {
-        let hint = match mode {
-            DecodeMode::Tiled(_) => "a smaller latent (fewer samples per file)",
-            _ => "--mode tiled",
-        };
-        bail!(
-            "this decode needs about {:.2} GiB but the budget is {:.2} GiB; try {hint}, or --force to try anyway",
-            gib(estimate),
-            gib(budget)
-        );
+        movq::model::memory::check_budget(estimate, budget, mode)?;
     }
     let mut meta = BTreeMap::new();
     meta.insert("producer".to_string(), format!("movq {}", env!("CARGO_PKG_VERSION")));

@@ -28,10 +28,6 @@ pub struct DemoArgs {
     pub fps: u32,
 }
 
-fn bundled<T>(what: &str, r: std::result::Result<T, String>) -> Result<T> {
-    r.map_err(|e| anyhow::anyhow!("bundled {what}: {e}"))
-}
-
 /// Writes video (1, 3, t, h, w) to `path` as `format`.
 fn write_video(path: &Path, y: &Tensor<f32>, format: VideoFormat, fps: u32) -> Result<()> {
     let opts = VideoOptions { format, fps, chroma: Chroma::C444 };
@@ -48,9 +44,9 @@ pub fn demo(a: &DemoArgs) -> Result<()> {
     let loader = Loader::new(&file, "");
     let decoder = Decoder::<f32>::load(&loader.root(), &cfg)?;
     loader.finish()?;
-    let (zd, zv) = bundled("latent", parse_npy::<f32>(LATENT))?;
+    let (zd, zv) = parse_npy::<f32>(Path::new("<bundled demo latent>"), LATENT)?;
     let z = Tensor::from_vec(Shape::from_dims(&zd)?, zv)?;
-    let (gd, gt) = bundled("frames", parse_npy::<f32>(FRAMES))?;
+    let (gd, gt) = parse_npy::<f32>(Path::new("<bundled demo frames>"), FRAMES)?;
     let params: usize =
         file.names().filter_map(|n| file.info(n)).map(|i| i.shape.iter().product::<usize>()).sum();
     eprintln!(

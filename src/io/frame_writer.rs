@@ -56,7 +56,7 @@ impl FrameWriter {
             frames_written: vec![false; shape.d],
         };
         let io = |e| Error::io(path, e);
-        let mut file = File::create(&tmp).map_err(io)?;
+        let mut file = File::create(&tmp).map_err(super::not_writable(path))?;
         w.file = Some(file.try_clone().map_err(io)?);
         file.write_all(&header).map_err(io)?;
         file.set_len(header.len() as u64 + data_len as u64).map_err(io)?;

@@ -4,12 +4,14 @@
 mod frame_writer;
 mod npy;
 mod safetensors;
+mod safetensors_header;
 mod var_path;
 mod video;
 
 pub use frame_writer::{Container, FrameWriter};
 pub use npy::{parse_npy, read_npy, write_npy};
 pub use safetensors::{TensorInfo, WeightFile, write_safetensors, write_tensors};
+pub use safetensors_header::MAX_HEADER_BYTES;
 pub use var_path::{Loader, MapElem, Param, SplitMix64, VarPath};
 pub use video::{
     Chroma, VideoFormat, VideoOptions, VideoWriter, pixel_u8_f32, pixel_u8_f64, rgb8, sample_path, ycbcr,
@@ -40,12 +42,22 @@ pub fn read_latent<T: Element>(path: &Path, key: Option<&str>) -> Result<Tensor<
         let (dims, data) = file.read::<T>(&name)?;
         (name, dims, data)
     };
-    let shape = Shape::from_dims(&dims).map_err(|_| Error::ShapeMismatch {
-        op: "latent",
-        expected: "rank 5 (b, c, t, h, w)".into(),
-        got: format!("{}: `{name}` has shape {dims:?}", path.display()),
-    })?;
+    if dims.len() != 5 {
+        return Err(Error::LatentRank { path: path.into(), name, shape: dims });
+    }
+    if dims.contains(&0) {
+        return Err(Error::EmptyLatent { path: path.into(), name, shape: dims });
+    }
+    let shape = Shape::from_dims(&dims)?;
     Tensor::from_vec(shape, data)
+}
+
+/// Refuses a latent holding NaN or infinite values ([`Error::NonFiniteLatent`], naming `path`,
+/// the count and the first index): decoding would spread them over the whole output.
+pub fn check_finite<T: Element>(path: &Path, z: &Tensor<T>) -> Result<()> {
+    let Some(i) = z.data().iter().position(|v| !v.is_finite()) else { return Ok(()) };
+    let count = z.data()[i..].iter().filter(|v| !v.is_finite()).count();
+    Err(Error::NonFiniteLatent { path: path.into(), count, first: z.shape().unravel(i) })
 }
 
 /// The hidden temporary `.name.tmp-PID` beside `path`, where an output is built before the
@@ -58,6 +70,11 @@ pub(crate) fn tmp_sibling(path: &Path) -> Result<std::path::PathBuf> {
     Ok(dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id())))
 }
 
+/// The error for an output whose temporary (and so the output itself) cannot be created.
+pub(crate) fn not_writable(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |cause| Error::OutputNotWritable { path: path.into(), cause }
+}
+
 /// Writes a file through `write` into a temporary sibling and renames it to `path` only when
 /// everything succeeded; on any error the temporary file is removed and `path` is untouched.
 pub fn atomic_write(
@@ -65,8 +82,8 @@ pub fn atomic_write(
     write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> Result<()> {
     let tmp = tmp_sibling(path)?;
+    let file = std::fs::File::create(&tmp).map_err(not_writable(path))?;
     let result = (|| {
-        let file = std::fs::File::create(&tmp)?;
         let mut w = std::io::BufWriter::new(file);
         write(&mut w)?;
         let file = w.into_inner().map_err(|e| e.into_error())?;

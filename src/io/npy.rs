@@ -12,54 +12,80 @@ const MAX_HEADER_BYTES: usize = 1 << 16;
 /// Reads an npy file into its shape and row-major data converted to `T`.
 pub fn read_npy<T: Element>(path: &Path) -> Result<(Vec<usize>, Vec<T>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    parse_npy(&bytes).map_err(|reason| Error::invalid_file(path, reason))
+    parse_npy(path, &bytes)
 }
 
-/// Parses npy bytes; the error is a human-readable reason.
-pub fn parse_npy<T: Element>(bytes: &[u8]) -> std::result::Result<(Vec<usize>, Vec<T>), String> {
+/// Parses the npy file `bytes`; `path` names it in errors.
+pub fn parse_npy<T: Element>(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<T>)> {
+    let invalid = |reason: String| Error::InvalidHeader { path: path.into(), format: "npy", reason };
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
-        return Err("not an npy file (missing \\x93NUMPY magic)".into());
+        return Err(invalid("not an npy file (missing \\x93NUMPY magic)".into()));
     }
     let (header_len, header_start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
         2 | 3 if bytes.len() >= 12 => {
             (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
         }
-        v => return Err(format!("unsupported npy version {v}")),
+        v => return Err(invalid(format!("unsupported npy version {v}"))),
     };
-    if header_len > MAX_HEADER_BYTES {
-        return Err(format!("npy header of {header_len} bytes is too large"));
-    }
     let data_start = header_start + header_len;
-    let header = bytes
-        .get(header_start..data_start)
-        .ok_or("npy header runs past the end of the file (truncated file?)")?;
-    let header = std::str::from_utf8(header).map_err(|_| "npy header is not text")?;
-    let descr = dict_value(header, "descr").ok_or("npy header has no 'descr'")?;
-    let descr = descr.trim_matches(|c| c == '\'' || c == '"');
-    let fortran = dict_value(header, "fortran_order").ok_or("npy header has no 'fortran_order'")?;
-    if fortran != "False" {
-        return Err("Fortran-ordered npy arrays are not supported; save with C order".into());
+    if header_len > MAX_HEADER_BYTES || data_start > bytes.len() {
+        return Err(Error::HeaderLength {
+            path: path.into(),
+            format: "npy",
+            header_len: header_len as u64,
+            file_len: bytes.len() as u64,
+            limit: MAX_HEADER_BYTES as u64,
+        });
     }
-    let shape_text = dict_value(header, "shape").ok_or("npy header has no 'shape'")?;
-    let shape = parse_shape(shape_text)?;
-    let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("npy shape overflows")?;
+    let header = std::str::from_utf8(&bytes[header_start..data_start])
+        .map_err(|_| invalid("header is not text".into()))?;
+    let field =
+        |key: &str| dict_value(header, key).ok_or_else(|| invalid(format!("no '{key}' in {header:?}")));
+    let descr = field("descr")?.trim_matches(|c| c == '\'' || c == '"');
+    if field("fortran_order")? != "False" {
+        return Err(Error::Unsupported(format!(
+            "{}: Fortran-ordered npy arrays; save with C order",
+            path.display()
+        )));
+    }
+    let shape = parse_shape(field("shape")?).map_err(invalid)?;
     let elem = match descr {
         "<f4" => 4,
         "<f8" => 8,
         "<f2" => 2,
         "|u1" => 1,
         other => {
-            return Err(format!("unsupported npy dtype '{other}' (supported: <f4, <f8, <f2, |u1)"));
+            return Err(Error::UnsupportedDtype {
+                path: path.into(),
+                name: "npy array".into(),
+                dtype: format!("'{other}' (npy; supported: <f4, <f8, <f2, |u1)"),
+            });
         }
     };
-    let nbytes = numel.checked_mul(elem).ok_or("npy size overflows")?;
+    let nbytes =
+        shape.iter().try_fold(elem, |a: usize, &d| a.checked_mul(d)).ok_or_else(|| Error::TooLarge {
+            what: format!("{}: npy array of shape {shape:?}", path.display()),
+            reason: "its byte size overflows".into(),
+        })?;
     let data = &bytes[data_start..];
-    if data.len() != nbytes {
-        return Err(format!(
-            "npy data has {} bytes, shape {shape:?} of {descr} needs {nbytes} (truncated file?)",
-            data.len()
-        ));
+    if data.len() < nbytes {
+        return Err(Error::Truncated {
+            path: path.into(),
+            what: format!("an array of shape {shape:?} and dtype {descr}"),
+            needed: (data_start + nbytes) as u64,
+            got: bytes.len() as u64,
+        });
+    }
+    if data.len() > nbytes {
+        return Err(Error::ByteSize {
+            path: path.into(),
+            name: "npy array".into(),
+            shape,
+            dtype: descr.to_string(),
+            needed: nbytes as u64,
+            got: data.len() as u64,
+        });
     }
     let out = match elem {
         4 => {
@@ -140,7 +166,7 @@ mod tests {
     fn npy_reads_f32_c_order() {
         let data: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0].iter().flat_map(|x| x.to_le_bytes()).collect();
         let b = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2, 1, 3, 1), }", &data);
-        let (shape, v) = parse_npy::<f64>(&b).unwrap();
+        let (shape, v) = parse_npy::<f64>(Path::new("x.npy"), &b).unwrap();
         assert_eq!(shape, vec![1, 2, 1, 3, 1]);
         assert_eq!(v, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
     }
@@ -158,13 +184,33 @@ mod tests {
 
     #[test]
     fn npy_rejects_truncated_and_fortran_and_int() {
+        let p = Path::new("x.npy");
         let data = [0u8; 8];
         let b = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", &data);
-        assert!(parse_npy::<f32>(&b).unwrap_err().contains("truncated"));
+        let len = b.len() as u64;
+        assert!(
+            matches!(parse_npy::<f32>(p, &b), Err(Error::Truncated { needed, got, .. }) if (needed, got) == (len + 4, len))
+        );
+        let b = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }", &data);
+        assert!(matches!(parse_npy::<f32>(p, &b), Err(Error::ByteSize { needed: 4, got: 8, .. })));
         let b = npy("{'descr': '<f4', 'fortran_order': True, 'shape': (2,), }", &data);
-        assert!(parse_npy::<f32>(&b).unwrap_err().contains("Fortran"));
+        assert!(matches!(parse_npy::<f32>(p, &b), Err(Error::Unsupported(m)) if m.contains("Fortran")));
         let b = npy("{'descr': '<i8', 'fortran_order': False, 'shape': (1,), }", &data);
-        assert!(parse_npy::<f32>(&b).unwrap_err().contains("dtype"));
-        assert!(parse_npy::<f32>(b"\x93NUMPY\x01").is_err());
+        assert!(matches!(parse_npy::<f32>(p, &b), Err(Error::UnsupportedDtype { .. })));
+        assert!(matches!(parse_npy::<f32>(p, b"\x93NUMPY\x01"), Err(Error::InvalidHeader { .. })));
+    }
+
+    #[test]
+    fn npy_rejects_header_past_the_end_and_absurd_shapes() {
+        let p = Path::new("x.npy");
+        let mut b = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }", &[0; 4]);
+        let header_len = (b.len() - 10 - 4) as u64;
+        b.truncate(40);
+        let r = parse_npy::<f32>(p, &b);
+        assert!(matches!(r, Err(Error::HeaderLength { header_len: h, file_len: 40, .. }) if h == header_len));
+        let huge = "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4, 4611686018427387904, 8, 8), }";
+        assert!(matches!(parse_npy::<f32>(p, &npy(huge, &[])), Err(Error::TooLarge { .. })));
+        let bad = "{'descr': '<f4', 'fortran_order': False, 'shape': (1, -4), }";
+        assert!(matches!(parse_npy::<f32>(p, &npy(bad, &[])), Err(Error::InvalidHeader { .. })));
     }
 }

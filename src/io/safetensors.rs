@@ -1,14 +1,14 @@
 //! Memory-mapped safetensors reading with an owned index (no self-referential borrow), and an
 //! atomic safetensors writer.
 //!
-//! Header validation (size cap, JSON, offsets covering the data exactly, no overflow) is done by
-//! the `safetensors` crate; this file maps its errors to [`Error`] variants that name the file.
+//! Header validation (size cap, JSON, offsets inside the data and not overlapping, byte sizes
+//! matching shapes) is in `safetensors_header.rs`.
 
 use crate::error::{Error, Result};
 use crate::tensor::{Element, Tensor};
 use half::{bf16, f16};
 use memmap2::Mmap;
-use safetensors::{Dtype, SafeTensorError, SafeTensors};
+use safetensors::Dtype;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Write;
@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 pub struct TensorInfo {
     pub dtype: Dtype,
     pub shape: Vec<usize>,
-    start: usize,
-    end: usize,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
 }
 
 enum Backing {
@@ -37,20 +37,9 @@ pub struct WeightFile {
     metadata: HashMap<String, String>,
 }
 
-fn header_error(e: SafeTensorError) -> String {
-    match e {
-        SafeTensorError::HeaderTooLarge => "header length is larger than 100 MB".into(),
-        SafeTensorError::HeaderTooSmall => "file is shorter than the 8-byte header length".into(),
-        SafeTensorError::InvalidHeaderLength => {
-            "header length points past the end of the file (truncated file?)".into()
-        }
-        SafeTensorError::MetadataIncompleteBuffer => {
-            "tensor data does not match the file size (truncated file?)".into()
-        }
-        SafeTensorError::InvalidOffset(name) => {
-            format!("tensor `{name}` has data offsets that are out of order or overlap")
-        }
-        other => format!("{other}"),
+impl std::fmt::Debug for WeightFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeightFile").field("path", &self.path).field("tensors", &self.tensors.len()).finish()
     }
 }
 
@@ -61,7 +50,12 @@ impl WeightFile {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if len < 8 {
-            return Err(Error::invalid_file(path, header_error(SafeTensorError::HeaderTooSmall)));
+            return Err(Error::Truncated {
+                path: path.into(),
+                what: "the header length field".into(),
+                needed: 8,
+                got: len,
+            });
         }
         // SAFETY: the map is read-only and private to this process. Another process truncating
         // or rewriting the file while it is mapped would be undefined behaviour; movq never
@@ -80,19 +74,8 @@ impl WeightFile {
             Backing::Mmap(m) => m,
             Backing::Owned(v) => v,
         };
-        let (n, meta) =
-            SafeTensors::read_metadata(buf).map_err(|e| Error::invalid_file(&path, header_error(e)))?;
-        let data_start = 8 + n;
-        let data_len = buf.len() - data_start;
-        let mut tensors = BTreeMap::new();
-        for (name, info) in meta.tensors() {
-            let (start, end) = info.data_offsets;
-            if start > end || end > data_len {
-                return Err(Error::invalid_file(&path, format!("tensor `{name}` lies outside the file")));
-            }
-            tensors.insert(name, TensorInfo { dtype: info.dtype, shape: info.shape.clone(), start, end });
-        }
-        let metadata = meta.metadata().clone().unwrap_or_default();
+        let header = super::safetensors_header::parse(&path, buf)?;
+        let super::safetensors_header::Header { data_start, tensors, metadata } = header;
         Ok(WeightFile { path, bytes, data_start, tensors, metadata })
     }
 
@@ -169,7 +152,7 @@ impl WeightFile {
                 });
             }
         };
-        // read_metadata checked numel * dtype size == byte length.
+        // The header parser checked numel * dtype size == byte length.
         debug_assert_eq!(data.len(), info.shape.iter().product::<usize>());
         Ok((info.shape.clone(), data))
     }

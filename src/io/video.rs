@@ -143,29 +143,29 @@ impl VideoWriter {
             let path = sample_path(path, i, shape.n);
             let tmp = super::tmp_sibling(&path)?;
             let io = |e| Error::io(&path, e);
+            let cant = super::not_writable(&path);
             let exists_as_dir = path.is_dir();
             if opts.format == VideoFormat::PngDir {
                 if exists_as_dir && !is_frame_dir(&path).map_err(io)? {
-                    return Err(Error::io(
-                        &path,
-                        std::io::Error::other("the output directory holds files other than frame_*.png"),
-                    ));
+                    return Err(cant(std::io::Error::other(
+                        "the directory holds files other than frame_*.png; refusing to replace it",
+                    )));
                 }
                 if path.exists() && !exists_as_dir {
-                    return Err(Error::io(&path, std::io::Error::other("exists and is not a directory")));
+                    return Err(cant(std::io::Error::other("exists and is not a directory")));
                 }
             } else if exists_as_dir {
-                return Err(Error::io(&path, std::io::Error::other("is a directory")));
+                return Err(cant(std::io::Error::other("is a directory")));
             }
             // Registered before the temporary exists, so Drop removes it whatever fails next.
             w.outputs.push(Output { path: path.clone(), tmp: tmp.clone(), sink: None });
             let sink = match opts.format {
                 VideoFormat::PngDir => {
-                    std::fs::create_dir(&tmp).map_err(io)?;
+                    std::fs::create_dir(&tmp).map_err(cant)?;
                     Sink::PngDir
                 }
                 VideoFormat::Apng => {
-                    let file = File::create(&tmp).map_err(io)?;
+                    let file = File::create(&tmp).map_err(cant)?;
                     let sync = file.try_clone().map_err(io)?;
                     let mut enc = png::Encoder::new(file, shape.w as u32, shape.h as u32);
                     enc.set_color(png::ColorType::Rgb);
@@ -175,7 +175,7 @@ impl VideoWriter {
                     Sink::Apng(enc.write_header().map_err(|e| png_err(&path, e))?, sync)
                 }
                 VideoFormat::Y4m => {
-                    let mut f = BufWriter::new(File::create(&tmp).map_err(io)?);
+                    let mut f = BufWriter::new(File::create(&tmp).map_err(cant)?);
                     let c = if opts.chroma == Chroma::C444 { "C444" } else { "C420jpeg" };
                     writeln!(
                         f,

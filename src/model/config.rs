@@ -9,6 +9,10 @@ use std::path::Path;
 
 /// Channels per GroupNorm group count: every norm in these decoders has 32 groups.
 pub const NORM_GROUPS: usize = 32;
+/// Limits [`DecoderConfig::validate`] enforces.
+pub const MAX_LEVELS: usize = 16;
+pub const MAX_RES_BLOCKS: usize = 64;
+pub const MAX_CHANNELS: usize = 1 << 16;
 /// GroupNorm epsilon of every norm in these decoders.
 pub const NORM_EPS: f64 = 1e-6;
 
@@ -180,6 +184,27 @@ impl DecoderConfig {
                 return err(format!("{name} must be positive"));
             }
         }
+        // Far above any real decoder (CogVideoX: 4 levels, 3 blocks, 512 channels); they keep
+        // shape arithmetic and the per-block weight lists of a hostile config small.
+        if self.ch_mult.len() > MAX_LEVELS {
+            return err(format!(
+                "{} levels (ch_mult entries); at most {MAX_LEVELS} are supported",
+                self.ch_mult.len()
+            ));
+        }
+        if self.num_res_blocks > MAX_RES_BLOCKS {
+            return err(format!("num_res_blocks {} is above {MAX_RES_BLOCKS}", self.num_res_blocks));
+        }
+        for (name, v) in [
+            ("ch", self.ch),
+            ("out_ch", self.out_ch),
+            ("z_channels", self.z_channels),
+            ("zq_ch", self.zq_ch()),
+        ] {
+            if v > MAX_CHANNELS {
+                return err(format!("{name} {v} is above {MAX_CHANNELS} channels"));
+            }
+        }
         if self.temporal_compress_times == 0 {
             return err("temporal_compress_times must be >= 1 (upstream takes its log2)".into());
         }
@@ -198,10 +223,18 @@ impl DecoderConfig {
                 .ch
                 .checked_mul(m)
                 .ok_or_else(|| Error::InvalidConfig("ch * ch_mult overflows".into()))?;
-            if c == 0 || c % NORM_GROUPS != 0 {
-                return err(format!(
-                    "ch * ch_mult[{i}] = {c} channels is not a positive multiple of the {NORM_GROUPS} GroupNorm groups"
-                ));
+            if c == 0 {
+                return err(format!("ch_mult[{i}] is 0"));
+            }
+            if c > MAX_CHANNELS {
+                return err(format!("ch * ch_mult[{i}] = {c} is above {MAX_CHANNELS} channels"));
+            }
+            if c % NORM_GROUPS != 0 {
+                return Err(Error::GroupCount {
+                    place: format!("level {i} (ch {} * ch_mult[{i}] {m})", self.ch),
+                    channels: c,
+                    groups: NORM_GROUPS,
+                });
             }
         }
         if self.zq_ch() != self.z_channels && !self.uses_post_quant_conv() {
@@ -268,11 +301,7 @@ impl DecoderConfig {
     /// Input shape check and output shape for a latent of `z` (spec 7.3), with checked sizes.
     pub fn output_shape(&self, z: Shape) -> Result<Shape> {
         if z.c != self.zq_ch() {
-            return Err(Error::ShapeMismatch {
-                op: "decoder input z",
-                expected: format!("(b, {}, t, h, w)", self.zq_ch()),
-                got: z.to_string(),
-            });
+            return Err(Error::LatentChannels { shape: z.to_string(), expected: self.zq_ch(), got: z.c });
         }
         if z.n == 0 || z.d == 0 || z.h == 0 || z.w == 0 {
             return Err(Error::ShapeMismatch {
@@ -328,12 +357,13 @@ mod tests {
         let bad = [
             DecoderConfig { zq_ch: Some(12), ..base.clone() },
             DecoderConfig { ch_mult: vec![], ..base.clone() },
-            DecoderConfig { ch: 100, ..base.clone() },
             DecoderConfig { temporal_compress_times: 0, ..base.clone() },
         ];
         for c in bad {
             assert!(matches!(c.validate(), Err(Error::InvalidConfig(_))), "{c:?}");
         }
+        let c = DecoderConfig { ch: 100, ..base.clone() };
+        assert!(matches!(c.validate(), Err(Error::GroupCount { channels: 100, .. })));
         let ok = DecoderConfig {
             class: DecoderClass::NewDecoder3d,
             post_quant_conv: true,

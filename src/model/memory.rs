@@ -9,7 +9,7 @@
 
 use super::chunked::{DecodeMode, chunk_schedule};
 use super::config::DecoderConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::tensor::Shape;
 
 /// Fixed convolution scratch: Winograd strip caches and transformed weights, im2col tiles.
@@ -102,6 +102,19 @@ pub fn estimate_peak_bytes(
         DecodeMode::Tiled(_) => per_call(z.h, z.w, chunk_t, true) + full_out,
     };
     Ok(weight_bytes + CONV_SCRATCH_BYTES + work)
+}
+
+/// Refuses a decode whose `estimate` (from [`estimate_peak_bytes`]) exceeds `budget` bytes,
+/// with a hint that fits `mode`.
+pub fn check_budget(estimate: u64, budget: u64, mode: &DecodeMode) -> Result<()> {
+    if estimate <= budget {
+        return Ok(());
+    }
+    let hint = match mode {
+        DecodeMode::Tiled(_) => "a smaller latent (fewer samples per file)",
+        _ => "--mode tiled",
+    };
+    Err(Error::OverMemoryBudget { needed: estimate, budget, hint })
 }
 
 /// Bytes of memory available to a new allocation (Linux `MemAvailable`), if known.

@@ -19,10 +19,7 @@ pub struct GroupNorm<T> {
 impl<T: Float> GroupNorm<T> {
     pub fn load(vp: &VarPath, c: usize) -> Result<Self> {
         if c % NORM_GROUPS != 0 {
-            return Err(Error::InvalidConfig(format!(
-                "{}: {c} channels are not divisible by {NORM_GROUPS} GroupNorm groups",
-                vp.path()
-            )));
+            return Err(Error::GroupCount { place: vp.path().to_string(), channels: c, groups: NORM_GROUPS });
         }
         Ok(GroupNorm { weight: vp.get("weight", &[c])?, bias: vp.get("bias", &[c])? })
     }

@@ -56,15 +56,18 @@ impl<T: Float> NormPlan<T> {
         silu: bool,
     ) -> Result<Self> {
         let s = x.shape();
-        if p.groups == 0 || s.c % p.groups != 0 || gamma.len() != s.c || beta.len() != s.c {
+        if p.groups == 0 || s.c % p.groups != 0 {
+            return Err(Error::GroupCount {
+                place: format!("GroupNorm of x {s}"),
+                channels: s.c,
+                groups: p.groups,
+            });
+        }
+        if gamma.len() != s.c || beta.len() != s.c {
             return Err(Error::ShapeMismatch {
                 op: "GroupNorm",
-                expected: format!(
-                    "channels divisible by {} groups, matching affine of {}",
-                    p.groups,
-                    gamma.len()
-                ),
-                got: s.to_string(),
+                expected: format!("affine parameters of {} channels", s.c),
+                got: format!("{} and {}", gamma.len(), beta.len()),
             });
         }
         check_modulation(&modulation, s)?;
