@@ -229,7 +229,8 @@ fn channels_not_divisible_by_the_group_count_is_group_count() {
 
 #[test]
 fn config_values_out_of_range_are_invalid_config() {
-    let cases: [(&str, fn(&mut serde_json::Value)); 8] = [
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, Edit); 8] = [
         ("temporal_compress_times", |v| v["temporal_compress_times"] = json!(3)),
         ("ch_mult is empty", |v| v["ch_mult"] = json!([])),
         ("ch_mult[1] is 0", |v| v["ch_mult"] = json!([1, 0])),
