@@ -1,8 +1,9 @@
-//! Arbitrary bytes as an npy file: parsing must not panic.
+//! Arbitrary bytes as an npy file (see harness::npy_parse).
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
+// Each target uses one harness of the shared module.
+#[allow(dead_code)]
+#[path = "../harness/mod.rs"]
+mod harness;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = movq::io::parse_npy::<f32>(std::path::Path::new("fuzz.npy"), data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::npy_parse(data));

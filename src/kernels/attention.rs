@@ -81,10 +81,14 @@ mod tests {
     use crate::kernels::reference;
     use proptest::prelude::*;
 
+    /// Past two key tiles (TILE_K = 512) natively; under Miri, which interprets every flop,
+    /// past two query tiles only (the key-tile rescaling is then exercised natively alone).
+    const MAX_TOKENS: usize = if cfg!(miri) { 140 } else { 1100 };
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
         #[test]
-        fn attention_tile_matches_reference(c in 1usize..9, n_tokens in 1usize..1100, seed in any::<u32>(), mag in 0.1f64..6.0) {
+        fn attention_tile_matches_reference(c in 1usize..9, n_tokens in 1usize..MAX_TOKENS, seed in any::<u32>(), mag in 0.1f64..6.0) {
             let ch_stride = n_tokens + 3;
             let len = c * ch_stride;
             let make = |o: u32| -> Vec<f64> { (0..len).map(|i| (i as f64 * 0.7 + (seed ^ o) as f64 * 0.013).sin() * mag).collect() };
