@@ -78,16 +78,6 @@ pub fn psnr(mse: f64, range: f64) -> f64 {
     if mse == 0.0 { f64::INFINITY } else { 10.0 * (range * range / mse).log10() }
 }
 
-/// The multi-index of flat position `i` in `dims` (row-major).
-pub fn unravel(mut i: usize, dims: &[usize]) -> Vec<usize> {
-    let mut idx = vec![0; dims.len()];
-    for (k, &d) in dims.iter().enumerate().rev() {
-        idx[k] = i % d.max(1);
-        i /= d.max(1);
-    }
-    idx
-}
-
 /// Prints the comparison; returns false if a bound is exceeded.
 pub fn compare(args: &CompareArgs) -> Result<bool> {
     let (da, a) =
@@ -104,7 +94,7 @@ pub fn compare(args: &CompareArgs) -> Result<bool> {
     println!(
         "max_abs     {:.6e} at {:?} (A {:.9e}, B {:.9e})",
         f.max_abs,
-        unravel(f.worst, &da),
+        movq::tensor::unravel(f.worst, &da),
         a.get(f.worst).copied().unwrap_or(f64::NAN),
         b.get(f.worst).copied().unwrap_or(f64::NAN)
     );

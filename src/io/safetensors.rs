@@ -50,12 +50,9 @@ impl WeightFile {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if len < 8 {
-            return Err(Error::Truncated {
-                path: path.into(),
-                what: "the header length field".into(),
-                needed: 8,
-                got: len,
-            });
+            // Too short to map usefully (an empty file cannot be mapped); the parser names the defect.
+            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            return Self::parse(path.to_path_buf(), Backing::Owned(bytes));
         }
         // SAFETY: the map is read-only and private to this process. Another process truncating
         // or rewriting the file while it is mapped would be undefined behaviour; movq never

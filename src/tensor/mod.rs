@@ -97,6 +97,16 @@ impl Element for f64 {
     }
 }
 
+/// The multi-index of flat position `i` in `dims` (row-major).
+pub fn unravel(mut i: usize, dims: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0; dims.len()];
+    for (k, &d) in dims.iter().enumerate().rev() {
+        idx[k] = i % d.max(1);
+        i /= d.max(1);
+    }
+    idx
+}
+
 /// Allocates `len` copies of `value`, returning an error instead of aborting when the
 /// allocation cannot be made.
 pub fn try_filled<T: Clone>(len: usize, value: T, what: &str) -> Result<Vec<T>> {

@@ -43,13 +43,8 @@ impl Shape {
     }
 
     /// The (n, c, d, h, w) index of the `i`-th element in row-major order (`i` < numel).
-    pub fn unravel(&self, mut i: usize) -> [usize; 5] {
-        let mut idx = [0; 5];
-        for (k, d) in self.dims().into_iter().enumerate().rev() {
-            idx[k] = i % d.max(1);
-            i /= d.max(1);
-        }
-        idx
+    pub fn unravel(&self, i: usize) -> [usize; 5] {
+        super::unravel(i, &self.dims()).try_into().expect("five dims give five indices")
     }
 
     /// Elements of one frame of one channel: h * w. Valid once `numel` succeeded.
