@@ -86,7 +86,7 @@ mod tests {
     const MAX_TOKENS: usize = if cfg!(miri) { 140 } else { 1100 };
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(32))]
+        #![proptest_config(ProptestConfig::with_cases(crate::kernels::proptest_cases(32)))]
         #[test]
         fn attention_tile_matches_reference(c in 1usize..9, n_tokens in 1usize..MAX_TOKENS, seed in any::<u32>(), mag in 0.1f64..6.0) {
             let ch_stride = n_tokens + 3;

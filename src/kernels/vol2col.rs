@@ -96,7 +96,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
+        #![proptest_config(ProptestConfig::with_cases(crate::kernels::proptest_cases(64)))]
         #[test]
         fn vol2col_matches_reference((p, dims) in params(), split in 1usize..50) {
             let Some((d_out, h_out, w_out)) = p.out_dims(dims.0, dims.1, dims.2) else { return Ok(()) };
