@@ -16,6 +16,7 @@ pub mod winograd;
 pub mod x86_64;
 
 use crate::tensor::Element;
+use std::sync::OnceLock;
 
 /// A proptest's case count: `default`, unless PROPTEST_CASES is set (Miri runs set it small;
 /// `ProptestConfig::with_cases` alone would ignore it).
@@ -23,7 +24,6 @@ use crate::tensor::Element;
 pub(crate) fn proptest_cases(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
-use std::sync::OnceLock;
 
 /// The instruction set the f32 element-wise kernels use, chosen once per process.
 /// (Matrix products always go through the `gemm` crate, which dispatches on its own.)
