@@ -6,7 +6,8 @@
 //! FMA peak (perf-notes: 117 GFLOP/s per core, 231 on two).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use movq::kernels::conv3d::{Conv3dParams, conv3d};
+use movq::kernels::conv3d::conv3d;
+use movq::kernels::params::Conv3dParams;
 use movq::model::PadMode;
 use movq::model::conv::causal_params;
 use movq::ops::attention::frame_attention;
@@ -56,9 +57,9 @@ fn norm(c: &mut Criterion) {
     let mut g = c.benchmark_group("spatial_norm");
     g.sample_size(10).throughput(Throughput::Bytes((n * 4) as u64));
     g.bench_function("stats_c256_d13_64x64", |b| {
-        b.iter(|| NormPlan::new(&x, &gamma, &beta, p, Modulation::None, true).unwrap())
+        b.iter(|| NormPlan::new(&x, (&gamma, &beta), p, Modulation::None, true).unwrap())
     });
-    let plan = NormPlan::new(&x, &gamma, &beta, p, Modulation::Full { scale, shift }, true).unwrap();
+    let plan = NormPlan::new(&x, (&gamma, &beta), p, Modulation::Full { scale, shift }, true).unwrap();
     // The fused pass reads x, scale and shift and writes x.
     g.throughput(Throughput::Bytes((4 * n * 4) as u64));
     g.bench_function("apply_c256_d13_64x64_silu", |b| b.iter(|| plan.apply_inplace(&mut x).unwrap()));

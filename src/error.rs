@@ -56,7 +56,7 @@ pub enum Error {
     UnsupportedDtype { path: PathBuf, name: String, dtype: String },
 
     /// The latent holds NaN or infinite values (the decode would spread them over the output).
-    #[error("{}: the latent has {count} NaN or infinite values (first at (b, c, t, h, w) = ({}, {}, {}, {}, {})); pass --allow-nonfinite to decode anyway",
+    #[error("{}: the latent has {count} NaN or infinite values (first at (b, c, t, h, w) = ({}, {}, {}, {}, {}))",
         path.display(), first[0], first[1], first[2], first[3], first[4])]
     NonFiniteLatent { path: PathBuf, count: usize, first: [usize; 5] },
 
@@ -81,11 +81,10 @@ pub enum Error {
     #[error("{}: cannot write the output: {cause}", path.display())]
     OutputNotWritable { path: PathBuf, cause: std::io::Error },
 
-    /// The decode's estimated peak memory exceeds the budget (`--max-memory`, default the
-    /// memory the system reports available). Checked before any work starts.
-    #[error("this decode needs about {:.2} GiB but the memory budget is {:.2} GiB; try {hint}, or --force to try anyway",
+    /// The decode's estimated peak memory exceeds the budget. Checked before any work starts.
+    #[error("this decode needs about {:.2} GiB but the memory budget is {:.2} GiB",
         *needed as f64 / (1u64 << 30) as f64, *budget as f64 / (1u64 << 30) as f64)]
-    OverMemoryBudget { needed: u64, budget: u64, hint: &'static str },
+    OverMemoryBudget { needed: u64, budget: u64 },
 
     /// An operation got an input of the wrong shape.
     #[error("{op}: expected input shape {expected}, got {got}")]

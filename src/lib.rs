@@ -7,12 +7,15 @@
 //! benches, fuzz targets and tools can reach them, but they may change.
 //!
 //! ```no_run
-//! use movq::{Decoder, DecoderConfig};
+//! use movq::Checkpoint;
+//! use movq::checkpoint::OpenOptions;
+//! use movq::model::DecodeMode;
 //! # fn main() -> movq::Result<()> {
-//! let config = DecoderConfig::from_file("config.json".as_ref())?;
-//! let decoder = Decoder::<f32>::from_file("weights.safetensors".as_ref(), &config, "")?;
+//! // A safetensors file, a shard index or a diffusers model folder; config found or inferred.
+//! let ck = Checkpoint::open("weights.safetensors".as_ref(), &OpenOptions::default())?;
+//! let decoder = ck.load::<f32>()?;
 //! let z = movq::io::read_latent::<f32>("z.npy".as_ref(), None)?;
-//! let frames = decoder.forward(&z)?; // (b, 3, t', h', w')
+//! let frames = decoder.decode(&z, &DecodeMode::Whole)?; // (b, 3, t', h', w')
 //! # Ok(()) }
 //! ```
 
@@ -23,9 +26,12 @@ pub mod checkpoint;
 pub mod error;
 pub mod io;
 pub mod kernels;
+pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod tensor;
+#[doc(hidden)]
+pub mod testing;
 pub mod verify;
 
 pub use checkpoint::Checkpoint;

@@ -7,9 +7,11 @@ mod cli;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use cli::decode::{DecodeArgs, Precision, peak_rss_mib};
+use movq::checkpoint::OpenOptions;
 use movq::io::{read_latent, write_safetensors};
+use movq::model::DecoderPlan;
 use movq::verify::{CaseOutcome, golden_files, verify_file};
-use movq::{Decoder, DecoderConfig, Tensor};
+use movq::{Checkpoint, Decoder, Tensor};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,6 +33,9 @@ struct Cli {
     /// sum, rounding closest to PyTorch). Also set by MOVQ_CONV=im2col.
     #[arg(long, global = true, value_enum)]
     conv: Option<ConvChoice>,
+    /// Print the kernels in use (instruction set, convolution algorithm, threads) on stderr.
+    #[arg(long, short, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,32 +75,9 @@ enum Command {
         #[arg(long, requires = "latent_shape")]
         latent_out: Option<PathBuf>,
     },
-    /// Time decodes of a latent (median of --repeat runs) and report GFLOP/s and peak RSS;
-    /// or, with --peak, measure the machine's f32 FMA peak.
-    Bench {
-        /// Measure the f32 FMA peak on 1 thread and on all threads instead of decoding.
-        #[arg(long)]
-        peak: bool,
-        #[arg(long, required_unless_present = "peak")]
-        weights: Option<PathBuf>,
-        /// Config JSON (default: from the weights' metadata).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long, required_unless_present = "peak")]
-        latent: Option<PathBuf>,
-        #[arg(long)]
-        latent_key: Option<String>,
-        #[arg(long, default_value = "")]
-        prefix: String,
-        /// Number of timed decodes.
-        #[arg(long, default_value_t = 3)]
-        repeat: usize,
-        #[arg(long, value_enum, default_value = "f32")]
-        precision: Precision,
-        /// Also write the last decode's output (.safetensors, key `sample`).
-        #[arg(long)]
-        output: Option<PathBuf>,
-    },
+    /// Time decodes of a latent (median of --repeat runs) and report GFLOP/s, peak RSS and the
+    /// kernels used; or, with --peak, measure the machine's f32 FMA peak.
+    Bench(BenchArgs),
     /// Print what a checkpoint holds (tensor and parameter counts, dtypes, naming) and the
     /// decoder config movq uses for it, as JSON: from --config, the model folder's config.json,
     /// the safetensors metadata, or else inferred from the tensor names and shapes, listing
@@ -113,32 +95,62 @@ enum Command {
     },
 }
 
-struct BenchArgs<'a> {
-    weights: &'a Path,
-    config: &'a DecoderConfig,
-    prefix: &'a str,
-    latent: &'a Path,
-    latent_key: Option<&'a str>,
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Measure the f32 FMA peak on 1 thread and on all threads instead of decoding.
+    #[arg(long)]
+    peak: bool,
+    /// Weights in any form `movq decode` takes (file, shard index, model folder).
+    #[arg(long, required_unless_present = "peak")]
+    weights: Option<PathBuf>,
+    /// Config JSON (default: found beside or inside the weights, as for decode).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long, required_unless_present = "peak")]
+    latent: Option<PathBuf>,
+    #[arg(long)]
+    latent_key: Option<String>,
+    /// Key prefix of the decoder tensors (default: detected).
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Decoding mode (default: chunked for CogVideoX models, whole otherwise).
+    #[arg(long, value_enum)]
+    mode: Option<cli::decode::Mode>,
+    /// Number of timed decodes.
+    #[arg(long, default_value_t = 3)]
     repeat: usize,
-    output: Option<&'a Path>,
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: Precision,
+    /// Also write the last decode's output (.safetensors, key `sample`).
+    #[arg(long)]
+    output: Option<PathBuf>,
 }
 
-fn bench<T: movq::kernels::Float>(a: &BenchArgs) -> Result<()> {
-    let decoder = Decoder::<T>::from_file(a.weights, a.config, a.prefix)
-        .with_context(|| format!("loading decoder weights from {}", a.weights.display()))?;
-    let z: Tensor<T> = read_latent(a.latent, a.latent_key)?;
-    let flop = movq::model::flops::decoder_flops(a.config, z.shape())? as f64;
+/// The kernels this process uses, as `movq bench` and `--verbose` report them.
+fn kernels_used() -> serde_json::Value {
+    let conv = match movq::kernels::params::conv_algo() {
+        movq::kernels::params::ConvAlgo::Winograd => "winograd",
+        movq::kernels::params::ConvAlgo::Im2col => "im2col",
+    };
+    serde_json::json!({"isa": movq::kernels::isa().name(), "conv": conv, "threads": rayon::current_num_threads()})
+}
+
+fn bench<T: movq::kernels::Float>(a: &BenchArgs, ck: &Checkpoint, latent: &Path) -> Result<()> {
+    let decoder = ck.load::<T>().context("loading the decoder weights")?;
+    let mode = cli::decode::mode_for(a.mode, ck)?;
+    let z: Tensor<T> = read_latent(latent, a.latent_key.as_deref())?;
+    let flop = decoder.decode_flops(z.shape(), &mode)? as f64;
     let mut runs = Vec::new();
     let mut last = None;
-    for _ in 0..a.repeat {
+    for _ in 0..a.repeat.max(1) {
         let t0 = Instant::now();
-        let y = decoder.forward(&z)?;
+        let y = decoder.decode(&z, &mode)?;
         runs.push(t0.elapsed().as_secs_f64());
         eprintln!("decode {} -> {}: {:.2} s", z.shape(), y.shape(), runs.last().unwrap());
         last = Some(y);
     }
     let y = last.expect("repeat >= 1");
-    if let Some(out) = a.output {
+    if let Some(out) = &a.output {
         write_safetensors(out, "sample", &y, &BTreeMap::new())?;
     }
     let mut sorted = runs.clone();
@@ -150,6 +162,8 @@ fn bench<T: movq::kernels::Float>(a: &BenchArgs) -> Result<()> {
             "engine": "movq",
             "precision": T::NAME,
             "threads": rayon::current_num_threads(),
+            "kernels": kernels_used(),
+            "mode": format!("{mode:?}"),
             "input_shape": z.shape().dims(),
             "output_shape": y.shape().dims(),
             "runs_s": runs,
@@ -223,8 +237,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             .context("configuring the thread pool")?;
     }
     if let Some(c) = cli.conv {
-        use movq::kernels::conv3d::{ConvAlgo, set_conv_algo};
+        use movq::kernels::params::{ConvAlgo, set_conv_algo};
         set_conv_algo(if c == ConvChoice::Winograd { ConvAlgo::Winograd } else { ConvAlgo::Im2col });
+    }
+    if cli.verbose {
+        eprintln!("movq {}: kernels {}", env!("CARGO_PKG_VERSION"), kernels_used());
     }
     match cli.command {
         Command::Decode(args) => {
@@ -233,13 +250,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::RandomWeights { config, output, seed, diffusers_names, latent_shape, latent_out } => {
             let cfg = movq::checkpoint::read_config(&config)?.config;
+            let plan = DecoderPlan::new(&cfg)?;
             let loader = movq::io::Loader::random(seed);
-            Decoder::<f32>::load(&loader.root(), &cfg)?;
+            Decoder::<f32>::load(&loader.root(), &plan)?;
             let mut made = loader.take_random();
             if diffusers_names {
-                let levels = cfg.levels();
+                let levels = plan.levels.len();
                 for (name, _, _) in made.iter_mut() {
-                    *name = format!("decoder.{}", movq::model::diffusers::diffusers_key(name, levels));
+                    *name = format!("decoder.{}", movq::checkpoint::diffusers::diffusers_key(name, levels));
                 }
             }
             let entries: Vec<(&str, &[usize], &[f32])> =
@@ -256,7 +274,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { peak: true, .. } => {
+        Command::Bench(a) if a.peak => {
             let one = movq::kernels::fma_peak_gflops(1.0).context("no FMA microbenchmark for this CPU")?;
             let per_thread: Vec<f64> =
                 rayon::broadcast(|_| movq::kernels::fma_peak_gflops(1.0).unwrap_or(0.0));
@@ -267,25 +285,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { weights, config, latent, latent_key, prefix, repeat, precision, output, .. } => {
-            let weights = weights.expect("clap requires --weights");
-            let latent = latent.expect("clap requires --latent");
-            let config = match &config {
-                Some(p) => DecoderConfig::from_file(p)?,
-                None => DecoderConfig::from_metadata(&movq::io::WeightFile::open(&weights)?)?,
+        Command::Bench(a) => {
+            let weights = a.weights.as_deref().expect("clap requires --weights");
+            let latent = a.latent.as_deref().expect("clap requires --latent");
+            let opts = OpenOptions {
+                config: a.config.as_deref(),
+                prefix: a.prefix.as_deref(),
+                ..Default::default()
             };
-            let args = BenchArgs {
-                weights: &weights,
-                config: &config,
-                prefix: &prefix,
-                latent: &latent,
-                latent_key: latent_key.as_deref(),
-                repeat: repeat.max(1),
-                output: output.as_deref(),
-            };
-            match precision {
-                Precision::F32 => bench::<f32>(&args)?,
-                Precision::F64 => bench::<f64>(&args)?,
+            let ck = Checkpoint::open(weights, &opts)
+                .with_context(|| format!("opening the checkpoint {}", weights.display()))?;
+            match a.precision {
+                Precision::F32 => bench::<f32>(&a, &ck, latent)?,
+                Precision::F64 => bench::<f64>(&a, &ck, latent)?,
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -309,8 +321,34 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            match hint(&e) {
+                Some(h) => eprintln!("error: {e:#}; {h}"),
+                None => eprintln!("error: {e:#}"),
+            }
             ExitCode::from(2)
         }
     }
+}
+
+/// What the user can do about a library error with this command line's flags (the library's
+/// messages state facts only).
+fn hint(e: &anyhow::Error) -> Option<&'static str> {
+    let m = e.chain().find_map(|c| c.downcast_ref::<movq::Error>())?;
+    Some(match m {
+        movq::Error::NonFiniteLatent { .. } => "pass --allow-nonfinite to decode anyway",
+        movq::Error::OverMemoryBudget { .. } => {
+            "try --mode tiled (CogVideoX) or a smaller latent, --max-memory to set the budget, or --force to try anyway"
+        }
+        movq::Error::InvalidConfig(s) if s.contains("no config beside or inside the weights") => {
+            "pass --config (or --resolution, --pad-mode, --temporal-compress-times for what the tensors cannot tell)"
+        }
+        movq::Error::InvalidConfig(s) if s.contains("cannot be placed") => {
+            "pass the checkpoint's --resolution"
+        }
+        movq::Error::InvalidConfig(s) if s.contains("no decoder config in the safetensors metadata") => {
+            "pass --config"
+        }
+        movq::Error::Unsupported(s) if s.contains("chunked decoding needs") => "use --mode whole",
+        _ => return None,
+    })
 }

@@ -5,18 +5,20 @@
 //! `max_abs <= 4 * max(torch_max_abs, 1e-7 * max(1, |ref|_max))`, where the torch figures are
 //! PyTorch's own float32 distance to the float64 reference; f64 passes when `rel_l2 < 1e-12`.
 
+use crate::checkpoint::{Checkpoint, OpenOptions};
 use crate::error::{Error, Result};
 use crate::io::{Loader, WeightFile};
 use crate::kernels::Float;
+use crate::metrics::{Distance, distance};
 use crate::model::attention::AttnBlock2d;
-use crate::model::chunked::FRAME_BATCH;
-use crate::model::config::PadMode;
-use crate::model::conv::{CausalConv3d, causal_params_strided};
-use crate::model::diffusers::{config_from_diffusers, diffusers_key};
+use crate::model::config::{NORM_EPS, NORM_GROUPS, PadMode};
+use crate::model::conv::{CausalConv3d, ConvInput, TimeStep, causal_params_strided};
+use crate::model::plan::{ModuleOptions, UpsamplePlan};
 use crate::model::resnet::ResnetBlock3d;
+use crate::model::schedule::FRAME_BATCH;
 use crate::model::spatial_norm::SpatialNorm3d;
 use crate::model::upsample::Upsample3d;
-use crate::model::{DecodeMode, Decoder, DecoderConfig, FrameRule};
+use crate::model::{DecodeMode, FrameRule};
 use crate::tensor::{Shape, Tensor};
 use serde_json::Value;
 use std::path::Path;
@@ -66,30 +68,6 @@ pub enum CaseOutcome {
     },
 }
 
-impl CaseOutcome {
-    pub fn passed(&self) -> bool {
-        match self {
-            CaseOutcome::Ran { runs, .. } => runs.iter().all(|r| r.pass),
-            CaseOutcome::Skipped { .. } => true,
-        }
-    }
-}
-
-/// max |y - r| and ||y - r|| / ||r||, in f64.
-pub fn distance(y: &[f64], r: &[f64]) -> (f64, f64) {
-    let (mut max_abs, mut num, mut den) = (0.0f64, 0.0f64, 0.0f64);
-    for (&a, &b) in y.iter().zip(r) {
-        let d = a - b;
-        max_abs = max_abs.max(d.abs());
-        num += d * d;
-        den += b * b;
-    }
-    if y.iter().chain(r).any(|v| v.is_nan()) {
-        return (f64::NAN, f64::NAN);
-    }
-    (max_abs, if den > 0.0 { num.sqrt() / den.sqrt() } else { num.sqrt() })
-}
-
 struct Case {
     name: String,
     class: String,
@@ -135,17 +113,37 @@ fn cfg_pad(cfg: &Value) -> Result<PadMode> {
     }
 }
 
+/// The norm options of a component case: the decoders' defaults unless the config says.
+fn module_options(c: &Value, zq_key: &str) -> Result<ModuleOptions> {
+    if c.get("num_groups").and_then(Value::as_u64).is_some_and(|g| g != NORM_GROUPS as u64) {
+        return Err(Error::Unsupported(format!("SpatialNorm3D with num_groups != {NORM_GROUPS}")));
+    }
+    Ok(ModuleOptions {
+        zq_ch: cfg_usize(c, zq_key)?,
+        add_conv: cfg_bool(c, "add_conv", false),
+        pad_mode: cfg_pad(c)?,
+        rule: FrameRule::Movq,
+        norm_groups: NORM_GROUPS,
+        norm_eps: NORM_EPS,
+    })
+}
+
 /// Runs the case's module in `T` and returns its output in f64.
-fn run<T: Float>(file: &WeightFile, case: &Case) -> Result<Vec<f64>> {
-    let loader = Loader::new(file, "").with_ignore(|n| n.starts_with("input.") || n.starts_with("output"));
+fn run<T: Float>(path: &Path, file: &WeightFile, case: &Case) -> Result<Vec<f64>> {
+    let ignore = |n: &str| n.starts_with("input.") || n.starts_with("output");
+    let loader = Loader::new(file, "").with_ignore(ignore);
     let vp = loader.root();
     let c = &case.config;
     let out: Tensor<T> = match case.class.as_str() {
-        "MOVQDecoder3D" | "NewDecoder3D" => {
-            let cfg = DecoderConfig::from_metadata(file)?;
-            let dec = Decoder::<T>::load(&vp, &cfg)?;
-            loader.finish()?;
-            dec.forward(&input(file, "input.z")?)?
+        "MOVQDecoder3D" | "NewDecoder3D" | "AutoencoderKLCogVideoX" => {
+            let opts = OpenOptions { ignore: &["input.", "output"], ..Default::default() };
+            let dec = Checkpoint::open(path, &opts)?.load::<T>()?;
+            let mode = if case.class == "AutoencoderKLCogVideoX" {
+                cogvideox_mode(case)?
+            } else {
+                DecodeMode::Whole
+            };
+            dec.decode(&input(file, "input.z")?, &mode)?
         }
         "CausalConv3d" => {
             let p = causal_params_strided(
@@ -153,26 +151,23 @@ fn run<T: Float>(file: &WeightFile, case: &Case) -> Result<Vec<f64>> {
                 cfg_usize(c, "chan_out")?,
                 cfg_usize(c, "kernel_size")?,
                 cfg_pad(c)?,
-                cfg_usize(c, "stride").unwrap_or(1),
-                cfg_usize(c, "dilation").unwrap_or(1),
+                TimeStep {
+                    stride: cfg_usize(c, "stride").unwrap_or(1),
+                    dilation: cfg_usize(c, "dilation").unwrap_or(1),
+                },
             )?;
             let m = CausalConv3d::<T>::load_params(&vp, p)?;
             loader.finish()?;
-            m.forward(&input(file, "input.x")?)?
+            m.forward(ConvInput::plain(&input(file, "input.x")?), None)?
         }
         "SpatialNorm3D" => {
-            if c.get("num_groups").and_then(Value::as_u64).is_some_and(|g| g != 32) {
-                return Err(Error::Unsupported("SpatialNorm3D with num_groups != 32".into()));
-            }
             let m = SpatialNorm3d::<T>::load(
                 &vp,
                 cfg_usize(c, "f_channels")?,
-                cfg_usize(c, "zq_channels")?,
-                cfg_bool(c, "add_conv", false),
-                FrameRule::Movq,
+                &module_options(c, "zq_channels")?,
             )?;
             loader.finish()?;
-            m.forward(&input(file, "input.f")?, &input(file, "input.zq")?)?
+            m.forward(input(file, "input.f")?, &input(file, "input.zq")?)?
         }
         "ResnetBlock3D" => {
             if cfg_bool(c, "conv_shortcut", false)
@@ -184,49 +179,23 @@ fn run<T: Float>(file: &WeightFile, case: &Case) -> Result<Vec<f64>> {
             }
             let c_in = cfg_usize(c, "in_channels")?;
             let c_out = cfg_usize(c, "out_channels").unwrap_or(c_in);
-            let m = ResnetBlock3d::<T>::load(
-                &vp,
-                c_in,
-                c_out,
-                cfg_usize(c, "zq_ch")?,
-                cfg_bool(c, "add_conv", false),
-                cfg_pad(c)?,
-                FrameRule::Movq,
-            )?;
+            let m = ResnetBlock3d::<T>::load(&vp, c_in, c_out, &module_options(c, "zq_ch")?)?;
             loader.finish()?;
-            m.forward(input(file, "input.x")?, &input(file, "input.zq")?)?
+            m.forward(input(file, "input.x")?, &input(file, "input.zq")?, None)?
         }
         "AttnBlock2D" => {
-            let m = AttnBlock2d::<T>::load(
-                &vp,
-                cfg_usize(c, "in_channels")?,
-                cfg_usize(c, "zq_ch")?,
-                cfg_bool(c, "add_conv", false),
-                FrameRule::Movq,
-            )?;
+            let m = AttnBlock2d::<T>::load(&vp, cfg_usize(c, "in_channels")?, &module_options(c, "zq_ch")?)?;
             loader.finish()?;
             m.forward(input(file, "input.x")?, &input(file, "input.zq")?)?
         }
         "Upsample3D" => {
-            let m = Upsample3d::<T>::load(
-                &vp,
-                cfg_usize(c, "in_channels")?,
-                cfg_bool(c, "with_conv", true),
-                cfg_bool(c, "compress_time", false),
-                FrameRule::Movq,
-            )?;
+            let up = UpsamplePlan {
+                with_conv: cfg_bool(c, "with_conv", true),
+                time: cfg_bool(c, "compress_time", false),
+            };
+            let m = Upsample3d::<T>::load(&vp, cfg_usize(c, "in_channels")?, up, FrameRule::Movq)?;
             loader.finish()?;
             m.forward(&input(file, "input.x")?)?
-        }
-        "AutoencoderKLCogVideoX" => {
-            let cfg = config_from_diffusers(c)?;
-            let levels = cfg.levels();
-            let loader = Loader::new(file, "decoder.")
-                .with_ignore(|n| n.starts_with("input.") || n.starts_with("output"))
-                .with_rename(move |p| diffusers_key(p, levels));
-            let dec = Decoder::<T>::load(&loader.root(), &cfg)?;
-            loader.finish()?;
-            dec.decode(&input(file, "input.z")?, &cogvideox_mode(case)?)?
         }
         other => return Err(Error::Unsupported(format!("golden class {other}"))),
     };
@@ -282,9 +251,13 @@ pub fn verify_file(path: &Path) -> Result<CaseOutcome> {
     let mut runs = Vec::new();
     for precision in ["f32", "f64"] {
         let t0 = Instant::now();
-        let y = if precision == "f32" { run::<f32>(&file, &case)? } else { run::<f64>(&file, &case)? };
+        let y = if precision == "f32" {
+            run::<f32>(path, &file, &case)?
+        } else {
+            run::<f64>(path, &file, &case)?
+        };
         let seconds = t0.elapsed().as_secs_f64();
-        let (max_abs, rel_l2) = distance(&y, &reference);
+        let Distance { max_abs, rel_l2, .. } = distance(&y, &reference);
         let (tol_max_abs, tol_rel_l2) = if precision == "f32" {
             (4.0 * torch_abs.max(1e-7 * absmax.max(1.0)), 4.0 * torch_rel.max(1e-7))
         } else {

@@ -34,7 +34,7 @@ fn parse(bytes: Vec<u8>) -> movq::Result<WeightFile> {
 fn tiny_tensors() -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let cfg = DecoderConfig::from_json(TINY).unwrap();
     let loader = Loader::random(7);
-    Decoder::<f32>::load(&loader.root(), &cfg).unwrap();
+    Decoder::<f32>::load(&loader.root(), &movq::model::DecoderPlan::new(&cfg).unwrap()).unwrap();
     loader.take_random()
 }
 
@@ -186,14 +186,15 @@ fn latent_rank_channels_empty_and_absurd_dims_have_their_own_errors() {
     assert!(matches!(read_latent::<f32>(&p, None), Err(Error::TooLarge { .. })));
 
     let cfg = DecoderConfig::from_json(TINY).unwrap();
-    match cfg.output_shape(Shape::new(1, 3, 2, 4, 4)) {
+    let plan = movq::model::DecoderPlan::new(&cfg).unwrap();
+    match plan.output_shape(Shape::new(1, 3, 2, 4, 4)) {
         Err(Error::LatentChannels { expected: 4, got: 3, .. }) => {}
         other => panic!("expected LatentChannels, got {other:?}"),
     }
     // A latent small enough to exist whose decoded size overflows: checked arithmetic.
-    let r = cfg.output_shape(Shape::new(1, 4, 2, 1 << 62, 1));
+    let r = plan.output_shape(Shape::new(1, 4, 2, 1 << 62, 1));
     assert!(matches!(r, Err(Error::TooLarge { .. })), "{r:?}");
-    let decoder = Decoder::<f32>::load(&Loader::random(1).root(), &cfg).unwrap();
+    let decoder = Decoder::<f32>::load(&Loader::random(1).root(), &plan).unwrap();
     let z = Tensor::<f32>::zeros(Shape::new(1, 5, 2, 4, 4)).unwrap();
     assert!(matches!(decoder.decode(&z, &DecodeMode::Chunked), Err(Error::LatentChannels { got: 5, .. })));
 }
@@ -213,7 +214,8 @@ fn nonfinite_latent_is_nonfinite_latent_with_the_first_index() {
 fn tiny_with(edit: impl FnOnce(&mut serde_json::Value)) -> movq::Result<DecoderConfig> {
     let mut v: serde_json::Value = serde_json::from_str(TINY).unwrap();
     edit(&mut v);
-    DecoderConfig::from_json(&v.to_string())
+    // The per-level checks are the plan's.
+    DecoderConfig::from_json(&v.to_string()).and_then(|c| movq::model::DecoderPlan::new(&c).map(|_| c))
 }
 
 #[test]
@@ -270,11 +272,16 @@ fn unwritable_output_is_output_not_writable() {
 fn estimate_over_the_budget_is_over_memory_budget() {
     let cfg = DecoderConfig::from_json(TINY).unwrap();
     let z = Shape::new(1, 4, 5, 16, 16);
-    let est =
-        movq::model::memory::estimate_peak_bytes(&cfg, z, &DecodeMode::Chunked, 4, 1 << 20, false).unwrap();
-    movq::model::memory::check_budget(est, est, &DecodeMode::Chunked).unwrap();
-    let r = movq::model::memory::check_budget(est, est - 1, &DecodeMode::Chunked);
-    assert!(matches!(r, Err(Error::OverMemoryBudget { needed, hint: "--mode tiled", .. }) if needed == est));
+    let est = movq::model::memory::estimate_peak_bytes(
+        &movq::model::DecoderPlan::new(&cfg).unwrap(),
+        z,
+        &DecodeMode::Chunked,
+        &movq::model::memory::Footprint { elem: 4, weight_bytes: 1 << 20, keep_output: false },
+    )
+    .unwrap();
+    movq::model::memory::check_budget(est, est).unwrap();
+    let r = movq::model::memory::check_budget(est, est - 1);
+    assert!(matches!(r, Err(Error::OverMemoryBudget { needed, .. }) if needed == est));
 }
 
 /// Runs `movq decode` and returns (exit code, stderr).

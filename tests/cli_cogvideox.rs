@@ -3,6 +3,7 @@
 
 mod common;
 
+use movq::checkpoint::OpenOptions;
 use movq::io::{WeightFile, read_latent, write_npy, write_tensors};
 use movq::model::DecodeMode;
 use movq::{Checkpoint, Shape, Tensor};
@@ -54,7 +55,7 @@ fn decode(args: &[&str], weights: &Path, latent: &Path, out: &Path) -> std::proc
 }
 
 fn expected(model: &Path, z: &Tensor<f32>, mode: &DecodeMode) -> Tensor<f32> {
-    let ck = Checkpoint::open(model, None, None).unwrap();
+    let ck = Checkpoint::open(model, &OpenOptions::default()).unwrap();
     ck.load::<f32>().unwrap().decode(z, mode).unwrap()
 }
 
@@ -171,12 +172,13 @@ fn sat_named_checkpoint_loads_like_the_diffusers_one() {
     let cfg = movq::checkpoint::read_config(&model.join("vae/config.json")).unwrap().config;
     // Rebuild the upstream names from the module tree: diffusers_key maps each to its diffusers name.
     let loader = movq::io::Loader::random(0);
-    movq::Decoder::<f32>::load(&loader.root(), &cfg).unwrap();
+    movq::Decoder::<f32>::load(&loader.root(), &movq::model::DecoderPlan::new(&cfg).unwrap()).unwrap();
     let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = loader
         .take_random()
         .into_iter()
         .map(|(name, _, _)| {
-            let dkey = format!("decoder.{}", movq::model::diffusers::diffusers_key(&name, cfg.levels()));
+            let dkey =
+                format!("decoder.{}", movq::checkpoint::diffusers::diffusers_key(&name, cfg.ch_mult.len()));
             let (d, v) = diff.read::<f32>(&dkey).unwrap();
             (format!("decoder.{name}"), d, v)
         })
@@ -189,7 +191,11 @@ fn sat_named_checkpoint_loads_like_the_diffusers_one() {
     let sat = dir.path().join("sat_vae.safetensors");
     write_tensors(&sat, &entries, &BTreeMap::new()).unwrap();
 
-    let ck = Checkpoint::open(&sat, Some(&model.join("vae/config.json")), None).unwrap();
+    let ck = Checkpoint::open(
+        &sat,
+        &OpenOptions { config: Some(&model.join("vae/config.json")), ..Default::default() },
+    )
+    .unwrap();
     assert_eq!((ck.naming, ck.prefix.as_str()), (movq::checkpoint::Naming::Upstream, "decoder."));
     let z: Tensor<f32> = read_latent(&z_path, None).unwrap();
     let y = ck.load::<f32>().unwrap().decode(&z, &DecodeMode::Chunked).unwrap();
@@ -200,7 +206,11 @@ fn sat_named_checkpoint_loads_like_the_diffusers_one() {
     let entries: Vec<(&str, &[usize], &[f32])> =
         tensors.iter().map(|(n, d, v)| (n.as_str(), d.as_slice(), v.as_slice())).collect();
     write_tensors(&sat, &entries, &BTreeMap::new()).unwrap();
-    let ck = Checkpoint::open(&sat, Some(&model.join("vae/config.json")), None).unwrap();
+    let ck = Checkpoint::open(
+        &sat,
+        &OpenOptions { config: Some(&model.join("vae/config.json")), ..Default::default() },
+    )
+    .unwrap();
     let err = ck.load::<f32>().err().unwrap().to_string();
     assert!(err.contains("decoder.up.9.extra.weight"), "{err}");
 }

@@ -3,9 +3,9 @@
 
 mod common;
 
+use movq::checkpoint::diffusers::config_from_diffusers;
 use movq::io::{WeightFile, write_tensors};
 use movq::model::DecoderConfig;
-use movq::model::diffusers::config_from_diffusers;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -105,9 +105,11 @@ fn inspect_reports_metadata_config_counts_and_what_was_assumed() {
     let res = v["not_inferred"][0]["value"].as_str().unwrap().parse::<usize>().unwrap();
     assert_eq!(v["config"]["resolution"], res);
     let cfg: DecoderConfig = serde_json::from_value(v["config"].clone()).unwrap();
-    let golden_cfg = DecoderConfig::from_metadata(&WeightFile::open(&golden).unwrap()).unwrap();
-    for i in 0..cfg.levels() {
-        assert_eq!(cfg.has_attention(i), golden_cfg.has_attention(i), "level {i}");
+    let opts = movq::checkpoint::OpenOptions { ignore: &["input.", "output"], ..Default::default() };
+    let golden_plan = movq::Checkpoint::open(&golden, &opts).unwrap().plan;
+    let plan = movq::model::DecoderPlan::new(&cfg).unwrap();
+    for i in 0..plan.levels.len() {
+        assert_eq!(plan.levels[i].attention, golden_plan.levels[i].attention, "level {i}");
     }
     assert_eq!(v["loads"], true);
 
@@ -116,7 +118,7 @@ fn inspect_reports_metadata_config_counts_and_what_was_assumed() {
     assert!(out.status.success());
     assert_eq!(v["config_source"], "safetensors metadata");
     assert_eq!(v["not_inferred"].as_array().unwrap().len(), 0);
-    assert_eq!(serde_json::from_value::<DecoderConfig>(v["config"].clone()).unwrap(), golden_cfg);
+    assert_eq!(&serde_json::from_value::<DecoderConfig>(v["config"].clone()).unwrap(), golden_plan.config());
 }
 
 #[test]

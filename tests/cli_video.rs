@@ -81,10 +81,10 @@ fn every_output_format_reads_back_as_the_decoded_tensor() {
     let (dims, y) = read_npy::<f32>(&d.join("y.npy")).unwrap();
     assert_eq!(dims, [2, 3, 5, 10, 12]);
     // The tensor outputs hold the library's decode of z, bit for bit.
-    let cfg = movq::DecoderConfig::from_file(&d.join("c.json")).unwrap();
-    let dec = movq::Decoder::<f32>::from_file(&w, &cfg, "").unwrap();
+    let opts = movq::checkpoint::OpenOptions { config: Some(&d.join("c.json")), ..Default::default() };
+    let dec = movq::Checkpoint::open(&w, &opts).unwrap().load::<f32>().unwrap();
     let zt: movq::Tensor<f32> = movq::io::read_latent(&z, None).unwrap();
-    assert_eq!(dec.forward(&zt).unwrap().data(), &y[..]);
+    assert_eq!(dec.decode(&zt, &movq::model::DecodeMode::Whole).unwrap().data(), &y[..]);
     let (sd, sy) = WeightFile::open(d.join("y.safetensors")).unwrap().read::<f32>("sample").unwrap();
     assert_eq!((sd, sy), (dims.clone(), y.clone()));
     let rgb = expected_rgb(&y, &dims);

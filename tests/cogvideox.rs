@@ -5,10 +5,10 @@ mod common;
 
 use movq::Decoder;
 use movq::io::{Loader, WeightFile};
-use movq::kernels::conv3d::TimePad;
-use movq::model::conv::{CausalConv3d, ConvCache, causal_params};
-use movq::model::tiled::blend_tiles;
+use movq::kernels::params::TimePad;
+use movq::model::conv::{CausalConv3d, ConvCache, ConvInput, causal_params};
 use movq::model::{DecodeMode, DecoderClass, DecoderConfig, PadMode, TileConfig};
+use movq::ops::blend::blend_tiles;
 use movq::tensor::{Region, Shape, Tensor, random_normal};
 
 /// A small CogVideoX-style decoder: 3 levels (spatial x4), both upsamplers compress time.
@@ -22,7 +22,7 @@ fn tiny_config() -> DecoderConfig {
 
 fn tiny_decoder() -> Decoder<f32> {
     let loader = Loader::random(7);
-    Decoder::load(&loader.root(), &tiny_config()).unwrap()
+    Decoder::load(&loader.root(), &movq::model::DecoderPlan::new(&tiny_config()).unwrap()).unwrap()
 }
 
 fn latent(shape: Shape, seed: u64) -> Tensor<f32> {
@@ -41,14 +41,14 @@ fn causal_conv_chunk_by_chunk_with_caches_equals_whole() {
     assert_eq!(p.time_pad, TimePad::ReplicateFirst);
     let conv = CausalConv3d::<f32>::load_params(&loader.root().pp("c"), p).unwrap();
     let x = latent(Shape::new(2, 8, 9, 5, 7), 11);
-    let whole = conv.forward(&x).unwrap();
+    let whole = conv.forward(ConvInput::plain(&x), None).unwrap();
     // Uneven chunks, including a single frame after the first chunk.
     for cuts in [vec![0, 3, 5, 7, 9], vec![0, 1, 2, 9], vec![0, 4, 5, 9]] {
         let mut cache = ConvCache::default();
         let mut out = Tensor::zeros(whole.shape()).unwrap();
         for w in cuts.windows(2) {
             let chunk = x.crop(&Region { d: w[0]..w[1], ..Region::all(x.shape()) }).unwrap();
-            let y = conv.forward_cached(&chunk, None, None, &mut cache).unwrap();
+            let y = conv.forward(ConvInput::plain(&chunk), Some(&mut cache)).unwrap();
             assert_eq!(cache.frames().unwrap().shape().d, 2, "cache holds k_d - 1 frames");
             out.paste(&y, (w[0], 0, 0)).unwrap();
         }
@@ -89,7 +89,7 @@ fn diffusers_rule_even_t_doubles_every_frame() {
     let z = latent(Shape::new(1, 4, 2, 2, 2), 9);
     assert_eq!(dec.decode(&z, &DecodeMode::Whole).unwrap().shape().d, 8);
     let movq = DecoderConfig { class: DecoderClass::MovqDecoder3d, ..tiny_config() };
-    assert_eq!(movq.output_shape(z.shape()).unwrap().d, 5);
+    assert_eq!(movq::model::DecoderPlan::new(&movq).unwrap().output_shape(z.shape()).unwrap().d, 5);
     // Chunked: 12 latents -> 6 batches of 2 -> 48 frames; 13 -> 49.
     assert_eq!(dec.decoded_shape(Shape::new(1, 4, 12, 2, 2), &DecodeMode::Chunked).unwrap().d, 48);
     assert_eq!(dec.decoded_shape(Shape::new(1, 4, 13, 2, 2), &DecodeMode::Chunked).unwrap().d, 49);
@@ -102,12 +102,12 @@ fn diffusers_whole_even_t_matches_golden_output_whole() {
     let Some(path) = common::golden("diffusers_vae_decode_t4") else { return };
     let file = WeightFile::open(&path).unwrap();
     let meta: serde_json::Value = serde_json::from_str(&file.metadata()["meta"]).unwrap();
-    let cfg = movq::model::diffusers::config_from_diffusers(&meta["config"]).unwrap();
-    let levels = cfg.levels();
+    let cfg = movq::checkpoint::diffusers::config_from_diffusers(&meta["config"]).unwrap();
+    let levels = cfg.ch_mult.len();
     let loader = Loader::new(&file, "decoder.")
         .with_ignore(|n| n.starts_with("input.") || n.starts_with("output"))
-        .with_rename(move |p| movq::model::diffusers::diffusers_key(p, levels));
-    let dec = Decoder::<f32>::load(&loader.root(), &cfg).unwrap();
+        .with_rename(move |p| movq::checkpoint::diffusers::diffusers_key(p, levels));
+    let dec = Decoder::<f32>::load(&loader.root(), &movq::model::DecoderPlan::new(&cfg).unwrap()).unwrap();
     loader.finish().unwrap();
     let (dims, z) = file.read::<f32>("input.z").unwrap();
     let z = Tensor::from_vec(Shape::from_dims(&dims).unwrap(), z).unwrap();
@@ -138,7 +138,7 @@ fn stream_hands_out_each_batch_in_order() {
     let z = latent(Shape::new(2, 4, 7, 3, 2), 13);
     let mut seen = Vec::new();
     let mut out = Tensor::zeros(dec.decoded_shape(z.shape(), &DecodeMode::Chunked).unwrap()).unwrap();
-    dec.decode_stream(&z, &DecodeMode::Chunked, |first, frames| {
+    dec.decode_stream(&z, &DecodeMode::Chunked, &mut |_| {}, |first, frames| {
         seen.push((first, frames.shape().d));
         out.paste(&frames, (first, 0, 0))
     })
@@ -241,7 +241,7 @@ fn tiled_output_equals_straightforward_blend_of_independent_tiles() {
     assert_eq!(y.shape(), Shape::new(1, 3, 17, 40, 44));
     assert_eq!(y.data(), reference.as_slice());
     // The library's own blend on the same tiles agrees too, and differs from an untiled decode.
-    assert_eq!(blend_tiles(tiles, &tc).unwrap(), y);
+    assert_eq!(blend_tiles(tiles, tc.blend, tc.keep).unwrap(), y);
     let untiled = dec.decode(&z, &DecodeMode::Chunked).unwrap();
     let untiled = untiled.crop(&Region { d: 0..17, h: 0..40, w: 0..44 }).unwrap();
     assert!(max_abs_diff(&untiled, &y) > 1e-3);

@@ -20,12 +20,11 @@ fn over_thread_counts<R: Send>(f: impl Fn() -> R + Sync) -> Vec<R> {
 fn decode_golden<T: Float>(name: &str) -> Option<Vec<Vec<T>>> {
     let path = common::golden(name)?;
     let file = WeightFile::open(&path).unwrap();
-    let cfg = DecoderConfig::from_metadata(&file).unwrap();
-    let loader = Loader::new(&file, "").with_ignore(|n| n.starts_with("input.") || n.starts_with("output"));
-    let dec = Decoder::<T>::load(&loader.root(), &cfg).unwrap();
+    let opts = movq::checkpoint::OpenOptions { ignore: &["input.", "output"], ..Default::default() };
+    let dec = movq::Checkpoint::open(&path, &opts).unwrap().load::<T>().unwrap();
     let (dims, z) = file.read::<T>("input.z").unwrap();
     let z = Tensor::from_vec(Shape::from_dims(&dims).unwrap(), z).unwrap();
-    Some(over_thread_counts(|| dec.forward(&z).unwrap().into_vec()))
+    Some(over_thread_counts(|| dec.decode(&z, &movq::model::DecodeMode::Whole).unwrap().into_vec()))
 }
 
 fn assert_bitwise_equal<T: Float>(runs: &[Vec<T>]) {
@@ -65,14 +64,17 @@ fn conv3d_multi_tile_bitwise_identical_across_threads() {
         (0..96 * 64 * 27usize).map(|i| ((i * 104729 % 997) as f32 / 997.0 - 0.5) * 0.05).collect();
     let b: Vec<f32> = (0..96).map(|i| i as f32 * 0.01).collect();
     let n_out = 96 * 6 * 40 * 36;
-    assert!(p.tile_cols(4, 6 * 40 * 36) < 6 * 40 * 36, "the problem must span several tiles");
+    assert!(
+        movq::kernels::conv3d::tile_cols(&p, 4, 6 * 40 * 36) < 6 * 40 * 36,
+        "the problem must span several tiles"
+    );
     assert_bitwise_equal(&over_thread_counts(|| {
         let mut out = vec![0.0f32; n_out];
         conv3d(&mut out, &x, &w, &b, &p, dims);
         out
     }));
     // The im2col path too, with its tiling.
-    let cols = p.tile_cols(4, 6 * 40 * 36);
+    let cols = movq::kernels::conv3d::tile_cols(&p, 4, 6 * 40 * 36);
     assert_bitwise_equal(&over_thread_counts(|| {
         let mut out = vec![0.0f32; n_out];
         conv3d_tiled(&mut out, &x, &w, &b, &p, dims, cols);
@@ -89,7 +91,7 @@ fn chunked_decode_bitwise_identical_across_threads() {
     )
     .unwrap();
     let loader = Loader::random(1);
-    let dec = Decoder::<f32>::load(&loader.root(), &cfg).unwrap();
+    let dec = Decoder::<f32>::load(&loader.root(), &movq::model::DecoderPlan::new(&cfg).unwrap()).unwrap();
     let s = Shape::new(1, 4, 5, 6, 7);
     let z = Tensor::from_vec(s, movq::tensor::random_normal(&s.dims(), 2).unwrap()).unwrap();
     let mode = movq::model::DecodeMode::Chunked;

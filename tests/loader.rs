@@ -147,9 +147,10 @@ fn decoder_rejects_latent_with_wrong_channels() {
     )
     .unwrap();
     let loader = Loader::random(3);
-    let dec = Decoder::<f32>::load(&loader.root(), &cfg).unwrap();
+    let dec = Decoder::<f32>::load(&loader.root(), &movq::model::DecoderPlan::new(&cfg).unwrap()).unwrap();
     let z = movq::Tensor::<f32>::zeros(movq::Shape::new(1, 5, 2, 2, 2)).unwrap();
-    assert!(matches!(dec.forward(&z), Err(Error::LatentChannels { expected: 4, got: 5, .. })));
+    let whole = movq::model::DecodeMode::Whole;
+    assert!(matches!(dec.decode(&z, &whole), Err(Error::LatentChannels { expected: 4, got: 5, .. })));
     let z = movq::Tensor::<f32>::zeros(movq::Shape::new(1, 4, 0, 2, 2)).unwrap();
-    assert!(matches!(dec.forward(&z), Err(Error::ShapeMismatch { .. })));
+    assert!(matches!(dec.decode(&z, &whole), Err(Error::ShapeMismatch { .. })));
 }

@@ -1,45 +1,31 @@
 //! Property tests of the convolution: the fast tiled im2col + gemm path equals the direct
 //! definition, causal convs ignore the future, and a 1x1x1 conv is a matrix product.
 
-use movq::kernels::conv3d::{Conv3dParams, TimePad, conv3d_tiled};
+use movq::kernels::conv3d::conv3d_tiled;
+use movq::kernels::input_norm::InputNorm;
+use movq::kernels::params::{Conv3dParams, TimePad};
 use movq::kernels::reference;
-use movq::kernels::winograd::{InputNorm, WinogradOptions, conv3d_winograd};
+use movq::kernels::winograd::{WinogradOptions, conv3d_winograd};
 use movq::model::PadMode;
-use movq::model::conv::{causal_params, causal_params_strided};
+use movq::model::conv::{TimeStep, causal_params, causal_params_strided};
+use movq::testing::{CONV_RAW, conv_problem as conv_problem_from, proptest_cases};
 use proptest::prelude::*;
 
 fn values(n: usize, seed: u64) -> Vec<f64> {
-    let mut rng = movq::io::SplitMix64(seed);
+    let mut rng = movq::tensor::SplitMix64(seed);
     (0..n).map(|_| rng.uniform() as f64).collect()
 }
 
-fn conv_problem() -> impl Strategy<Value = (Conv3dParams, (usize, usize, usize), usize, u64)> {
-    (
-        (1usize..5, 1usize..5, 1usize..4, 1usize..4, 1usize..4),
-        (0usize..3, 0usize..3, 0usize..3, 0usize..3, 0usize..3, 0usize..3),
-        (1usize..3, 1usize..3, 0usize..3),
-        (1usize..6, 1usize..7, 1usize..7),
-        1usize..40,
-        any::<u64>(),
-    )
-        .prop_map(
-            |((c_in, c_out, k_d, k_h, k_w), pads, (stride_d, dilation_d, mode), dims, cols, seed)| {
-                let p = Conv3dParams {
-                    c_in,
-                    c_out,
-                    k_d,
-                    k_h,
-                    k_w,
-                    stride_d,
-                    dilation_d,
-                    pad_d: (pads.0, pads.1),
-                    pad_h: (pads.2, pads.3),
-                    pad_w: (pads.4, pads.5),
-                    time_pad: [TimePad::Zeros, TimePad::ReplicateFirst, TimePad::Reflect][mode],
-                };
-                (p, dims, cols, seed)
-            },
-        )
+/// (params, input dims, im2col tile columns, seed): a valid problem by construction.
+/// `winograd`: 3x3 spatial taps.
+fn conv_problem(winograd: bool) -> impl Strategy<Value = (Conv3dParams, (usize, usize, usize), usize, u64)> {
+    (any::<[usize; CONV_RAW]>(), 1usize..40, any::<u64>()).prop_map(move |(mut raw, cols, seed)| {
+        if winograd {
+            raw[5] |= 1;
+        }
+        let c = conv_problem_from(raw, 4);
+        (c.p, c.dims, cols, seed)
+    })
 }
 
 fn run_fast(
@@ -57,11 +43,11 @@ fn run_fast(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(proptest_cases(64)))]
 
     #[test]
-    fn conv3d_tiled_matches_direct_definition((p, dims, cols, seed) in conv_problem()) {
-        let Some((d, h, w)) = p.out_dims(dims.0, dims.1, dims.2) else { return Ok(()) };
+    fn conv3d_tiled_matches_direct_definition((p, dims, cols, seed) in conv_problem(false)) {
+        let (d, h, w) = p.out_dims(dims.0, dims.1, dims.2).expect("valid by construction");
         let x = values(p.c_in * dims.0 * dims.1 * dims.2, seed);
         let wt = values(p.c_out * p.k_len(), seed ^ 1);
         let b = values(p.c_out, seed ^ 2);
@@ -109,9 +95,8 @@ proptest! {
     }
 
     #[test]
-    fn conv3d_winograd_matches_direct_definition((p, dims, _cols, seed) in conv_problem()) {
-        let p = Conv3dParams { k_h: 3, k_w: 3, ..p };
-        let Some((d, h, w)) = p.out_dims(dims.0, dims.1, dims.2) else { return Ok(()) };
+    fn conv3d_winograd_matches_direct_definition((p, dims, _cols, seed) in conv_problem(true)) {
+        let (d, h, w) = p.out_dims(dims.0, dims.1, dims.2).expect("valid by construction");
         let x = values(p.c_in * dims.0 * dims.1 * dims.2, seed);
         let wt = values(p.c_out * p.k_len(), seed ^ 1);
         let b = values(p.c_out, seed ^ 2);
@@ -128,12 +113,11 @@ proptest! {
     /// direct convolution of prefix ++ norm(x).
     #[test]
     fn conv3d_winograd_prefix_and_norm_match_direct_on_joined_input(
-        (p, dims, _cols, seed) in conv_problem(), n_pre in 0usize..4, silu in any::<bool>()
+        (p, dims, _cols, seed) in conv_problem(true), n_pre in 0usize..4, silu in any::<bool>()
     ) {
-        let p = Conv3dParams { k_h: 3, k_w: 3, ..p };
         let (d, h, w) = dims;
         let joined = (n_pre + d, h, w);
-        let Some((d_o, h_o, w_o)) = p.out_dims(joined.0, h, w) else { return Ok(()) };
+        let (d_o, h_o, w_o) = p.out_dims(joined.0, h, w).expect("a longer clip stays valid");
         let x = values(p.c_in * d * h * w, seed);
         let pre = values(p.c_in * n_pre * h * w, seed ^ 3);
         let coeffs: Vec<(f64, f64)> =
@@ -197,9 +181,15 @@ fn causal_constant_mode_pad_order_quirk() {
     // k=1 "first" raises upstream (empty concat).
     assert!(causal_params(1, 1, 1, PadMode::First).is_err());
     // time_pad = dilation * (k - 1) + (1 - stride): stride 2 -> 1, dilation 2 -> 4 (spec section 2).
-    assert_eq!(causal_params_strided(1, 1, 3, PadMode::First, 2, 1).unwrap().pad_d, (1, 0));
-    assert_eq!(causal_params_strided(1, 1, 3, PadMode::First, 1, 2).unwrap().pad_d, (4, 0));
-    let p = causal_params_strided(1, 1, 3, PadMode::First, 2, 1).unwrap();
+    assert_eq!(
+        causal_params_strided(1, 1, 3, PadMode::First, TimeStep { stride: 2, dilation: 1 }).unwrap().pad_d,
+        (1, 0)
+    );
+    assert_eq!(
+        causal_params_strided(1, 1, 3, PadMode::First, TimeStep { stride: 1, dilation: 2 }).unwrap().pad_d,
+        (4, 0)
+    );
+    let p = causal_params_strided(1, 1, 3, PadMode::First, TimeStep { stride: 2, dilation: 1 }).unwrap();
     assert_eq!(p.out_dims(5, 4, 4), Some((2, 4, 4))); // (5 + 1 - 3) / 2 + 1
 }
 

@@ -4,14 +4,15 @@
 //! that fast kernels agree with their scalar twins.
 
 use arbitrary::{Result, Unstructured};
-use movq::checkpoint::{InferHints, Naming, infer_config};
+use movq::checkpoint::{InferHints, Naming, OpenOptions, infer_config};
 use movq::io::{Loader, WeightFile};
 use movq::kernels::attention::{AttentionParams, attention_tile};
-use movq::kernels::conv3d::{Conv3dParams, TimePad, conv3d_tiled};
-use movq::kernels::winograd::{conv3d_winograd, supports};
+use movq::kernels::conv3d::conv3d_tiled;
+use movq::kernels::winograd::conv3d_winograd;
 use movq::kernels::{Float, reference};
-use movq::model::DecodeMode;
-use movq::{Decoder, DecoderConfig, Shape, Tensor};
+use movq::model::{DecodeMode, DecoderPlan};
+use movq::testing::{CONV_RAW, ConvProblem, conv_problem};
+use movq::{Checkpoint, Decoder, DecoderConfig, Shape, Tensor};
 use std::collections::BTreeMap;
 
 /// Arbitrary bytes as a safetensors file: parsing and reading every tensor must not panic.
@@ -22,7 +23,7 @@ pub fn safetensors_header(data: &[u8]) {
             let _ = file.read::<f32>(&n);
             let _ = file.f32_view(&n);
         }
-        let _ = DecoderConfig::from_metadata(&file);
+        let _ = Checkpoint::from_bytes("fuzz.safetensors", data.to_vec(), &OpenOptions::default());
         // Config inference reads names and shapes from strangers' files; a config it finds
         // must load strictly or fail with an error.
         let shapes: BTreeMap<String, Vec<usize>> =
@@ -32,7 +33,9 @@ pub fn safetensors_header(data: &[u8]) {
                 && naming == Naming::Upstream
             {
                 let loader = Loader::new(&file, "");
-                let _ = Decoder::<f32>::load(&loader.root(), &found.config).and_then(|_| loader.finish());
+                let _ = DecoderPlan::new(&found.config)
+                    .and_then(|plan| Decoder::<f32>::load(&loader.root(), &plan))
+                    .and_then(|_| loader.finish());
             }
         }
     }
@@ -43,18 +46,18 @@ pub fn npy_parse(data: &[u8]) {
     let _ = movq::io::parse_npy::<f32>(std::path::Path::new("fuzz.npy"), data);
 }
 
+const FOOTPRINT: movq::model::memory::Footprint =
+    movq::model::memory::Footprint { elem: 4, weight_bytes: 0, keep_output: false };
+
 /// Arbitrary text as a decoder config: parsing, validation and shape arithmetic must not panic.
 pub fn config_json(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    if let Ok(cfg) = DecoderConfig::from_json(text) {
-        for l in 0..cfg.levels() {
-            let _ = (cfg.compress_time(l), cfg.has_attention(l));
-        }
+    if let Ok(plan) = DecoderConfig::from_json(text).and_then(|cfg| DecoderPlan::new(&cfg)) {
         for dims in [(1, 3, 4, 5), (2, 1, 1, 1), (1, 1 << 20, 1 << 20, 1 << 20), (usize::MAX, 1, 1, 1)] {
-            let z = Shape::new(dims.0, cfg.zq_ch(), dims.1, dims.2, dims.3);
-            let _ = cfg.output_shape(z);
-            let _ = movq::model::flops::decoder_flops(&cfg, z);
-            let _ = movq::model::memory::estimate_peak_bytes(&cfg, z, &DecodeMode::Chunked, 4, 0, false);
+            let z = Shape::new(dims.0, plan.modules.zq_ch, dims.1, dims.2, dims.3);
+            let _ = plan.output_shape(z);
+            let _ = plan.flops(z);
+            let _ = movq::model::memory::estimate_peak_bytes(&plan, z, &DecodeMode::Chunked, &FOOTPRINT);
         }
     }
 }
@@ -91,18 +94,12 @@ fn elementwise(u: &mut Unstructured) -> Result<()> {
 }
 
 fn conv(u: &mut Unstructured) -> Result<()> {
-    let k = |u: &mut Unstructured| u.int_in_range(1..=3);
-    let pad = |u: &mut Unstructured| Ok((u.int_in_range(0..=2)?, u.int_in_range(0..=2)?));
-    let mut p = Conv3dParams::plain(u.int_in_range(1..=6)?, u.int_in_range(1..=6)?, (k(u)?, k(u)?, k(u)?));
-    if u.arbitrary()? {
-        (p.k_h, p.k_w) = (3, 3);
+    let mut raw = [0usize; CONV_RAW];
+    for r in raw.iter_mut() {
+        *r = u.arbitrary::<u8>()? as usize;
     }
-    p.stride_d = u.int_in_range(1..=2)?;
-    p.dilation_d = u.int_in_range(1..=2)?;
-    (p.pad_d, p.pad_h, p.pad_w) = (pad(u)?, pad(u)?, pad(u)?);
-    p.time_pad = [TimePad::Zeros, TimePad::ReplicateFirst, TimePad::Reflect][u.int_in_range(0..=2)?];
-    let dims = (u.int_in_range(1..=5)?, u.int_in_range(1..=9)?, u.int_in_range(1..=9)?);
-    let Some((d, h, w)) = p.out_dims(dims.0, dims.1, dims.2) else { return Ok(()) };
+    let ConvProblem { p, dims } = conv_problem(raw, 6);
+    let (d, h, w) = p.out_dims(dims.0, dims.1, dims.2).expect("valid by construction");
     let x = floats(u, p.c_in * dims.0 * dims.1 * dims.2)?;
     let wt = floats(u, p.c_out * p.k_len())?;
     let b = floats(u, p.c_out)?;
@@ -116,7 +113,7 @@ fn conv(u: &mut Unstructured) -> Result<()> {
     for (f, s) in fast.iter().zip(&slow) {
         close(*f as f64, *s as f64, scale, 1e-5, "conv3d im2col");
     }
-    if supports(&p) {
+    if p.has_3x3_taps() {
         fast.fill(f32::NAN);
         conv3d_winograd(&mut fast, &x, &wt, &b, &p, dims, &Default::default());
         for (f, s) in fast.iter().zip(&slow) {
@@ -164,6 +161,7 @@ fn decode(u: &mut Unstructured) -> Result<()> {
         "post_quant_conv": post_quant_conv,
     });
     let Ok(cfg) = DecoderConfig::from_json(&cfg.to_string()) else { return Ok(()) };
+    let Ok(plan) = DecoderPlan::new(&cfg) else { return Ok(()) };
     let seed = u.arbitrary::<u64>()?;
     let shape = Shape::new(
         u.int_in_range(1..=2)?,
@@ -176,14 +174,14 @@ fn decode(u: &mut Unstructured) -> Result<()> {
     // GroupNorm divide rounding noise by sqrt(eps), and f32 then differs from f64 by percents
     // with any kernels (regress_give_pre_end_1x1: 5.4e-2 fast, 8.3e-2 with MOVQ_ISA=scalar
     // MOVQ_CONV=im2col), which says nothing about the kernels.
-    let mut rng = movq::io::SplitMix64(seed ^ 0x9e37_79b9_7f4a_7c15);
+    let mut rng = movq::tensor::SplitMix64(seed ^ 0x9e37_79b9_7f4a_7c15);
     let delta = floats(u, shape.numel().unwrap())?;
     let z: Vec<f32> = delta.iter().map(|d| rng.uniform() + d / 8.0).collect();
     let z32 = Tensor::from_vec(shape, z).unwrap();
     let z64 = Tensor::from_vec(shape, z32.data().iter().map(|&v| v as f64).collect()).unwrap();
     let mode = if u.arbitrary()? { DecodeMode::Chunked } else { DecodeMode::Whole };
-    let d32 = Decoder::<f32>::load(&Loader::random(seed).root(), &cfg).unwrap();
-    let d64 = Decoder::<f64>::load(&Loader::random(seed).root(), &cfg).unwrap();
+    let d32 = Decoder::<f32>::load(&Loader::random(seed).root(), &plan).unwrap();
+    let d64 = Decoder::<f64>::load(&Loader::random(seed).root(), &plan).unwrap();
     let y32 = match d32.decode(&z32, &mode) {
         // Chunked decoding is refused, by design, for configs whose convs are not causal-cacheable.
         Err(movq::Error::Unsupported(_)) if mode == DecodeMode::Chunked => return Ok(()),
@@ -194,7 +192,7 @@ fn decode(u: &mut Unstructured) -> Result<()> {
     // can have fewer frames than a whole one (regress_frames_shape: 10 vs 13).
     let want = d32.decoded_shape(shape, &mode).unwrap();
     if mode == DecodeMode::Whole {
-        assert_eq!(want, cfg.output_shape(shape).unwrap());
+        assert_eq!(want, plan.output_shape(shape).unwrap());
     }
     assert_eq!(y32.shape(), want, "{mode:?} decode of z {shape} with {cfg:?}");
     assert_eq!(y64.shape(), want);

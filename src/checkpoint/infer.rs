@@ -5,9 +5,10 @@
 //! hints or defaults that [`Inferred::not_inferred`] lists.
 
 use super::Naming;
+use super::diffusers::upstream_key;
 use crate::error::{Error, Result};
-use crate::model::diffusers::upstream_key;
-use crate::model::{DecoderClass, DecoderConfig, PadMode};
+use crate::model::plan::level_resolution;
+use crate::model::{DecoderClass, DecoderConfig, DecoderPlan, PadMode};
 use std::collections::BTreeMap;
 
 /// Values the weights cannot tell; `None` means the default.
@@ -107,18 +108,16 @@ pub fn infer_config(
     };
     let default_res = if naming == Naming::Diffusers { 480 } else { 256usize.max(1 << (levels - 1).min(32)) };
     let resolution = hints.resolution.unwrap_or(default_res);
-    let base = resolution >> (levels - 1).min(63);
     let attn_resolutions: Vec<usize> = (0..levels)
         .filter(|&i| attention[i])
-        .filter_map(|i| base.checked_shl((levels - 1 - i) as u32))
+        .filter_map(|i| level_resolution(resolution, levels, i))
         .collect();
     match hints.resolution {
         Some(r) => assume("resolution", r.to_string(), "given"),
         None => assume(
             "resolution",
             resolution.to_string(),
-            "only places attention; attn_resolutions is set so this value reproduces the attention found \
-             (pass --resolution for the checkpoint's own value)",
+            "only places attention; attn_resolutions is set so this value reproduces the attention found",
         ),
     }
     let pad_mode = hints.pad_mode.unwrap_or(PadMode::First);
@@ -161,11 +160,10 @@ pub fn infer_config(
         temporal_compress_times: tct,
         post_quant_conv,
     };
-    config.validate().map_err(|e| bad(e.to_string()))?;
-    if let Some(i) = (0..levels).find(|&i| config.has_attention(i) != attention[i]) {
+    let plan = DecoderPlan::new(&config).map_err(|e| bad(e.to_string()))?;
+    if let Some(i) = (0..levels).find(|&i| plan.levels[i].attention != attention[i]) {
         return Err(bad(format!(
-            "with resolution {resolution} the attention found at levels {:?} cannot be placed (level {i} clashes); \
-             pass another --resolution",
+            "with resolution {resolution} the attention found at levels {:?} cannot be placed (level {i} clashes)",
             (0..levels).filter(|&i| attention[i]).collect::<Vec<_>>()
         )));
     }

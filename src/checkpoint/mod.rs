@@ -7,6 +7,7 @@
 //!
 //! Encoder (`encoder.`) and loss (`loss.`) tensors are ignored; every decoder tensor must be used.
 
+pub mod diffusers;
 mod infer;
 
 pub use infer::{Assumed, InferHints, Inferred, infer_config};
@@ -14,8 +15,8 @@ pub use infer::{Assumed, InferHints, Inferred, infer_config};
 use crate::error::{Error, Result};
 use crate::io::{Loader, WeightFile};
 use crate::kernels::Float;
-use crate::model::diffusers::{config_from_diffusers, diffusers_key};
-use crate::model::{Decoder, DecoderConfig};
+use crate::model::{Decoder, DecoderConfig, DecoderPlan};
+use diffusers::{config_from_diffusers, diffusers_key};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,20 +31,24 @@ pub enum Naming {
     Diffusers,
 }
 
-/// A located checkpoint: where the weights are, how they are named, and the config.
+/// A located checkpoint: the opened weight files, how they are named, and the decoder's
+/// config and plan. The one way in for weights: every command that loads a decoder opens one.
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
-    /// The weight files (several for a sharded checkpoint).
-    pub files: Vec<PathBuf>,
+    /// The weight files (several for a sharded checkpoint), opened and memory-mapped.
+    pub files: Vec<Arc<WeightFile>>,
     pub naming: Naming,
     /// Prefix of every decoder tensor name (e.g. `decoder.`).
     pub prefix: String,
-    pub config: DecoderConfig,
+    /// The architecture of the configured decoder (its config: [`Self::config`]).
+    pub plan: DecoderPlan,
     /// diffusers `scaling_factor`: pipeline latents are divided by it before decoding.
     pub scaling_factor: Option<f64>,
     /// diffusers `sample_height`, `sample_width` (for the tiling defaults).
     pub sample_size: Option<(usize, usize)>,
     pub config_source: ConfigSource,
+    /// Name prefixes outside the decoder that strict loading leaves alone.
+    ignore: Vec<String>,
 }
 
 /// Where a checkpoint's config came from.
@@ -66,6 +71,9 @@ pub struct OpenOptions<'a> {
     pub prefix: Option<&'a str>,
     /// For a config inferred from the tensors: what the tensors cannot tell.
     pub hints: InferHints,
+    /// Tensor-name prefixes that are not part of the decoder (besides `encoder.` and `loss.`),
+    /// e.g. the `input.` and `output` tensors of a golden file.
+    pub ignore: &'a [&'a str],
 }
 
 /// A config file's content: the decoder config, and the diffusers extras if it is a diffusers one.
@@ -169,17 +177,10 @@ fn folder_contents(dir: &Path) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
 }
 
 impl Checkpoint {
-    /// Locates the checkpoint at `path` (file, shard index or model folder). `config`
-    /// overrides the config found beside or inside the weights; `prefix` overrides the
-    /// detected tensor-name prefix.
-    pub fn open(path: &Path, config: Option<&Path>, prefix: Option<&str>) -> Result<Self> {
-        Self::open_with(path, &OpenOptions { config, prefix, ..Default::default() })
-    }
-
-    /// [`Self::open`] with all options. Without a config file or metadata config, the config
-    /// is inferred from the tensors ([`infer_config`]) using `opts.hints`.
-    pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Self> {
-        let (config, prefix) = (opts.config, opts.prefix);
+    /// Locates and opens the checkpoint at `path` (file, shard index or model folder).
+    /// Without a config file or metadata config, the config is inferred from the tensors
+    /// ([`infer_config`]) using `opts.hints`.
+    pub fn open(path: &Path, opts: &OpenOptions) -> Result<Self> {
         let (files, folder_config) = if path.is_dir() {
             folder_contents(path)?
         } else if path.to_string_lossy().ends_with(".index.json") {
@@ -187,7 +188,23 @@ impl Checkpoint {
         } else {
             (vec![path.to_path_buf()], None)
         };
-        let opened: Vec<WeightFile> = files.iter().map(WeightFile::open).collect::<Result<_>>()?;
+        let opened: Vec<Arc<WeightFile>> =
+            files.iter().map(|p| WeightFile::open(p).map(Arc::new)).collect::<Result<_>>()?;
+        Self::from_files(path, opened, folder_config, opts)
+    }
+
+    /// A checkpoint held in memory (a safetensors buffer), named `name` in messages.
+    pub fn from_bytes(name: &str, bytes: Vec<u8>, opts: &OpenOptions) -> Result<Self> {
+        let file = Arc::new(WeightFile::from_bytes(name, bytes)?);
+        Self::from_files(Path::new(name), vec![file], None, opts)
+    }
+
+    fn from_files(
+        path: &Path,
+        opened: Vec<Arc<WeightFile>>,
+        folder_config: Option<PathBuf>,
+        opts: &OpenOptions,
+    ) -> Result<Self> {
         let has = |p: &str| opened.iter().any(|f| f.names().any(|n| n.starts_with(p)));
         let (naming, detected_prefix) = if has("decoder.mid_block.") || has("decoder.up_blocks.") {
             (Naming::Diffusers, "decoder.")
@@ -198,67 +215,107 @@ impl Checkpoint {
         } else {
             (Naming::Upstream, "")
         };
-        let prefix = prefix.unwrap_or(detected_prefix).to_string();
-        let (mc, config_source) = match config.or(folder_config.as_deref()) {
-            Some(p) => (config_from_value(&read_json(p)?, p)?, ConfigSource::File(p.to_path_buf())),
-            None => {
-                let first = &opened[0];
-                let mc = match (first.metadata().get("meta"), first.metadata().get("config")) {
-                    (None, Some(text)) => {
-                        let v: Value = serde_json::from_str(text).map_err(|e| {
-                            Error::invalid_file(first.path(), format!("metadata `config` is not JSON: {e}"))
-                        })?;
-                        Some(config_from_value(&v, first.path())?)
-                    }
-                    (Some(_), _) => Some(ModelConfig {
-                        config: DecoderConfig::from_metadata(first)?,
-                        scaling_factor: None,
-                        sample_size: None,
-                    }),
-                    (None, None) => None,
-                };
-                match mc {
-                    Some(mc) => (mc, ConfigSource::Metadata),
-                    None => {
-                        let shapes: BTreeMap<String, Vec<usize>> = opened
-                            .iter()
-                            .flat_map(|f| f.names().filter_map(|n| Some((n, f.info(n)?.shape.clone()))))
-                            .filter_map(|(n, s)| Some((n.strip_prefix(prefix.as_str())?.to_string(), s)))
-                            .collect();
-                        let inferred = infer_config(&shapes, naming, &opts.hints).map_err(|e| match e {
-                            Error::InvalidConfig(m) => Error::InvalidConfig(format!(
-                                "{}: no config beside or inside the weights (pass --config), and {m}",
-                                path.display()
-                            )),
-                            e => e,
-                        })?;
-                        let mc =
-                            ModelConfig { config: inferred.config, scaling_factor: None, sample_size: None };
-                        (mc, ConfigSource::Inferred(inferred.not_inferred))
-                    }
+        let prefix = opts.prefix.unwrap_or(detected_prefix).to_string();
+        let (mc, config_source) = match opts.config.or(folder_config.as_deref()) {
+            Some(p) => (read_config(p)?, ConfigSource::File(p.to_path_buf())),
+            None => match metadata_config(&opened[0])? {
+                Some(mc) => (mc, ConfigSource::Metadata),
+                None => {
+                    let shapes: BTreeMap<String, Vec<usize>> = opened
+                        .iter()
+                        .flat_map(|f| f.names().filter_map(|n| Some((n, f.info(n)?.shape.clone()))))
+                        .filter_map(|(n, s)| Some((n.strip_prefix(prefix.as_str())?.to_string(), s)))
+                        .collect();
+                    let inferred = infer_config(&shapes, naming, &opts.hints).map_err(|e| match e {
+                        Error::InvalidConfig(m) => Error::InvalidConfig(format!(
+                            "{}: no config beside or inside the weights, and {m}",
+                            path.display()
+                        )),
+                        e => e,
+                    })?;
+                    let mc = ModelConfig { config: inferred.config, scaling_factor: None, sample_size: None };
+                    (mc, ConfigSource::Inferred(inferred.not_inferred))
                 }
-            }
+            },
         };
         let ModelConfig { config, scaling_factor, sample_size } = mc;
-        Ok(Checkpoint { files, naming, prefix, config, scaling_factor, sample_size, config_source })
+        let plan = DecoderPlan::new(&config)?;
+        let mut ignore: Vec<String> = opts.ignore.iter().map(|s| s.to_string()).collect();
+        if prefix.is_empty() {
+            // Whole-VAE files without a prefix still carry the encoder and loss terms.
+            ignore.extend(["encoder.".to_string(), "loss.".to_string()]);
+        }
+        Ok(Checkpoint {
+            files: opened,
+            naming,
+            prefix,
+            plan,
+            scaling_factor,
+            sample_size,
+            config_source,
+            ignore,
+        })
+    }
+
+    pub fn config(&self) -> &DecoderConfig {
+        self.plan.config()
+    }
+
+    /// The paths of the weight files.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.files.iter().map(|f| f.path().to_path_buf()).collect()
+    }
+
+    /// Bytes of the weight files.
+    pub fn weight_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.byte_len() as u64).sum()
+    }
+
+    /// True if tensor `name` belongs to the decoder (under the prefix, not ignored).
+    pub fn is_decoder_tensor(&self, name: &str) -> bool {
+        name.starts_with(&self.prefix) && !self.ignore.iter().any(|i| name.starts_with(i.as_str()))
     }
 
     /// Loads the decoder strictly: a decoder tensor that is missing, of the wrong shape, or
-    /// left unused is an error naming the file and tensor.
+    /// left unused is an error naming the file and tensor. f32 weights stay memory-mapped.
     pub fn load<T: Float>(&self) -> Result<Decoder<T>> {
-        let files: Vec<Arc<WeightFile>> =
-            self.files.iter().map(|p| WeightFile::open(p).map(Arc::new)).collect::<Result<_>>()?;
-        let mut loader = Loader::shards(files, &self.prefix);
+        let mut loader = Loader::shards(self.files.clone(), &self.prefix);
         if self.naming == Naming::Diffusers {
-            let levels = self.config.levels();
+            let levels = self.plan.levels.len();
             loader = loader.with_rename(move |p| diffusers_key(p, levels));
         }
-        if self.prefix.is_empty() {
-            // Whole-VAE files without a prefix still carry the encoder and loss terms.
-            loader = loader.with_ignore(|n| n.starts_with("encoder.") || n.starts_with("loss."));
-        }
-        let dec = Decoder::load(&loader.root(), &self.config)?;
+        let ignore = self.ignore.clone();
+        loader = loader.with_ignore(move |n| ignore.iter().any(|i| n.starts_with(i.as_str())));
+        let dec = Decoder::load(&loader.root(), &self.plan)?;
         loader.finish()?;
         Ok(dec)
+    }
+}
+
+/// The config in a safetensors header's metadata: key `meta` holding JSON with `config` (and
+/// optionally `class`), as the golden files have it; or key `config` holding the config JSON
+/// (upstream names or a diffusers config). `None` if there is neither.
+fn metadata_config(file: &WeightFile) -> Result<Option<ModelConfig>> {
+    let md = file.metadata();
+    let bad = |m: String| Error::InvalidConfig(format!("{}: {m}", file.path().display()));
+    if let Some(meta) = md.get("meta") {
+        let v: Value =
+            serde_json::from_str(meta).map_err(|e| bad(format!("metadata `meta` is not JSON: {e}")))?;
+        let mut cfg =
+            v.get("config").cloned().ok_or_else(|| bad("metadata `meta` has no `config`".into()))?;
+        let diffusers = cfg.get("block_out_channels").is_some();
+        if let (Some(class), Some(obj), false) = (v.get("class"), cfg.as_object_mut(), diffusers) {
+            obj.insert("class".into(), class.clone());
+        }
+        return config_from_value(&cfg, file.path()).map(Some);
+    }
+    match md.get("config") {
+        Some(text) => {
+            let v: Value = serde_json::from_str(text).map_err(|e| {
+                Error::invalid_file(file.path(), format!("metadata `config` is not JSON: {e}"))
+            })?;
+            config_from_value(&v, file.path()).map(Some)
+        }
+        None => Ok(None),
     }
 }

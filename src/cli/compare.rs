@@ -4,6 +4,7 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use movq::io::{WeightFile, read_npy};
+use movq::metrics::{distance, psnr};
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
@@ -50,34 +51,6 @@ fn read_any(path: &Path, key: Option<&str>) -> Result<(Vec<usize>, Vec<f64>)> {
     Ok(file.read::<f64>(&name)?)
 }
 
-/// Error figures of a against reference b.
-struct Figures {
-    max_abs: f64,
-    worst: usize,
-    rel_l2: f64,
-    mse: f64,
-}
-
-fn figures(a: &[f64], b: &[f64]) -> Figures {
-    let (mut max_abs, mut worst, mut d2, mut r2) = (0.0f64, 0usize, 0.0f64, 0.0f64);
-    for (i, (x, r)) in a.iter().zip(b).enumerate() {
-        let d = x - r;
-        // NaN counts as the worst possible error.
-        if d.abs() > max_abs || (d.is_nan() && !max_abs.is_nan()) {
-            max_abs = d.abs();
-            worst = i;
-        }
-        d2 += d * d;
-        r2 += r * r;
-    }
-    let n = a.len().max(1) as f64;
-    Figures { max_abs, worst, rel_l2: if r2 > 0.0 { (d2 / r2).sqrt() } else { d2.sqrt() }, mse: d2 / n }
-}
-
-pub fn psnr(mse: f64, range: f64) -> f64 {
-    if mse == 0.0 { f64::INFINITY } else { 10.0 * (range * range / mse).log10() }
-}
-
 /// Prints the comparison; returns false if a bound is exceeded.
 pub fn compare(args: &CompareArgs) -> Result<bool> {
     let (da, a) =
@@ -89,7 +62,7 @@ pub fn compare(args: &CompareArgs) -> Result<bool> {
     }
     let (lo, hi) = b.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
     let range = args.data_range.unwrap_or(if hi > lo { hi - lo } else { 1.0 });
-    let f = figures(&a, &b);
+    let f = distance(&a, &b);
     println!("shape       {da:?}");
     println!(
         "max_abs     {:.6e} at {:?} (A {:.9e}, B {:.9e})",
@@ -113,7 +86,7 @@ pub fn compare(args: &CompareArgs) -> Result<bool> {
                 fa.extend_from_slice(&a[r.clone()]);
                 fb.extend_from_slice(&b[r]);
             }
-            let g = figures(&fa, &fb);
+            let g = distance(&fa, &fb);
             println!("{ti:>6} {:>13.6e} {:>13.6e} {:>10.3}", g.max_abs, g.rel_l2, psnr(g.mse, range));
         }
     }

@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 use movq::checkpoint::OpenOptions;
 use movq::io::{Chroma, Container, FrameWriter, VideoFormat, VideoOptions, VideoWriter, read_latent};
 use movq::kernels::Float;
-use movq::model::memory::{available_bytes, estimate_peak_bytes};
+use movq::model::memory::{Footprint, available_bytes, estimate_peak_bytes};
 use movq::model::{DecodeMode, DecoderClass, TileConfig};
 use movq::{Checkpoint, Shape, Tensor};
 use std::collections::BTreeMap;
@@ -265,10 +265,13 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
     let out_shape = decoder
         .decoded_shape(z.shape(), mode)
         .with_context(|| format!("decoding latent {}", a.latent.display()))?;
-    let weight_bytes: u64 = ck.files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
-    let weight_bytes = weight_bytes * (std::mem::size_of::<T>() as u64 / 4).max(1);
-    let estimate =
-        estimate_peak_bytes(&ck.config, z.shape(), mode, std::mem::size_of::<T>(), weight_bytes, false)?;
+    let weight_bytes = ck.weight_bytes() * (std::mem::size_of::<T>() as u64 / 4).max(1);
+    let estimate = estimate_peak_bytes(
+        &ck.plan,
+        z.shape(),
+        mode,
+        &Footprint { elem: std::mem::size_of::<T>(), weight_bytes, keep_output: false },
+    )?;
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     let budget = match (a.max_memory, available_bytes()) {
         (Some(m), avail) if m.is_finite() && m > 0.0 => {
@@ -280,12 +283,12 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
     if let Some(budget) = budget
         && !a.force
     {
-        movq::model::memory::check_budget(estimate, budget, mode)?;
+        movq::model::memory::check_budget(estimate, budget)?;
     }
     let mut meta = BTreeMap::new();
     meta.insert("producer".to_string(), format!("movq {}", env!("CARGO_PKG_VERSION")));
     meta.insert("precision".to_string(), T::NAME.to_string());
-    meta.insert("config".to_string(), serde_json::to_string(&ck.config)?);
+    meta.insert("config".to_string(), serde_json::to_string(ck.config())?);
     meta.insert("mode".to_string(), format!("{mode:?}"));
     super::cleanup::install();
     let mut writer = Sink::create::<T>(&a.output, a.apng, (a.fps, a.chroma), out_shape, &meta)?;
@@ -300,16 +303,15 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
     );
     let t1 = Instant::now();
     let progress = DecodeProgress::new(a.quiet);
-    let result =
-        decoder.decode_stream_with_progress(&z, mode, &mut |p| progress.update(p), |first, frames| {
-            progress.println(&format!(
-                "  writing frames {}..{} of {}",
-                first,
-                first + frames.shape().d,
-                out_shape.d
-            ));
-            writer.write(first, &frames)
-        });
+    let result = decoder.decode_stream(&z, mode, &mut |p| progress.update(p), |first, frames| {
+        progress.println(&format!(
+            "  writing frames {}..{} of {}",
+            first,
+            first + frames.shape().d,
+            out_shape.d
+        ));
+        writer.write(first, &frames)
+    });
     progress.finish();
     result?;
     let written = writer.paths();
@@ -329,26 +331,30 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
     Ok(())
 }
 
-/// The decode mode the arguments ask for (default: chunked for CogVideoX, whole otherwise).
-pub fn mode_of(a: &DecodeArgs, ck: &Checkpoint) -> Result<DecodeMode> {
-    let cog = ck.config.class == DecoderClass::CogVideoXDecoder3d;
-    let mode = a.mode.unwrap_or(if cog { Mode::Chunked } else { Mode::Whole });
+/// The decode mode asked for (default: chunked for CogVideoX, whole otherwise).
+pub fn mode_for(mode: Option<Mode>, ck: &Checkpoint) -> Result<DecodeMode> {
+    let cog = ck.config().class == DecoderClass::CogVideoXDecoder3d;
+    let mode = mode.unwrap_or(if cog { Mode::Chunked } else { Mode::Whole });
     Ok(match mode {
         Mode::Whole => DecodeMode::Whole,
         Mode::Chunked => DecodeMode::Chunked,
-        Mode::Tiled => {
-            let scale = 1usize << (ck.config.levels() - 1);
-            DecodeMode::Tiled(TileConfig::diffusers(ck.sample_size.unwrap_or((480, 720)), scale)?)
-        }
+        Mode::Tiled => DecodeMode::Tiled(TileConfig::diffusers(
+            ck.sample_size.unwrap_or((480, 720)),
+            ck.plan.space_scale(),
+        )?),
     })
 }
 
 pub fn decode(a: &DecodeArgs) -> Result<()> {
-    let opts =
-        OpenOptions { config: a.config.as_deref(), prefix: a.prefix.as_deref(), hints: a.hints.hints() };
-    let ck = Checkpoint::open_with(&a.weights, &opts)
+    let opts = OpenOptions {
+        config: a.config.as_deref(),
+        prefix: a.prefix.as_deref(),
+        hints: a.hints.hints(),
+        ..Default::default()
+    };
+    let ck = Checkpoint::open(&a.weights, &opts)
         .with_context(|| format!("opening the checkpoint {}", a.weights.display()))?;
-    let mode = mode_of(a, &ck)?;
+    let mode = mode_for(a.mode, &ck)?;
     match a.precision {
         Precision::F32 => run::<f32>(a, &ck, &mode),
         Precision::F64 => run::<f64>(a, &ck, &mode),

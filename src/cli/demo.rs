@@ -6,9 +6,10 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use movq::io::{Chroma, Loader, VideoFormat, VideoOptions, VideoWriter, WeightFile, parse_npy, rgb8};
+use movq::checkpoint::OpenOptions;
+use movq::io::{Chroma, VideoFormat, VideoOptions, VideoWriter, parse_npy, rgb8};
 use movq::model::DecodeMode;
-use movq::{Decoder, DecoderConfig, Shape, Tensor};
+use movq::{Checkpoint, Shape, Tensor};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -39,14 +40,13 @@ fn write_video(path: &Path, y: &Tensor<f32>, format: VideoFormat, fps: u32) -> R
 
 pub fn demo(a: &DemoArgs) -> Result<()> {
     let t0 = Instant::now();
-    let file = WeightFile::from_bytes("<bundled demo decoder>", WEIGHTS.to_vec())?;
-    let cfg = DecoderConfig::from_metadata(&file)?;
-    let loader = Loader::new(&file, "");
-    let decoder = Decoder::<f32>::load(&loader.root(), &cfg)?;
-    loader.finish()?;
+    let ck = Checkpoint::from_bytes("<bundled demo decoder>", WEIGHTS.to_vec(), &OpenOptions::default())?;
+    let decoder = ck.load::<f32>()?;
+    let cfg = ck.config();
     let (zd, zv) = parse_npy::<f32>(Path::new("<bundled demo latent>"), LATENT)?;
     let z = Tensor::from_vec(Shape::from_dims(&zd)?, zv)?;
     let (gd, gt) = parse_npy::<f32>(Path::new("<bundled demo frames>"), FRAMES)?;
+    let file = &ck.files[0];
     let params: usize =
         file.names().filter_map(|n| file.info(n)).map(|i| i.shape.iter().product::<usize>()).sum();
     eprintln!(
@@ -73,7 +73,7 @@ pub fn demo(a: &DemoArgs) -> Result<()> {
         sq += frame.iter().zip(truth).map(|(&p, &q)| (p as f64 - q as f64).powi(2)).sum::<f64>();
     }
     let mse = sq / gt.len() as f64;
-    let psnr = super::compare::psnr(mse, 255.0);
+    let psnr = movq::metrics::psnr(mse, 255.0);
 
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let apng = a.out.join("demo.apng");

@@ -4,7 +4,6 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use movq::Checkpoint;
 use movq::checkpoint::{ConfigSource, InferHints, Naming, OpenOptions};
-use movq::io::WeightFile;
 use movq::model::PadMode;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -61,18 +60,21 @@ pub struct InspectArgs {
 }
 
 pub fn inspect(a: &InspectArgs) -> Result<()> {
-    let opts =
-        OpenOptions { config: a.config.as_deref(), prefix: a.prefix.as_deref(), hints: a.hints.hints() };
-    let ck = Checkpoint::open_with(&a.weights, &opts)
+    let opts = OpenOptions {
+        config: a.config.as_deref(),
+        prefix: a.prefix.as_deref(),
+        hints: a.hints.hints(),
+        ..Default::default()
+    };
+    let ck = Checkpoint::open(&a.weights, &opts)
         .with_context(|| format!("opening the checkpoint {}", a.weights.display()))?;
     let (mut tensors, mut decoder_tensors, mut params) = (0usize, 0usize, 0u128);
     let mut dtypes: BTreeMap<String, usize> = BTreeMap::new();
-    for path in &ck.files {
-        let f = WeightFile::open(path)?;
+    for f in &ck.files {
         for name in f.names() {
             tensors += 1;
             let Some(info) = f.info(name) else { continue };
-            if name.starts_with(&ck.prefix) && !name.starts_with("encoder.") && !name.starts_with("loss.") {
+            if ck.is_decoder_tensor(name) {
                 decoder_tensors += 1;
                 params += info.shape.iter().map(|&d| d as u128).product::<u128>();
                 *dtypes.entry(format!("{:?}", info.dtype)).or_default() += 1;
@@ -92,7 +94,7 @@ pub fn inspect(a: &InspectArgs) -> Result<()> {
     let load = ck.load::<f32>().map(|_| ()).map_err(|e| e.to_string());
     let out = json!({
         "weights": a.weights.display().to_string(),
-        "files": ck.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "files": ck.paths().iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "format": format,
         "prefix": ck.prefix,
         "tensors": tensors,
@@ -100,7 +102,7 @@ pub fn inspect(a: &InspectArgs) -> Result<()> {
         "parameters": params as u64,
         "dtypes": dtypes,
         "config_source": source,
-        "config": ck.config,
+        "config": ck.config(),
         "not_inferred": assumed.iter().map(|a| json!({"field": a.field, "value": a.value, "reason": a.reason})).collect::<Vec<_>>(),
         "scaling_factor": ck.scaling_factor,
         "loads": load.is_ok(),

@@ -42,8 +42,10 @@ impl FrameWriter {
             reason: "byte size overflows".into(),
         })?;
         let header = match container {
-            Container::Npy => npy_header(shape, elem),
-            Container::Safetensors => safetensors_header(shape, elem, data_len, metadata),
+            Container::Npy => super::npy::npy_header(&shape.dims(), elem),
+            Container::Safetensors => {
+                super::safetensors::safetensors_header(&[("sample", &shape.dims())], elem, metadata)
+            }
         };
         let tmp = super::tmp_sibling(path)?;
         let mut w = FrameWriter {
@@ -125,47 +127,6 @@ impl Drop for FrameWriter {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
-}
-
-fn npy_header(shape: Shape, elem: usize) -> Vec<u8> {
-    let descr = if elem == 8 { "<f8" } else { "<f4" };
-    let d = shape.dims();
-    let mut header = format!(
-        "{{'descr': '{descr}', 'fortran_order': False, 'shape': ({}, {}, {}, {}, {}), }}",
-        d[0], d[1], d[2], d[3], d[4]
-    );
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out
-}
-
-fn safetensors_header(
-    shape: Shape,
-    elem: usize,
-    data_len: usize,
-    metadata: &BTreeMap<String, String>,
-) -> Vec<u8> {
-    let dtype = if elem == 8 { "F64" } else { "F32" };
-    let mut header = serde_json::Map::new();
-    if !metadata.is_empty() {
-        header.insert("__metadata__".into(), serde_json::to_value(metadata).expect("string map"));
-    }
-    header.insert(
-        "sample".into(),
-        serde_json::json!({"dtype": dtype, "shape": shape.dims(), "data_offsets": [0, data_len]}),
-    );
-    let mut text = serde_json::to_string(&header).expect("json of plain values");
-    while (8 + text.len()) % 8 != 0 {
-        text.push(' ');
-    }
-    let mut out = (text.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(text.as_bytes());
-    out
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ pub use frame_writer::{Container, FrameWriter};
 pub use npy::{parse_npy, read_npy, write_npy};
 pub use safetensors::{TensorInfo, WeightFile, write_safetensors, write_tensors};
 pub use safetensors_header::MAX_HEADER_BYTES;
-pub use var_path::{Loader, MapElem, Param, SplitMix64, VarPath};
+pub use var_path::{Loader, Param, VarPath};
 pub use video::{
     Chroma, VideoFormat, VideoOptions, VideoWriter, pixel_u8_f32, pixel_u8_f64, rgb8, sample_path, ycbcr,
     yuv_planes,

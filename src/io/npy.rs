@@ -103,23 +103,31 @@ pub fn parse_npy<T: Element>(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, V
 
 /// Writes `data` of `shape` as a C-order npy file (`<f4` or `<f8` by `T`), atomically.
 pub fn write_npy<T: Element>(path: &Path, shape: &[usize], data: &[T]) -> Result<()> {
-    let descr = if std::mem::size_of::<T>() == 8 { "<f8" } else { "<f4" };
+    let header = npy_header(shape, std::mem::size_of::<T>());
+    crate::io::atomic_write(path, |w| {
+        use std::io::Write;
+        w.write_all(&header)?;
+        super::safetensors::write_le(w, data)
+    })
+}
+
+/// The bytes before the data of a version 1.0 npy file of `shape` with `elem`-byte floats
+/// (f4 or f8, little-endian, C order), padded so the data starts on a 64-byte boundary.
+pub(crate) fn npy_header(shape: &[usize], elem: usize) -> Vec<u8> {
+    let descr = if elem == 8 { "<f8" } else { "<f4" };
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let tuple = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
     let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
-    // Pad so the data starts on a 64-byte boundary; the header ends with a newline.
+    // The header ends with a newline.
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
     }
     header.push('\n');
-    crate::io::atomic_write(path, |w| {
-        use std::io::Write;
-        w.write_all(MAGIC)?;
-        w.write_all(&[1, 0])?;
-        w.write_all(&(header.len() as u16).to_le_bytes())?;
-        w.write_all(header.as_bytes())?;
-        super::safetensors::write_le(w, data)
-    })
+    let mut out = MAGIC.to_vec();
+    out.extend_from_slice(&[1, 0]);
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out
 }
 
 /// The raw text of `key`'s value in a Python dict literal (`{'key': value, ...}`).

@@ -4,6 +4,7 @@
 //! Header validation (size cap, JSON, offsets inside the data and not overlapping, byte sizes
 //! matching shapes) is in `safetensors_header.rs`.
 
+pub use super::safetensors_header::TensorInfo;
 use crate::error::{Error, Result};
 use crate::tensor::{Element, Tensor};
 use half::{bf16, f16};
@@ -13,15 +14,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-/// Name, dtype, shape and byte range (relative to the data section) of one stored tensor.
-#[derive(Clone, Debug)]
-pub struct TensorInfo {
-    pub dtype: Dtype,
-    pub shape: Vec<usize>,
-    pub(crate) start: usize,
-    pub(crate) end: usize,
-}
 
 enum Backing {
     Mmap(Mmap),
@@ -76,6 +68,14 @@ impl WeightFile {
         Ok(WeightFile { path, bytes, data_start, tensors, metadata })
     }
 
+    /// Bytes of the file (or buffer).
+    pub fn byte_len(&self) -> usize {
+        match &self.bytes {
+            Backing::Mmap(m) => m.len(),
+            Backing::Owned(v) => v.len(),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -115,6 +115,11 @@ impl WeightFile {
         // the view borrows `self`, which owns the mapping.
         let (pre, mid, post) = unsafe { raw.align_to::<f32>() };
         (pre.is_empty() && post.is_empty()).then_some(mid)
+    }
+
+    /// Tensor `name` viewed in place as `T` (see [`Self::f32_view`]; f64 compute always copies).
+    pub fn view<T: Element>(&self, name: &str) -> Option<&[T]> {
+        T::from_f32_slice(self.f32_view(name)?)
     }
 
     /// Reads tensor `name` converted to `T`: returns its shape and row-major data.
@@ -174,15 +179,35 @@ pub fn write_tensors<T: Element>(
     tensors: &[(&str, &[usize], &[T])],
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let dtype = if T::NAME == "f64" { "F64" } else { "F32" };
+    for (_, shape, data) in tensors {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+    }
+    let entries: Vec<(&str, &[usize])> = tensors.iter().map(|(n, s, _)| (*n, *s)).collect();
+    let header = safetensors_header(&entries, std::mem::size_of::<T>(), metadata);
+    crate::io::atomic_write(path, |w| {
+        w.write_all(&header)?;
+        for (_, _, data) in tensors {
+            write_le(w, data)?;
+        }
+        Ok(())
+    })
+}
+
+/// The bytes before the data of a safetensors file holding `tensors` (name, shape) of
+/// `elem`-byte floats (F32 or F64) one after another, with `metadata`; padded to 8 bytes.
+pub(crate) fn safetensors_header(
+    tensors: &[(&str, &[usize])],
+    elem: usize,
+    metadata: &BTreeMap<String, String>,
+) -> Vec<u8> {
+    let dtype = if elem == 8 { "F64" } else { "F32" };
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
         header.insert("__metadata__".into(), serde_json::to_value(metadata).expect("string map"));
     }
     let mut offset = 0usize;
-    for (name, shape, data) in tensors {
-        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
-        let end = offset + std::mem::size_of_val(*data);
+    for (name, shape) in tensors {
+        let end = offset + shape.iter().product::<usize>() * elem;
         header.insert(
             name.to_string(),
             serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, end]}),
@@ -193,14 +218,9 @@ pub fn write_tensors<T: Element>(
     while (8 + text.len()) % 8 != 0 {
         text.push(' ');
     }
-    crate::io::atomic_write(path, |w| {
-        w.write_all(&(text.len() as u64).to_le_bytes())?;
-        w.write_all(text.as_bytes())?;
-        for (_, _, data) in tensors {
-            write_le(w, data)?;
-        }
-        Ok(())
-    })
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out
 }
 
 /// Writes `data` as little-endian f32 or f64 (by `T`).

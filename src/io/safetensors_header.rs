@@ -6,12 +6,20 @@
 //! `{"name": {"dtype", "shape", "data_offsets": [start, end]}, "__metadata__": {..}}`, then the
 //! data section; offsets are relative to its start.
 
-use super::safetensors::TensorInfo;
 use crate::error::{Error, Result};
 use safetensors::Dtype;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+
+/// Name, dtype, shape and byte range (relative to the data section) of one stored tensor.
+#[derive(Clone, Debug)]
+pub struct TensorInfo {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+}
 
 /// The `safetensors` crate's cap; headers of real checkpoints are a few hundred KB.
 pub const MAX_HEADER_BYTES: u64 = 100_000_000;

@@ -6,29 +6,11 @@
 
 use super::WeightFile;
 use crate::error::{Error, Result};
-use crate::tensor::Element;
+use crate::tensor::{Element, SplitMix64};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::ops::Deref;
 use std::sync::Arc;
-
-/// Element types a weight can be viewed as in place, inside a mapped file.
-pub trait MapElem: Element {
-    /// Tensor `name` of `file` as `&[Self]` without copying, if its stored dtype and alignment allow.
-    fn view<'f>(file: &'f WeightFile, name: &str) -> Option<&'f [Self]>;
-}
-
-impl MapElem for f32 {
-    fn view<'f>(file: &'f WeightFile, name: &str) -> Option<&'f [f32]> {
-        file.f32_view(name)
-    }
-}
-
-impl MapElem for f64 {
-    fn view<'f>(_: &'f WeightFile, _: &str) -> Option<&'f [f64]> {
-        None
-    }
-}
 
 /// A loaded parameter tensor: owned, or read in place from a memory-mapped file.
 pub enum Param<T> {
@@ -36,14 +18,14 @@ pub enum Param<T> {
     Mapped { file: Arc<WeightFile>, name: String },
 }
 
-impl<T: MapElem> Deref for Param<T> {
+impl<T: Element> Deref for Param<T> {
     type Target = [T];
 
     fn deref(&self) -> &[T] {
         match self {
             Param::Owned(v) => v,
             // Mapped is only built after `view` succeeded, and the file is immutable.
-            Param::Mapped { file, name } => T::view(file, name).expect("mapped view checked at load"),
+            Param::Mapped { file, name } => file.view::<T>(name).expect("mapped view checked at load"),
         }
     }
 }
@@ -203,7 +185,7 @@ impl<'a> Loader<'a> {
         }
     }
 
-    fn get<T: MapElem>(&self, name: &str, expected: &[usize]) -> Result<Param<T>> {
+    fn get<T: Element>(&self, name: &str, expected: &[usize]) -> Result<Param<T>> {
         let key = self.key(name);
         if let Source::Random { seed, made } = &self.source {
             let data = random_weight(*seed, &key, expected);
@@ -236,30 +218,12 @@ impl<'a> Loader<'a> {
         self.used.borrow_mut().insert(key.clone());
         if let Source::Shared(files) = &self.source
             && let Some(shared) = files.iter().find(|f| std::ptr::eq(f.as_ref(), file))
-            && T::view(shared, &key).is_some()
+            && shared.view::<T>(&key).is_some()
         {
             return Ok(Param::Mapped { file: shared.clone(), name: key });
         }
         let (_, data) = file.read::<T>(&key)?;
         Ok(Param::Owned(data))
-    }
-}
-
-/// SplitMix64: a small, well-mixed generator for reproducible test weights.
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    pub fn uniform(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 }
 
@@ -299,7 +263,7 @@ impl<'l, 'a> VarPath<'l, 'a> {
     }
 
     /// Loads tensor `self.name`, which must have exactly the shape `expected`.
-    pub fn get<T: MapElem>(&self, name: &str, expected: &[usize]) -> Result<Param<T>> {
+    pub fn get<T: Element>(&self, name: &str, expected: &[usize]) -> Result<Param<T>> {
         self.loader.get(&self.pp(name).path, expected)
     }
 

@@ -9,21 +9,12 @@
 
 use super::Float;
 use super::gemm::{Mat, Par, gemm};
+pub use super::params::AttentionParams;
 
 /// Query tokens per task.
 pub const TILE_Q: usize = 64;
 /// Key tokens per online-softmax step.
 pub const TILE_K: usize = 512;
-
-/// Shape of one frame's attention: `c` channels (the head dim), `n_tokens` tokens; q, k and v
-/// hold element (ch, token) at `ch * ch_stride + token`.
-#[derive(Clone, Copy, Debug)]
-pub struct AttentionParams {
-    pub c: usize,
-    pub n_tokens: usize,
-    pub ch_stride: usize,
-    pub scale: f64,
-}
 
 /// out: (tq, c) token-major, the attention output of query tokens `i0 .. i0 + tq`;
 /// q, k, v: the frame's (c, n_tokens) matrices with channel stride `p.ch_stride`.
@@ -86,7 +77,7 @@ mod tests {
     const MAX_TOKENS: usize = if cfg!(miri) { 140 } else { 1100 };
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(crate::kernels::proptest_cases(32)))]
+        #![proptest_config(ProptestConfig::with_cases(crate::testing::proptest_cases(32)))]
         #[test]
         fn attention_tile_matches_reference(c in 1usize..9, n_tokens in 1usize..MAX_TOKENS, seed in any::<u32>(), mag in 0.1f64..6.0) {
             let ch_stride = n_tokens + 3;

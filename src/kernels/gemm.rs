@@ -110,7 +110,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(crate::kernels::proptest_cases(48)))]
+        #![proptest_config(ProptestConfig::with_cases(crate::testing::proptest_cases(48)))]
         #[test]
         fn gemm_matches_naive_product(m in 1usize..20, n in 1usize..40, k in 0usize..30, acc in any::<bool>(), seed in any::<u64>()) {
             let mut rng = seed;

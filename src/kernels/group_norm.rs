@@ -33,7 +33,7 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(crate::kernels::proptest_cases(64)))]
+        #![proptest_config(ProptestConfig::with_cases(crate::testing::proptest_cases(64)))]
         #[test]
         fn group_stats_fast_matches_reference(x in proptest::collection::vec(-100.0f32..100.0, 0..300)) {
             let (m, v) = group_stats(&x);

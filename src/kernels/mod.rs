@@ -8,6 +8,8 @@ pub mod attention;
 pub mod conv3d;
 pub mod gemm;
 pub mod group_norm;
+pub mod input_norm;
+pub mod params;
 pub mod reference;
 pub mod resample;
 pub mod vol2col;
@@ -17,13 +19,6 @@ pub mod x86_64;
 
 use crate::tensor::Element;
 use std::sync::OnceLock;
-
-/// A proptest's case count: `default`, unless PROPTEST_CASES is set (Miri runs set it small;
-/// `ProptestConfig::with_cases` alone would ignore it).
-#[cfg(test)]
-pub(crate) fn proptest_cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 /// The instruction set the f32 element-wise kernels use, chosen once per process.
 /// (Matrix products always go through the `gemm` crate, which dispatches on its own.)
@@ -66,7 +61,7 @@ pub fn isa() -> Isa {
 
 /// Element types with kernels: `f32` uses the SIMD kernels of [`isa`], `f64` the reference ones
 /// (the f64 mode is the precision reference, not the fast path).
-pub trait Float: Element + crate::io::MapElem {
+pub trait Float: Element {
     /// Sum of `x` accumulated in f64.
     fn sum_f64(x: &[Self]) -> f64;
     /// Sum of `(x - mean)^2` accumulated in f64.

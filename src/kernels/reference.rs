@@ -1,8 +1,7 @@
 //! Scalar, obviously-correct kernels: the oracle for the fast kernels and the fallback on CPUs
 //! without SIMD support. No `unsafe`, no cleverness.
 
-use super::attention::AttentionParams;
-use super::conv3d::Conv3dParams;
+use super::params::{AttentionParams, Conv3dParams};
 use crate::tensor::Element;
 
 /// Sum of `x` in f64, left to right.

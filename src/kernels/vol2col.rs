@@ -5,7 +5,7 @@
 //! whole output-row runs: one bounds decision per run, then a slice copy for the valid columns
 //! and zero fill for the padding. Rows are independent and filled in parallel.
 
-use super::conv3d::Conv3dParams;
+use super::params::Conv3dParams;
 use crate::tensor::Element;
 use rayon::prelude::*;
 
@@ -59,47 +59,23 @@ pub fn vol2col<T: Element>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::conv3d::TimePad;
     use super::*;
     use crate::kernels::reference;
+    use crate::testing::{CONV_RAW, conv_problem};
     use proptest::prelude::*;
 
     fn params() -> impl Strategy<Value = (Conv3dParams, (usize, usize, usize))> {
-        (
-            1usize..4,
-            1usize..4,
-            1usize..4,
-            1usize..4,
-            (0usize..3, 0usize..3, 0usize..3, 0usize..3, 0usize..3, 0usize..2),
-            (1usize..3, 1usize..3, 0usize..3),
-            (1usize..6, 1usize..7, 1usize..8),
-        )
-            .prop_map(|(c_in, k_d, k_h, k_w, pads, (stride_d, dilation_d, mode), dims)| {
-                let time_pad = [TimePad::Zeros, TimePad::ReplicateFirst, TimePad::Reflect][mode];
-                (
-                    Conv3dParams {
-                        c_in,
-                        c_out: 1,
-                        k_d,
-                        k_h,
-                        k_w,
-                        stride_d,
-                        dilation_d,
-                        pad_d: (pads.0, pads.5),
-                        pad_h: (pads.1, pads.2),
-                        pad_w: (pads.3, pads.4),
-                        time_pad,
-                    },
-                    dims,
-                )
-            })
+        any::<[usize; CONV_RAW]>().prop_map(|raw| {
+            let c = conv_problem(raw, 3);
+            (c.p, c.dims)
+        })
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(crate::kernels::proptest_cases(64)))]
+        #![proptest_config(ProptestConfig::with_cases(crate::testing::proptest_cases(64)))]
         #[test]
         fn vol2col_matches_reference((p, dims) in params(), split in 1usize..50) {
-            let Some((d_out, h_out, w_out)) = p.out_dims(dims.0, dims.1, dims.2) else { return Ok(()) };
+            let (d_out, h_out, w_out) = p.out_dims(dims.0, dims.1, dims.2).expect("valid by construction");
             let x: Vec<f32> = (0..p.c_in * dims.0 * dims.1 * dims.2).map(|i| i as f32 + 1.0).collect();
             let n_out = d_out * h_out * w_out;
             let p0 = split % n_out;

@@ -16,19 +16,15 @@
 //! direct convolution; the golden cases bound the difference (see README).
 
 use super::Float;
-use super::conv3d::Conv3dParams;
 use super::gemm::{Mat, Par, gemm};
+use super::input_norm::InputNorm;
+use super::params::Conv3dParams;
 use rayon::prelude::*;
 
 /// Target number of 2x2 tiles per strip (one gemm's column count).
 pub const TILES_PER_STRIP: usize = 1024;
 /// Upper bound of the transformed-input cache of one strip (k_d source frames).
 pub const STRIP_CACHE_BYTES: usize = 64 << 20;
-
-/// True if the convolution has the 3x3 spatial taps this kernel handles.
-pub fn supports(p: &Conv3dParams) -> bool {
-    p.k_h == 3 && p.k_w == 3
-}
 
 // The small 4x4 transforms index rows and columns explicitly, like the formulas they implement.
 #[allow(clippy::needless_range_loop)]
@@ -59,49 +55,6 @@ fn transform_weights<T: Float>(u: &mut [T], weight: &[T], p: &Conv3dParams) {
             }
         }
     });
-}
-
-/// A SpatialNorm fused into the convolution's input: every input element is read as
-/// `silu?((x * a[c] + b[c]) * scale + shift)`, with scale/shift read through nearest index maps.
-pub struct InputNorm<'a, T> {
-    /// (a, b) per input channel.
-    pub coeffs: &'a [(T, T)],
-    pub modulation: Option<RowModulation<'a, T>>,
-    pub silu: bool,
-}
-
-/// scale, shift: (c, d', h', w'); input position (t, y, x) reads (tmap[t], hmap[y], wmap[x]).
-pub struct RowModulation<'a, T> {
-    pub scale: &'a [T],
-    pub shift: &'a [T],
-    pub dims: (usize, usize, usize),
-    pub tmap: &'a [usize],
-    pub hmap: &'a [usize],
-    pub wmap: &'a [usize],
-}
-
-impl<T: Float> InputNorm<'_, T> {
-    /// dst = norm(src) for rows `y0 ..` of frame `f` of channel `c`; dst, src: (rows, w).
-    pub fn rows(&self, dst: &mut [T], src: &[T], c: usize, f: usize, y0: usize, w: usize) {
-        dst.copy_from_slice(src);
-        let (a, b) = self.coeffs[c];
-        let Some(m) = &self.modulation else {
-            T::norm_apply(dst, a, b, None, self.silu);
-            return;
-        };
-        let (md, mh, mw) = m.dims;
-        let mut sc = vec![T::ZERO; w];
-        let mut sh = vec![T::ZERO; w];
-        for (r, row) in dst.chunks_exact_mut(w).enumerate() {
-            let off = ((c * md + m.tmap[f]) * mh + m.hmap[y0 + r]) * mw;
-            let (s_row, h_row) = (&m.scale[off..off + mw], &m.shift[off..off + mw]);
-            for ((o1, o2), &xs) in sc.iter_mut().zip(sh.iter_mut()).zip(m.wmap) {
-                *o1 = s_row[xs];
-                *o2 = h_row[xs];
-            }
-            T::norm_apply(row, a, b, Some((&sc, &sh)), self.silu);
-        }
-    }
 }
 
 /// Options of [`conv3d_winograd`].
@@ -204,7 +157,7 @@ fn transform_input<T: Float>(
     });
 }
 
-/// out = bias + conv(x) for one sample, for `p` with 3x3 spatial taps ([`supports`]).
+/// out = bias + conv(x) for one sample, for `p` with 3x3 spatial taps ([`Conv3dParams::has_3x3_taps`]).
 /// out: (c_out, d_out, h_out, w_out); x: (c_in, d, h, w); weight: (c_out, c_in, k_d, 3, 3).
 pub fn conv3d_winograd<T: Float>(
     out: &mut [T],
@@ -215,7 +168,7 @@ pub fn conv3d_winograd<T: Float>(
     dims: (usize, usize, usize),
     opts: &WinogradOptions<'_, T>,
 ) {
-    assert!(supports(p));
+    assert!(p.has_3x3_taps());
     let (d, h, w) = dims;
     let (prefix, n_pre) = opts.prefix.unwrap_or((&[], 0));
     assert_eq!(prefix.len(), p.c_in * n_pre * h * w);

@@ -2,12 +2,10 @@
 //! upstream names and defaults (spec section 7.1), read from JSON.
 
 use crate::error::{Error, Result};
-use crate::io::WeightFile;
-use crate::tensor::Shape;
+pub use crate::ops::resample::FrameRule;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 
-/// Channels per GroupNorm group count: every norm in these decoders has 32 groups.
+/// GroupNorm group count of every norm in these decoders.
 pub const NORM_GROUPS: usize = 32;
 /// Limits [`DecoderConfig::validate`] enforces.
 pub const MAX_LEVELS: usize = 16;
@@ -28,36 +26,6 @@ pub enum DecoderClass {
     /// diffusers' first-frame rule (spec 10.2); weights use the diffusers names.
     #[serde(rename = "CogVideoXDecoder3D")]
     CogVideoXDecoder3d,
-}
-
-/// When the first frame of a clip is handled apart (SpatialNorm's zq resize, Upsample3D's time
-/// doubling); spec 12, item 4.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FrameRule {
-    /// MOVQDecoder3D: whenever the clip has more than one frame (T -> 2T - 1).
-    Movq,
-    /// diffusers: only for an odd number of frames above one; even T doubles whole (T -> 2T).
-    Diffusers,
-}
-
-impl FrameRule {
-    /// True if a clip of `t` frames gets the first-frame split.
-    pub fn splits_first(self, t: usize) -> bool {
-        match self {
-            FrameRule::Movq => t > 1,
-            FrameRule::Diffusers => t > 1 && t % 2 == 1,
-        }
-    }
-
-    /// Frames after a time-doubling Upsample3D of `t` frames: 2t - 1 with the first-frame
-    /// split, 2t without, 1 for a single frame; `None` on overflow.
-    pub fn upsampled_frames(self, t: usize) -> Option<usize> {
-        match t {
-            0 | 1 => Some(t),
-            t if self.splits_first(t) => t.checked_mul(2)?.checked_sub(1),
-            t => t.checked_mul(2),
-        }
-    }
 }
 
 /// CausalConv3d padding modes (spec section 2).
@@ -134,41 +102,8 @@ impl DecoderConfig {
         Ok(cfg)
     }
 
-    /// Reads a JSON config file.
-    pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::from_json(&text).map_err(|e| match e {
-            Error::InvalidConfig(m) => Error::InvalidConfig(format!("{}: {m}", path.display())),
-            e => e,
-        })
-    }
-
-    /// Reads the config from a safetensors header: `__metadata__` key `meta` holding JSON with
-    /// `config` (and optionally `class`), as the golden files do; or a `config` key holding the
-    /// config JSON directly.
-    pub fn from_metadata(file: &WeightFile) -> Result<Self> {
-        let md = file.metadata();
-        let bad = |m: String| Error::InvalidConfig(format!("{}: {m}", file.path().display()));
-        if let Some(meta) = md.get("meta") {
-            let v: serde_json::Value =
-                serde_json::from_str(meta).map_err(|e| bad(format!("metadata `meta`: {e}")))?;
-            let mut cfg =
-                v.get("config").cloned().ok_or_else(|| bad("metadata `meta` has no `config`".into()))?;
-            if let (Some(class), Some(obj)) = (v.get("class"), cfg.as_object_mut()) {
-                obj.insert("class".into(), class.clone());
-            }
-            let cfg: DecoderConfig =
-                serde_json::from_value(cfg).map_err(|e| bad(format!("metadata config: {e}")))?;
-            cfg.validate().map_err(|e| bad(e.to_string()))?;
-            return Ok(cfg);
-        }
-        if let Some(text) = md.get("config") {
-            return Self::from_json(text).map_err(|e| bad(e.to_string()));
-        }
-        Err(bad("no decoder config in the safetensors metadata (pass --config)".into()))
-    }
-
-    /// Checks the configuration; rejects what upstream would crash on.
+    /// Checks the fields; rejects what upstream would crash on. The per-level checks (channel
+    /// counts, GroupNorm groups) are [`super::plan::DecoderPlan::new`]'s.
     pub fn validate(&self) -> Result<()> {
         let err = |m: String| Err(Error::InvalidConfig(m));
         if self.ch_mult.is_empty() {
@@ -218,25 +153,6 @@ impl DecoderConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return err(format!("dropout {} is not a probability in [0, 1)", self.dropout));
         }
-        for (i, &m) in self.ch_mult.iter().enumerate() {
-            let c = self
-                .ch
-                .checked_mul(m)
-                .ok_or_else(|| Error::InvalidConfig("ch * ch_mult overflows".into()))?;
-            if c == 0 {
-                return err(format!("ch_mult[{i}] is 0"));
-            }
-            if c > MAX_CHANNELS {
-                return err(format!("ch * ch_mult[{i}] = {c} is above {MAX_CHANNELS} channels"));
-            }
-            if c % NORM_GROUPS != 0 {
-                return Err(Error::GroupCount {
-                    place: format!("level {i} (ch {} * ch_mult[{i}] {m})", self.ch),
-                    channels: c,
-                    groups: NORM_GROUPS,
-                });
-            }
-        }
         if self.zq_ch() != self.z_channels && !self.uses_post_quant_conv() {
             return err(format!(
                 "zq_ch ({}) != z_channels ({}): z feeds both conv_in and every SpatialNorm, so upstream \
@@ -257,75 +173,6 @@ impl DecoderConfig {
     pub fn uses_post_quant_conv(&self) -> bool {
         self.class == DecoderClass::NewDecoder3d && self.post_quant_conv
     }
-
-    /// The first-frame rule of the configured class.
-    pub fn frame_rule(&self) -> FrameRule {
-        match self.class {
-            DecoderClass::CogVideoXDecoder3d => FrameRule::Diffusers,
-            _ => FrameRule::Movq,
-        }
-    }
-
-    /// Output frames of one decoder call on `t` latent frames: every time-compressing level
-    /// maps T to 2T - 1 with the first-frame split, else to 2T (T = 1 stays 1).
-    pub fn output_frames(&self, t: usize) -> Option<usize> {
-        let n_t = self.temporal_levels().min(self.levels() - 1);
-        let rule = self.frame_rule();
-        (0..n_t).try_fold(t, |t, _| rule.upsampled_frames(t))
-    }
-
-    /// Number of resolution levels, L = len(ch_mult).
-    pub fn levels(&self) -> usize {
-        self.ch_mult.len()
-    }
-
-    /// int(log2(temporal_compress_times)), truncated as upstream.
-    pub fn temporal_levels(&self) -> usize {
-        self.temporal_compress_times.ilog2() as usize
-    }
-
-    /// Whether level `i`'s upsampler doubles time: `i >= L - tcl`.
-    pub fn compress_time(&self, i_level: usize) -> bool {
-        i_level + self.temporal_levels() >= self.levels()
-    }
-
-    /// Whether level `i` gets attention blocks: its configured resolution
-    /// `(resolution // 2^(L-1)) * 2^(L-1-i)` is in attn_resolutions.
-    pub fn has_attention(&self, i_level: usize) -> bool {
-        let l = self.levels();
-        let base = self.resolution >> (l - 1).min(63);
-        let res = base.checked_shl((l - 1 - i_level) as u32).unwrap_or(0);
-        self.attn_resolutions.contains(&res)
-    }
-
-    /// Input shape check and output shape for a latent of `z` (spec 7.3), with checked sizes.
-    pub fn output_shape(&self, z: Shape) -> Result<Shape> {
-        if z.c != self.zq_ch() {
-            return Err(Error::LatentChannels { shape: z.to_string(), expected: self.zq_ch(), got: z.c });
-        }
-        if z.n == 0 || z.d == 0 || z.h == 0 || z.w == 0 {
-            return Err(Error::ShapeMismatch {
-                op: "decoder input z",
-                expected: "non-zero batch, frames, height and width".into(),
-                got: z.to_string(),
-            });
-        }
-        let up = self.levels() - 1;
-        let too_large =
-            || Error::TooLarge { what: format!("decoder output for z {z}"), reason: "size overflows".into() };
-        let scale = 1usize.checked_shl(up as u32).filter(|&s| s != 0).ok_or_else(too_large)?;
-        let d = self.output_frames(z.d).ok_or_else(too_large)?;
-        let c = if self.give_pre_end { self.ch * self.ch_mult[0] } else { self.out_ch };
-        let out = Shape::new(
-            z.n,
-            c,
-            d,
-            z.h.checked_mul(scale).ok_or_else(too_large)?,
-            z.w.checked_mul(scale).ok_or_else(too_large)?,
-        );
-        out.numel()?;
-        Ok(out)
-    }
 }
 
 #[cfg(test)]
@@ -338,17 +185,11 @@ mod tests {
     }
 
     #[test]
-    fn config_seed_defaults_and_derived_values() {
+    fn config_seed_defaults() {
         let c = DecoderConfig::from_json(seed_json()).unwrap();
         assert_eq!(c.pad_mode, PadMode::First);
         assert_eq!(c.temporal_compress_times, 4);
         assert_eq!(c.zq_ch(), 256);
-        assert_eq!((0..4).map(|i| c.compress_time(i)).collect::<Vec<_>>(), vec![false, false, true, true]);
-        assert!((0..4).all(|i| !c.has_attention(i)), "seed has no attention (spec 7.4)");
-        assert_eq!(c.output_shape(Shape::new(1, 256, 4, 16, 16)).unwrap(), Shape::new(1, 3, 13, 128, 128));
-        assert_eq!(c.output_shape(Shape::new(1, 256, 5, 32, 32)).unwrap(), Shape::new(1, 3, 17, 256, 256));
-        let c128 = DecoderConfig { resolution: 128, ..c };
-        assert!(c128.has_attention(3) && !c128.has_attention(2));
     }
 
     #[test]
@@ -362,8 +203,6 @@ mod tests {
         for c in bad {
             assert!(matches!(c.validate(), Err(Error::InvalidConfig(_))), "{c:?}");
         }
-        let c = DecoderConfig { ch: 100, ..base.clone() };
-        assert!(matches!(c.validate(), Err(Error::GroupCount { channels: 100, .. })));
         let ok = DecoderConfig {
             class: DecoderClass::NewDecoder3d,
             post_quant_conv: true,
@@ -382,13 +221,5 @@ mod tests {
         let json = seed_json().replace("\"double_z\"", "\"temporal_compress_times\": 3, \"double_z\"");
         let e = DecoderConfig::from_json(&json).unwrap_err();
         assert!(matches!(&e, Error::InvalidConfig(m) if m.contains("not a power of two")), "{e}");
-    }
-
-    #[test]
-    fn config_temporal_levels_truncate_like_numpy_log2() {
-        let base = DecoderConfig::from_json(seed_json()).unwrap();
-        for (tct, tcl) in [(1, 0), (2, 1), (3, 1), (4, 2), (8, 3)] {
-            assert_eq!(DecoderConfig { temporal_compress_times: tct, ..base.clone() }.temporal_levels(), tcl);
-        }
     }
 }

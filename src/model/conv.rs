@@ -5,9 +5,9 @@ use super::config::PadMode;
 use crate::error::{Error, Result};
 use crate::io::{Param, VarPath};
 use crate::kernels::Float;
-use crate::kernels::conv3d::{Conv3dParams, TimePad};
-use crate::ops::conv::{causal_tail, conv3d, conv3d_fused};
-use crate::ops::norm::NormPlan;
+use crate::kernels::params::{Conv3dParams, TimePad};
+pub use crate::ops::conv::ConvInput;
+use crate::ops::conv::{ConvLayer, causal_tail, conv3d};
 use crate::tensor::Tensor;
 
 /// A convolution's parameters and geometry. Weights are stored as loaded:
@@ -37,9 +37,13 @@ impl<T: Float> Conv3d<T> {
         Self::load_with(vp, Conv3dParams::plain(c_in, c_out, (k, k, k)), &[c_out, c_in, k, k, k], "Conv3d")
     }
 
+    fn layer(&self) -> ConvLayer<'_, T> {
+        ConvLayer { op: self.op, weight: &self.weight, bias: &self.bias, params: &self.params }
+    }
+
     /// x: (n, c_in, d, h, w) -> (n, c_out, d', h', w')
     pub fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
-        conv3d(self.op, x, &self.weight, &self.bias, &self.params)
+        conv3d(&self.layer(), ConvInput::plain(x))
     }
 
     pub fn params(&self) -> &Conv3dParams {
@@ -73,19 +77,31 @@ pub struct CausalConv3d<T> {
 /// The padding upstream's CausalConv3d applies for kernel `k` (cubic), stride 1, dilation 1,
 /// reproducing the "constant" pad-order quirk (spec section 2).
 pub fn causal_params(c_in: usize, c_out: usize, k: usize, pad_mode: PadMode) -> Result<Conv3dParams> {
-    causal_params_strided(c_in, c_out, k, pad_mode, 1, 1)
+    causal_params_strided(c_in, c_out, k, pad_mode, TimeStep::UNIT)
 }
 
-/// [`causal_params`] with upstream's temporal `stride` and `dilation` (they apply to time only):
+/// CausalConv3d's temporal stride and dilation (upstream applies them to time only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeStep {
+    pub stride: usize,
+    pub dilation: usize,
+}
+
+impl TimeStep {
+    /// Stride 1, dilation 1: every conv of the decoders.
+    pub const UNIT: TimeStep = TimeStep { stride: 1, dilation: 1 };
+}
+
+/// [`causal_params`] with upstream's temporal stride and dilation:
 /// `time_pad = dilation * (k - 1) + (1 - stride)`.
 pub fn causal_params_strided(
     c_in: usize,
     c_out: usize,
     k: usize,
     pad_mode: PadMode,
-    stride: usize,
-    dilation: usize,
+    time: TimeStep,
 ) -> Result<Conv3dParams> {
+    let TimeStep { stride, dilation } = time;
     if k % 2 == 0 {
         return Err(Error::InvalidConfig(format!("CausalConv3d kernel {k} must be odd (upstream asserts)")));
     }
@@ -145,42 +161,25 @@ impl<T: Float> CausalConv3d<T> {
         })
     }
 
-    /// x: (n, c_in, d, h, w) -> (n, c_out, d, h, w)
-    pub fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
-        self.conv.forward(x)
-    }
-
     pub fn params(&self) -> &Conv3dParams {
         self.conv.params()
     }
 
     /// conv(norm(x)) (+ residual), with the normalisation fused into the convolution's input
-    /// (see [`conv3d_fused`]). x: (n, c_in, d, h, w) -> (n, c_out, d, h, w)
-    pub fn forward_fused(
-        &self,
-        x: &Tensor<T>,
-        norm: Option<&NormPlan<T>>,
-        residual: Option<Tensor<T>>,
-    ) -> Result<Tensor<T>> {
-        let c = &self.conv;
-        conv3d_fused(c.op, x, &c.weight, &c.bias, &c.params, norm, residual, None)
-    }
-
-    /// [`Self::forward_fused`] on one chunk of a clip, carrying `cache` across chunks (diffusers'
-    /// `conv_cache`): an empty cache pads with frame 0 as usual; a filled one supplies the
-    /// frames in front of x instead. Afterwards the cache holds the last k_d - 1 frames of this
-    /// call's (normalised) input. Only for pad_mode "first" with stride 1 (the CogVideoX convs).
+    /// (see [`ConvInput`]). With `cache` this is one chunk of a clip (diffusers' `conv_cache`):
+    /// an empty cache pads with frame 0 as usual; a filled one supplies the frames in front of
+    /// x instead, and afterwards holds the last k_d - 1 frames of this call's (normalised)
+    /// input. Caches need pad_mode "first" with time stride 1 (the CogVideoX convs).
     /// x: (n, c_in, d, h, w) -> (n, c_out, d, h, w)
-    pub fn forward_cached(
-        &self,
-        x: &Tensor<T>,
-        norm: Option<&NormPlan<T>>,
-        residual: Option<Tensor<T>>,
-        cache: &mut ConvCache<T>,
-    ) -> Result<Tensor<T>> {
+    pub fn forward(&self, input: ConvInput<'_, T>, cache: Option<&mut ConvCache<T>>) -> Result<Tensor<T>> {
         let c = &self.conv;
+        let Some(cache) = cache else { return conv3d(&c.layer(), input) };
         let p = &c.params;
-        if p.time_pad != TimePad::ReplicateFirst || p.stride_d != 1 || p.pad_d.1 != 0 {
+        if p.time_pad != TimePad::ReplicateFirst
+            || p.stride_d != 1
+            || p.pad_d.1 != 0
+            || input.prefix.is_some()
+        {
             return Err(Error::Unsupported(format!(
                 "{}: chunked decoding needs causal convs with pad_mode \"first\" and time stride 1",
                 c.op
@@ -188,12 +187,14 @@ impl<T: Float> CausalConv3d<T> {
         }
         let keep = p.pad_d.0;
         let prev = cache.0.take();
+        let (x, norm) = (input.x, input.norm);
         let y = match &prev {
-            None => conv3d_fused(c.op, x, &c.weight, &c.bias, p, norm, residual, None)?,
+            None => conv3d(&c.layer(), input)?,
             Some(pre) => {
                 // The cache replaces the time padding: exactly pad_d.0 frames.
                 let joined = Conv3dParams { pad_d: (0, 0), ..p.clone() };
-                conv3d_fused(c.op, x, &c.weight, &c.bias, &joined, norm, residual, Some(pre))?
+                let layer = ConvLayer { params: &joined, ..c.layer() };
+                conv3d(&layer, ConvInput { prefix: Some(pre), ..input })?
             }
         };
         cache.0 = Some(causal_tail(x, norm, prev.as_ref(), keep)?);
@@ -215,10 +216,5 @@ impl<T: Float> ConvCache<T> {
     /// The carried frames, if any. (n, c, k_d - 1, h, w)
     pub fn frames(&self) -> Option<&Tensor<T>> {
         self.0.as_ref()
-    }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        self.0.as_ref().map_or(0, |t| std::mem::size_of_val(t.data()))
     }
 }

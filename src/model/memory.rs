@@ -7,8 +7,8 @@
 //! and tiled modes) + the output held in memory. Calibrated against measured peak RSS (see
 //! README); it errs high.
 
-use super::chunked::{DecodeMode, chunk_schedule};
-use super::config::DecoderConfig;
+use super::plan::DecoderPlan;
+use super::schedule::{DecodeMode, calls};
 use crate::error::{Error, Result};
 use crate::tensor::Shape;
 
@@ -16,108 +16,97 @@ use crate::tensor::Shape;
 const CONV_SCRATCH_BYTES: u64 = 192 << 20;
 
 /// Estimated bytes of one decoder call on a latent chunk z, and of the conv caches it leaves.
-fn call_bytes(cfg: &DecoderConfig, z: Shape, elem: u128, chunked: bool) -> (u128, u128) {
+fn call_bytes(plan: &DecoderPlan, z: Shape, elem: u128, chunked: bool) -> Result<(u128, u128)> {
+    let walk = plan.walk(z)?;
     let n = z.n as u128;
-    let (mut t, mut h, mut w) = (z.d as u128, z.h as u128, z.w as u128);
-    let l = cfg.levels();
-    let ch = cfg.ch as u128;
-    let mut c = ch * cfg.ch_mult[l - 1] as u128;
-    let unit = |t: u128, h: u128, w: u128| n * t * h * w * elem;
-    // A k=3 causal conv over c_in channels at (h, w) keeps 2 frames.
-    let cache = |c_in: u128, h: u128, w: u128| if chunked { 2 * c_in * unit(1, h, w) } else { 0 };
-    let mut peak = (c + cfg.z_channels as u128) * unit(t, h, w);
-    let mut caches = cache(cfg.z_channels as u128, h, w);
-    let resblock = |c_in: u128, c_out: u128, t: u128, h: u128, w: u128| (c_in + 2 * c_out) * unit(t, h, w);
+    let unit = |d: (usize, usize, usize)| n * d.0 as u128 * d.1 as u128 * d.2 as u128 * elem;
+    let frame = |d: (usize, usize, usize)| unit((1, d.1, d.2));
+    // A k=3 causal conv over c_in channels keeps 2 frames.
+    let cache = |c_in: usize, d| if chunked { 2 * c_in as u128 * frame(d) } else { 0 };
+    let resblock = |c_in: usize, c_out: usize, d| (c_in as u128 + 2 * c_out as u128) * unit(d);
+    let c = plan.mid_channels;
+    let mut peak = (c as u128 + plan.z_channels as u128) * unit(walk.mid);
+    let mut caches = cache(plan.z_channels, walk.mid);
     for _ in 0..2 {
-        peak = peak.max(resblock(c, c, t, h, w));
-        caches += 2 * cache(c, h, w);
+        peak = peak.max(resblock(c, c, walk.mid));
+        caches += 2 * cache(c, walk.mid);
     }
-    for i in (0..l).rev() {
-        let c_out = ch * cfg.ch_mult[i] as u128;
-        for _ in 0..=cfg.num_res_blocks {
-            peak = peak.max(resblock(c, c_out, t, h, w));
-            caches += cache(c, h, w) + cache(c_out, h, w);
-            c = c_out;
+    for (i, lv) in plan.levels_in_order() {
+        let (at, after) = walk.levels[i];
+        for j in 0..lv.blocks {
+            peak = peak.max(resblock(lv.block_in(j), lv.c_out, at));
+            caches += cache(lv.block_in(j), at) + cache(lv.c_out, at);
         }
-        if i != 0 {
-            let t2 = if cfg.compress_time(i) {
-                cfg.frame_rule().upsampled_frames(t as usize).unwrap_or(usize::MAX) as u128
-            } else {
-                t
-            };
-            peak = peak.max(c * (unit(t, h, w) + 2 * unit(t, 2 * h, 2 * w) + unit(t2, 2 * h, 2 * w)));
-            t = t2;
-            h *= 2;
-            w *= 2;
+        if lv.upsample.is_some() {
+            let spatial = (at.0, after.1, after.2);
+            peak = peak.max(lv.c_out as u128 * (unit(at) + 2 * unit(spatial) + unit(after)));
         }
     }
-    peak = peak.max((c + cfg.out_ch as u128) * unit(t, h, w));
-    caches += cache(c, h, w);
-    (peak, caches)
+    let c0 = plan.out_in_channels;
+    peak = peak.max((c0 as u128 + plan.out_ch as u128) * unit(walk.out));
+    caches += cache(c0, walk.out);
+    Ok((peak, caches))
 }
 
-/// Estimated peak bytes of decoding z with `mode` in an element type of `elem` bytes, given
-/// `weight_bytes` of loaded weights. `keep_output`: the whole output is held in memory (not
-/// streamed to a file as it is produced).
-pub fn estimate_peak_bytes(
-    cfg: &DecoderConfig,
-    z: Shape,
-    mode: &DecodeMode,
-    elem: usize,
-    weight_bytes: u64,
-    keep_output: bool,
-) -> Result<u64> {
-    let out = cfg.output_shape(z)?;
+/// What a decode holds besides its activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Footprint {
+    /// Bytes per element of the compute type (4 for f32, 8 for f64).
+    pub elem: usize,
+    /// Bytes of the loaded weights.
+    pub weight_bytes: u64,
+    /// The whole output is held in memory (not streamed to a file as it is produced).
+    pub keep_output: bool,
+}
+
+/// Estimated peak bytes of decoding z with `mode`.
+pub fn estimate_peak_bytes(plan: &DecoderPlan, z: Shape, mode: &DecodeMode, f: &Footprint) -> Result<u64> {
+    let Footprint { elem, weight_bytes, keep_output } = *f;
+    let out = plan.output_shape(z)?;
     let elem = elem as u128;
-    let frame_out = z.n as u128 * cfg.out_ch as u128 * elem;
-    let chunk_t = chunk_schedule(z.d).iter().map(|r| r.len()).max().unwrap_or(1);
-    let per_call = |h: usize, w: usize, t: usize, chunked: bool| {
-        let (act, caches) = call_bytes(cfg, Shape { d: t, h, w, ..z }, elem, chunked);
-        act + caches
-    };
-    // Output frames of the largest batch.
-    let batch_frames = cfg.output_frames(chunk_t).unwrap_or(out.d) as u128;
+    let frame_out = z.n as u128 * plan.out_ch as u128 * elem;
+    let calls = calls(mode, z);
+    let batch_t = calls.iter().filter(|c| c.cached).map(|c| c.frames.len()).max().unwrap_or(z.d);
     let full_out = frame_out * (out.d as u128 + 8) * out.h as u128 * out.w as u128;
-    let work = match mode {
-        DecodeMode::Whole => per_call(z.h, z.w, z.d, false) + full_out,
+    // The largest call of the decode (tiles at the grid's edge are smaller).
+    let mut work = 0u128;
+    for c in &calls {
+        let (act, caches) = call_bytes(plan, c.shape(z), elem, c.cached)?;
+        work = work.max(act + caches);
+    }
+    let held = match mode {
+        DecodeMode::Whole => full_out,
+        DecodeMode::Chunked if keep_output => full_out,
         DecodeMode::Chunked => {
-            let held = if keep_output {
-                full_out
-            } else {
-                2 * frame_out * batch_frames * out.h as u128 * out.w as u128
-            };
-            per_call(z.h, z.w, chunk_t, true) + held
+            let batch_frames = plan.output_frames(batch_t).unwrap_or(out.d) as u128;
+            2 * frame_out * batch_frames * out.h as u128 * out.w as u128
         }
-        DecodeMode::Tiled(tc) if tc.splits(z.h, z.w) => {
-            let (th, tw) = (tc.tile_latent.0.min(z.h), tc.tile_latent.1.min(z.w));
+        DecodeMode::Tiled(_) if calls.iter().any(|c| c.tile.is_some()) => {
             // Decoded tiles (uncropped, all frames) are held until blending, plus the result.
-            let px_per_latent = (out.h / z.h) as u128 * (out.w / z.w) as u128;
-            let tiles: u128 = tc
-                .tiles(z.h, z.w)
+            let px_per_latent = (plan.space_scale() as u128).pow(2);
+            let tiles: u128 = calls
                 .iter()
-                .map(|(a, b)| frame_out * out.d as u128 * a.len() as u128 * b.len() as u128 * px_per_latent)
+                .filter(|c| c.starts_clip)
+                .map(|c| {
+                    frame_out * out.d as u128 * c.rows.len() as u128 * c.cols.len() as u128 * px_per_latent
+                })
                 .sum();
-            per_call(th, tw, chunk_t, true) + tiles + 2 * full_out
+            tiles + 2 * full_out
         }
-        DecodeMode::Tiled(_) => per_call(z.h, z.w, chunk_t, true) + full_out,
+        DecodeMode::Tiled(_) => full_out,
     };
     // u128 arithmetic: shapes that fit in usize times channels and element sizes cannot
     // overflow it; an estimate beyond u64 saturates (and is refused by any budget).
-    let total = weight_bytes as u128 + CONV_SCRATCH_BYTES as u128 + work;
+    let total = weight_bytes as u128 + CONV_SCRATCH_BYTES as u128 + work + held;
     Ok(total.min(u64::MAX as u128) as u64)
 }
 
-/// Refuses a decode whose `estimate` (from [`estimate_peak_bytes`]) exceeds `budget` bytes,
-/// with a hint that fits `mode`.
-pub fn check_budget(estimate: u64, budget: u64, mode: &DecodeMode) -> Result<()> {
+/// Refuses a decode whose `estimate` (from [`estimate_peak_bytes`]) exceeds `budget` bytes.
+pub fn check_budget(estimate: u64, budget: u64) -> Result<()> {
     if estimate <= budget {
         return Ok(());
     }
-    let hint = match mode {
-        DecodeMode::Tiled(_) => "a smaller latent (fewer samples per file)",
-        _ => "--mode tiled",
-    };
-    Err(Error::OverMemoryBudget { needed: estimate, budget, hint })
+    Err(Error::OverMemoryBudget { needed: estimate, budget })
 }
 
 /// Bytes of memory available to a new allocation (Linux `MemAvailable`), if known.

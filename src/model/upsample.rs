@@ -3,6 +3,7 @@
 
 use super::config::FrameRule;
 use super::conv::Conv2d;
+use super::plan::UpsamplePlan;
 use crate::error::Result;
 use crate::io::VarPath;
 use crate::kernels::Float;
@@ -16,15 +17,10 @@ pub struct Upsample3d<T> {
 }
 
 impl<T: Float> Upsample3d<T> {
-    pub fn load(
-        vp: &VarPath,
-        c: usize,
-        with_conv: bool,
-        compress_time: bool,
-        rule: FrameRule,
-    ) -> Result<Self> {
-        let conv = if with_conv { Some(Conv2d::load(&vp.pp("conv"), c, c, 3)?) } else { None };
-        Ok(Upsample3d { conv, compress_time, rule })
+    /// `Upsample3D(c, with_conv, compress_time)` as `up` plans it.
+    pub fn load(vp: &VarPath, c: usize, up: UpsamplePlan, rule: FrameRule) -> Result<Self> {
+        let conv = if up.with_conv { Some(Conv2d::load(&vp.pp("conv"), c, c, 3)?) } else { None };
+        Ok(Upsample3d { conv, compress_time: up.time, rule })
     }
 
     /// x: (n, c, d, h, w) -> (n, c, d', 2h, 2w) with, if compress_time and d > 1, d' = 2d - 1

@@ -2,8 +2,9 @@
 
 use crate::error::{Error, Result};
 use crate::kernels::Float;
-use crate::kernels::conv3d::{Conv3dParams, ConvAlgo, conv_algo, conv3d as conv3d_kernel};
-use crate::kernels::winograd::{WinogradOptions, conv3d_winograd, supports as winograd_supports};
+use crate::kernels::conv3d::{conv3d_tiled, tile_cols};
+use crate::kernels::params::{Conv3dParams, ConvAlgo};
+use crate::kernels::winograd::{WinogradOptions, conv3d_winograd};
 use crate::ops::add_inplace;
 use crate::ops::norm::NormPlan;
 use crate::tensor::{Shape, Tensor};
@@ -27,44 +28,42 @@ pub fn conv_out_shape(op: &'static str, x: Shape, p: &Conv3dParams) -> Result<Sh
     Ok(out)
 }
 
-/// y = conv(x) + bias.
-/// x: (n, c_in, d, h, w); weight: (c_out, c_in, k_d, k_h, k_w); bias: (c_out,) -> (n, c_out, d', h', w')
-pub fn conv3d<T: Float>(
-    op: &'static str,
-    x: &Tensor<T>,
-    weight: &[T],
-    bias: &[T],
-    p: &Conv3dParams,
-) -> Result<Tensor<T>> {
-    let s = x.shape();
-    let out_shape = conv_out_shape(op, s, p)?;
-    let mut out = Tensor::zeros(out_shape)?;
-    let (in_len, out_len) = (s.sample_len(), out_shape.sample_len());
-    for b in 0..s.n {
-        let xb = &x.data()[b * in_len..(b + 1) * in_len];
-        let ob = &mut out.data_mut()[b * out_len..(b + 1) * out_len];
-        conv3d_kernel(ob, xb, weight, bias, p, (s.d, s.h, s.w));
-    }
-    Ok(out)
+/// A convolution layer as the kernels take it: weights, bias and geometry, and the module
+/// name used in shape errors.
+pub struct ConvLayer<'a, T> {
+    pub op: &'static str,
+    pub weight: &'a [T], // (c_out, c_in, k_d, k_h, k_w)
+    pub bias: &'a [T],   // (c_out,)
+    pub params: &'a Conv3dParams,
 }
 
-/// y = conv(prefix ++ norm(x)) + bias (+ residual): the normalisation `norm` (planned on x) is
-/// applied on the fly while the convolution reads its input, and `residual` (the output's shape)
-/// is accumulated into, so neither norm(x) nor a separate output buffer is materialised. Falls
-/// back to normalise-then-convolve when the fused kernel does not apply.
-/// `prefix` (n, c_in, d_p, h, w) holds frames in front of x that are already in the conv's
-/// input domain (a causal conv's carried cache); `p`'s time padding applies to the joined clip.
-#[allow(clippy::too_many_arguments)]
-pub fn conv3d_fused<T: Float>(
-    op: &'static str,
-    x: &Tensor<T>,
-    weight: &[T],
-    bias: &[T],
-    p: &Conv3dParams,
-    norm: Option<&NormPlan<T>>,
-    residual: Option<Tensor<T>>,
-    prefix: Option<&Tensor<T>>,
-) -> Result<Tensor<T>> {
+/// What one convolution call reads: the input, and what is fused around it.
+pub struct ConvInput<'a, T> {
+    /// x: (n, c_in, d, h, w)
+    pub x: &'a Tensor<T>,
+    /// A normalisation planned on x, applied on the fly as the convolution reads its input.
+    pub norm: Option<&'a NormPlan<T>>,
+    /// Accumulated into (the output's shape), so no separate output buffer is made.
+    pub residual: Option<Tensor<T>>,
+    /// Frames (n, c_in, d_p, h, w) in front of x, already in the convolution's input domain (a
+    /// causal conv's carried cache); the time padding of the params applies to the joined clip.
+    pub prefix: Option<&'a Tensor<T>>,
+}
+
+impl<'a, T> ConvInput<'a, T> {
+    /// x alone: no norm, residual or prefix.
+    pub fn plain(x: &'a Tensor<T>) -> Self {
+        ConvInput { x, norm: None, residual: None, prefix: None }
+    }
+}
+
+/// y = conv(prefix ++ norm(x)) + bias (+ residual). The algorithm is [`ConvAlgo::for_params`]'s
+/// choice: Winograd reads norm(x) on the fly and accumulates into the residual in place; im2col
+/// normalises a copy first (only when there is a norm or a prefix).
+/// -> (n, c_out, d', h', w')
+pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Result<Tensor<T>> {
+    let ConvInput { x, norm, residual, prefix } = input;
+    let (op, p) = (layer.op, layer.params);
     let s = x.shape();
     let n_pre = match prefix {
         Some(pre) => {
@@ -85,25 +84,29 @@ pub fn conv3d_fused<T: Float>(
     if let Some(n) = norm {
         x.expect_shape("fused norm input", n.shape())?;
     }
-    if conv_algo() != ConvAlgo::Winograd || !winograd_supports(p) {
+    if ConvAlgo::for_params(p) == ConvAlgo::Im2col {
+        let normed;
         let mut xn = match norm {
             Some(n) => {
-                let mut xn = x.clone();
-                n.apply_inplace(&mut xn)?;
-                xn
+                let mut t = x.clone();
+                n.apply_inplace(&mut t)?;
+                normed = t;
+                &normed
             }
-            None => x.clone(),
+            None => x,
         };
+        let joined_input;
         if let Some(pre) = prefix {
-            xn = concat_time(pre, &xn)?;
+            joined_input = concat_time(pre, xn)?;
+            xn = &joined_input;
         }
-        let y = conv3d(op, &xn, weight, bias, p)?;
+        let y = im2col_conv(layer, xn, out_shape);
         return match residual {
             Some(mut r) => {
-                add_inplace(&mut r, &y)?;
+                add_inplace(&mut r, &y?)?;
                 Ok(r)
             }
-            None => Ok(y),
+            None => y,
         };
     }
     let accumulate = residual.is_some();
@@ -124,7 +127,22 @@ pub fn conv3d_fused<T: Float>(
             accumulate,
             prefix: prefix.map(|pre| (&pre.data()[b * pre_len..(b + 1) * pre_len], n_pre)),
         };
-        conv3d_winograd(ob, xb, weight, bias, p, (s.d, s.h, s.w), &opts);
+        conv3d_winograd(ob, xb, layer.weight, layer.bias, p, (s.d, s.h, s.w), &opts);
+    }
+    Ok(out)
+}
+
+/// The im2col convolution of x (n, c_in, d, h, w) into a new tensor of `out_shape`.
+fn im2col_conv<T: Float>(layer: &ConvLayer<'_, T>, x: &Tensor<T>, out_shape: Shape) -> Result<Tensor<T>> {
+    let s = x.shape();
+    let mut out = Tensor::zeros(out_shape)?;
+    let (in_len, out_len) = (s.sample_len(), out_shape.sample_len());
+    let (d_out, h_out, w_out) = (out_shape.d, out_shape.h, out_shape.w);
+    let cols = tile_cols(layer.params, std::mem::size_of::<T>(), d_out * h_out * w_out);
+    for b in 0..s.n {
+        let xb = &x.data()[b * in_len..(b + 1) * in_len];
+        let ob = &mut out.data_mut()[b * out_len..(b + 1) * out_len];
+        conv3d_tiled(ob, xb, layer.weight, layer.bias, layer.params, (s.d, s.h, s.w), cols);
     }
     Ok(out)
 }

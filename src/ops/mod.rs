@@ -1,6 +1,7 @@
 //! Tensor-level operations: validate shapes, allocate outputs, call kernels. No `unsafe`.
 
 pub mod attention;
+pub mod blend;
 pub mod conv;
 pub mod norm;
 pub mod resample;

@@ -5,8 +5,8 @@ use super::resample::IndexMaps;
 use crate::error::{Error, Result};
 use crate::kernels::Float;
 use crate::kernels::group_norm::{affine_coeffs, group_stats};
+use crate::kernels::input_norm::{InputNorm, RowModulation};
 use crate::kernels::resample::gather_plane;
-use crate::kernels::winograd::{InputNorm, RowModulation};
 use crate::tensor::{Shape, Tensor};
 use rayon::prelude::*;
 
@@ -46,15 +46,15 @@ pub struct NormPlan<T> {
 }
 
 impl<T: Float> NormPlan<T> {
-    /// Computes the group statistics of x: (n, c, d, h, w); gamma, beta: (c,).
+    /// Computes the group statistics of x: (n, c, d, h, w); affine = (gamma, beta): (c,), (c,).
     pub fn new(
         x: &Tensor<T>,
-        gamma: &[T],
-        beta: &[T],
+        affine: (&[T], &[T]),
         p: GroupNormParams,
         modulation: Modulation<T>,
         silu: bool,
     ) -> Result<Self> {
+        let (gamma, beta) = affine;
         let s = x.shape();
         if p.groups == 0 || s.c % p.groups != 0 {
             return Err(Error::GroupCount {

@@ -2,8 +2,37 @@
 
 use crate::error::{Error, Result};
 use crate::kernels::resample::{gather, nearest_map};
-use crate::model::FrameRule;
 use crate::tensor::{Element, Shape, Tensor};
+
+/// When the first frame of a clip is handled apart (SpatialNorm's zq resize, Upsample3D's time
+/// doubling); spec 12, item 4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameRule {
+    /// MOVQDecoder3D: whenever the clip has more than one frame (T -> 2T - 1).
+    Movq,
+    /// diffusers: only for an odd number of frames above one; even T doubles whole (T -> 2T).
+    Diffusers,
+}
+
+impl FrameRule {
+    /// True if a clip of `t` frames gets the first-frame split.
+    pub fn splits_first(self, t: usize) -> bool {
+        match self {
+            FrameRule::Movq => t > 1,
+            FrameRule::Diffusers => t > 1 && t % 2 == 1,
+        }
+    }
+
+    /// Frames after a time-doubling Upsample3D of `t` frames: 2t - 1 with the first-frame
+    /// split, 2t without, 1 for a single frame; `None` on overflow.
+    pub fn upsampled_frames(self, t: usize) -> Option<usize> {
+        match t {
+            0 | 1 => Some(t),
+            t if self.splits_first(t) => t.checked_mul(2)?.checked_sub(1),
+            t => t.checked_mul(2),
+        }
+    }
+}
 
 /// Per-axis source-index maps of a nearest resize.
 #[derive(Clone, Debug, PartialEq, Eq)]

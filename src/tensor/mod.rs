@@ -3,9 +3,11 @@
 //! The f64 instantiation is the high-precision reference mode: the same code runs with another
 //! element type, so a f64 decode is the f32 decode's exact twin up to rounding.
 
+mod random;
 mod region;
 mod shape;
 
+pub use random::SplitMix64;
 pub use region::Region;
 pub use shape::Shape;
 
@@ -41,6 +43,8 @@ pub trait Element:
     fn mul_add(self, a: Self, b: Self) -> Self;
     fn max(self, other: Self) -> Self;
     fn is_finite(self) -> bool;
+    /// `s` as `&[Self]` when `Self` is f32 (a weight used in place, without a copy).
+    fn from_f32_slice(s: &[f32]) -> Option<&[Self]>;
 }
 
 impl Element for f32 {
@@ -68,6 +72,9 @@ impl Element for f32 {
     fn is_finite(self) -> bool {
         f32::is_finite(self)
     }
+    fn from_f32_slice(s: &[f32]) -> Option<&[f32]> {
+        Some(s)
+    }
 }
 
 impl Element for f64 {
@@ -94,6 +101,9 @@ impl Element for f64 {
     }
     fn is_finite(self) -> bool {
         f64::is_finite(self)
+    }
+    fn from_f32_slice(_: &[f32]) -> Option<&[f64]> {
+        None
     }
 }
 
@@ -165,11 +175,6 @@ impl<T: Element> Tensor<T> {
         self.data
     }
 
-    /// Converts every element to another element type (f32 <-> f64).
-    pub fn cast<U: Element>(&self) -> Tensor<U> {
-        Tensor { shape: self.shape, data: self.data.iter().map(|&x| U::from_f64(x.to_f64())).collect() }
-    }
-
     /// Errors with `op` in the message unless the shape is `expected`.
     pub fn expect_shape(&self, op: &'static str, expected: Shape) -> Result<()> {
         if self.shape != expected {
@@ -190,7 +195,7 @@ pub fn random_normal(shape: &[usize], seed: u64) -> Result<Vec<f32>> {
         what: format!("random tensor {shape:?}"),
         reason: "size overflows".into(),
     })?;
-    let mut rng = crate::io::SplitMix64(seed);
+    let mut rng = SplitMix64(seed);
     let mut v = try_filled(n, 0.0f32, "random tensor")?;
     // Var(U(-1, 1)) = 1/3, so the sum of four has variance 4/3.
     let norm = (3.0f32 / 4.0).sqrt();

@@ -61,10 +61,6 @@ impl Shape {
     pub fn sample_len(&self) -> usize {
         self.c * self.plane_len()
     }
-
-    pub fn with_c(self, c: usize) -> Self {
-        Shape { c, ..self }
-    }
 }
 
 impl fmt::Display for Shape {

@@ -1,91 +1,87 @@
 //! The diffusers `AutoencoderKLCogVideoX` decoder as a MOVQDecoder3D (spec sections 10.2-10.5):
-//! weight-name mapping and config conversion. For a whole-clip decode with odd T (or T = 1) the
+//! weight-name mapping (both directions from one rule table) and config conversion. For a whole-clip decode with odd T (or T = 1) the
 //! diffusers decoder and MOVQDecoder3D (pad_mode "first", no attention, no add_conv) are the same
 //! function (spec 10.5); even T and the chunked `vae.decode` follow other frame rules.
 
-use super::config::{DecoderClass, DecoderConfig, NORM_EPS, NORM_GROUPS, PadMode};
 use crate::error::{Error, Result};
+use crate::model::config::{DecoderClass, DecoderConfig, NORM_EPS, NORM_GROUPS, PadMode};
 use serde_json::Value;
+
+/// One segment of a name pattern.
+#[derive(Clone, Copy)]
+enum Seg {
+    Lit(&'static str),
+    /// A level index: upstream's `i` on one side, diffusers' `L - 1 - i` on the other.
+    Level,
+    /// Any one segment, copied.
+    Any,
+}
+
+use Seg::{Any, Level, Lit};
+
+/// (upstream, diffusers) module-path patterns (spec 10.4), tried in order at every position.
+const RULES: &[(&[Seg], &[Seg])] = &[
+    (&[Lit("mid"), Lit("block_1")], &[Lit("mid_block"), Lit("resnets"), Lit("0")]),
+    (&[Lit("mid"), Lit("block_2")], &[Lit("mid_block"), Lit("resnets"), Lit("1")]),
+    (&[Lit("up"), Level, Lit("block")], &[Lit("up_blocks"), Level, Lit("resnets")]),
+    (&[Lit("up"), Level, Lit("upsample")], &[Lit("up_blocks"), Level, Lit("upsamplers"), Lit("0")]),
+    (&[Lit("up"), Level, Any], &[Lit("up_blocks"), Level, Any]),
+    (&[Lit("nin_shortcut")], &[Lit("conv_shortcut")]),
+];
+
+/// Rewrites `name` from one naming to the other: `to_diffusers` picks the direction. Segments no
+/// rule matches are kept.
+fn rewrite(name: &str, levels: usize, to_diffusers: bool) -> String {
+    let parts: Vec<&str> = name.split('.').collect();
+    let mut out: Vec<String> = Vec::with_capacity(parts.len() + 2);
+    let mut i = 0;
+    'outer: while i < parts.len() {
+        for &(up, diff) in RULES {
+            let (from, to) = if to_diffusers { (up, diff) } else { (diff, up) };
+            let (mut level, mut any) = (None, None);
+            let matched = from.len() <= parts.len() - i
+                && from.iter().zip(&parts[i..]).all(|(seg, part)| match seg {
+                    Lit(l) => l == part,
+                    Level => {
+                        level = part.parse::<usize>().ok().filter(|&k| k < levels);
+                        level.is_some()
+                    }
+                    Any => {
+                        any = Some(*part);
+                        true
+                    }
+                });
+            if !matched {
+                continue;
+            }
+            for seg in to {
+                out.push(match seg {
+                    Lit(l) => l.to_string(),
+                    Level => (levels - 1 - level.unwrap_or(0)).to_string(),
+                    Any => any.unwrap_or_default().to_string(),
+                });
+            }
+            i += from.len();
+            continue 'outer;
+        }
+        out.push(parts[i].to_string());
+        i += 1;
+    }
+    out.join(".")
+}
 
 /// The diffusers name (without the `decoder.` prefix) of module path `path` of a decoder with
 /// `levels` up levels: `mid.block_{1,2}` -> `mid_block.resnets.{0,1}`, `up.{i}.block.{j}` ->
 /// `up_blocks.{L-1-i}.resnets.{j}`, `up.{i}.upsample` -> `up_blocks.{L-1-i}.upsamplers.0`,
 /// `nin_shortcut` -> `conv_shortcut` (spec 10.4).
 pub fn diffusers_key(path: &str, levels: usize) -> String {
-    let parts: Vec<&str> = path.split('.').collect();
-    let mut out: Vec<String> = Vec::with_capacity(parts.len() + 1);
-    let mut i = 0;
-    while i < parts.len() {
-        match parts[i] {
-            "mid" if i + 1 < parts.len() => {
-                let r = if parts[i + 1] == "block_1" { "0" } else { "1" };
-                out.extend(["mid_block".into(), "resnets".into(), r.into()]);
-                i += 2;
-            }
-            "up" if i + 2 < parts.len() => {
-                let level: usize = parts[i + 1].parse().unwrap_or(0);
-                out.extend(["up_blocks".into(), (levels - 1 - level.min(levels - 1)).to_string()]);
-                match parts[i + 2] {
-                    "block" => out.push("resnets".into()),
-                    "upsample" => out.extend(["upsamplers".into(), "0".into()]),
-                    other => out.push(other.into()),
-                }
-                i += 3;
-            }
-            "nin_shortcut" => {
-                out.push("conv_shortcut".into());
-                i += 1;
-            }
-            other => {
-                out.push(other.into());
-                i += 1;
-            }
-        }
-    }
-    out.join(".")
+    rewrite(path, levels, true)
 }
 
 /// The upstream module path of diffusers name `name` (without the `decoder.` prefix) of a
 /// decoder with `levels` up levels: the inverse of [`diffusers_key`].
 pub fn upstream_key(name: &str, levels: usize) -> String {
-    let parts: Vec<&str> = name.split('.').collect();
-    let mut out: Vec<String> = Vec::with_capacity(parts.len());
-    let mut i = 0;
-    while i < parts.len() {
-        match (parts[i], parts.get(i + 1), parts.get(i + 2)) {
-            ("mid_block", Some(&"resnets"), Some(r)) => {
-                out.extend(["mid".into(), if *r == "0" { "block_1".into() } else { "block_2".into() }]);
-                i += 3;
-            }
-            ("up_blocks", Some(k), Some(kind)) if k.parse::<usize>().is_ok_and(|k| k < levels) => {
-                let level = levels - 1 - k.parse::<usize>().unwrap_or(0);
-                out.extend(["up".into(), level.to_string()]);
-                match *kind {
-                    "resnets" => {
-                        out.push("block".into());
-                        i += 3;
-                    }
-                    "upsamplers" => {
-                        out.push("upsample".into());
-                        i += 4;
-                    }
-                    other => {
-                        out.push(other.into());
-                        i += 3;
-                    }
-                }
-            }
-            ("conv_shortcut", ..) => {
-                out.push("nin_shortcut".into());
-                i += 1;
-            }
-            (other, ..) => {
-                out.push(other.into());
-                i += 1;
-            }
-        }
-    }
-    out.join(".")
+    rewrite(name, levels, false)
 }
 
 /// The MOVQDecoder3D config equivalent to a diffusers `AutoencoderKLCogVideoX` config.json.
@@ -188,6 +184,6 @@ mod tests {
         .unwrap();
         let c = config_from_diffusers(&v).unwrap();
         assert_eq!((c.ch, c.ch_mult.clone(), c.num_res_blocks, c.z_channels), (128, vec![1, 2, 2, 4], 3, 16));
-        assert!((0..4).all(|i| !c.has_attention(i)));
+        assert!(crate::model::DecoderPlan::new(&c).unwrap().levels.iter().all(|l| !l.attention));
     }
 }

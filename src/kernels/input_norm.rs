@@ -1,0 +1,48 @@
+//! A SpatialNorm (+ SiLU) applied to a convolution's input rows as the convolution reads them,
+//! so the normalised tensor is never stored. Read by the Winograd kernel and by the ops that
+//! fill causal-conv caches.
+
+use super::Float;
+
+/// A SpatialNorm fused into the convolution's input: every input element is read as
+/// `silu?((x * a[c] + b[c]) * scale + shift)`, with scale/shift read through nearest index maps.
+pub struct InputNorm<'a, T> {
+    /// (a, b) per input channel.
+    pub coeffs: &'a [(T, T)],
+    pub modulation: Option<RowModulation<'a, T>>,
+    pub silu: bool,
+}
+
+/// scale, shift: (c, d', h', w'); input position (t, y, x) reads (tmap[t], hmap[y], wmap[x]).
+pub struct RowModulation<'a, T> {
+    pub scale: &'a [T],
+    pub shift: &'a [T],
+    pub dims: (usize, usize, usize),
+    pub tmap: &'a [usize],
+    pub hmap: &'a [usize],
+    pub wmap: &'a [usize],
+}
+
+impl<T: Float> InputNorm<'_, T> {
+    /// dst = norm(src) for rows `y0 ..` of frame `f` of channel `c`; dst, src: (rows, w).
+    pub fn rows(&self, dst: &mut [T], src: &[T], c: usize, f: usize, y0: usize, w: usize) {
+        dst.copy_from_slice(src);
+        let (a, b) = self.coeffs[c];
+        let Some(m) = &self.modulation else {
+            T::norm_apply(dst, a, b, None, self.silu);
+            return;
+        };
+        let (md, mh, mw) = m.dims;
+        let mut sc = vec![T::ZERO; w];
+        let mut sh = vec![T::ZERO; w];
+        for (r, row) in dst.chunks_exact_mut(w).enumerate() {
+            let off = ((c * md + m.tmap[f]) * mh + m.hmap[y0 + r]) * mw;
+            let (s_row, h_row) = (&m.scale[off..off + mw], &m.shift[off..off + mw]);
+            for ((o1, o2), &xs) in sc.iter_mut().zip(sh.iter_mut()).zip(m.wmap) {
+                *o1 = s_row[xs];
+                *o2 = h_row[xs];
+            }
+            T::norm_apply(row, a, b, Some((&sc, &sh)), self.silu);
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The kernels' vocabulary: convolution geometry ([`Conv3dParams`], [`TimePad`]), the
+//! convolution algorithm choice ([`ConvAlgo`]) and attention geometry ([`AttentionParams`]).
+//! A leaf: the fast and reference kernels all read it, and it reads none of them.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// What the `pad_d.0` frames in front of the input hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimePad {
+    /// Zero frames.
+    Zeros,
+    /// Copies of frame 0 (CausalConv3d "first").
+    ReplicateFirst,
+    /// Frames `pad, pad-1, .., 1`, the missing ones (input too short) as zeros (CausalConv3d "reflect").
+    Reflect,
+}
+
+/// Geometry of a 3D convolution; spatial stride and dilation are 1 (as in every upstream conv).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conv3dParams {
+    pub c_in: usize,
+    pub c_out: usize,
+    pub k_d: usize,
+    pub k_h: usize,
+    pub k_w: usize,
+    pub stride_d: usize,
+    pub dilation_d: usize,
+    /// Frames (before, after) the input.
+    pub pad_d: (usize, usize),
+    pub pad_h: (usize, usize),
+    pub pad_w: (usize, usize),
+    pub time_pad: TimePad,
+}
+
+impl Conv3dParams {
+    /// A convolution without padding and with unit strides.
+    pub fn plain(c_in: usize, c_out: usize, k: (usize, usize, usize)) -> Self {
+        Conv3dParams {
+            c_in,
+            c_out,
+            k_d: k.0,
+            k_h: k.1,
+            k_w: k.2,
+            stride_d: 1,
+            dilation_d: 1,
+            pad_d: (0, 0),
+            pad_h: (0, 0),
+            pad_w: (0, 0),
+            time_pad: TimePad::Zeros,
+        }
+    }
+
+    /// Rows of the im2col matrix: c_in * k_d * k_h * k_w.
+    pub fn k_len(&self) -> usize {
+        self.c_in * self.k_d * self.k_h * self.k_w
+    }
+
+    /// Output (d, h, w) for an input of (d, h, w); `None` if the kernel does not fit the padded
+    /// input or a parameter is zero.
+    pub fn out_dims(&self, d: usize, h: usize, w: usize) -> Option<(usize, usize, usize)> {
+        if self.k_d == 0 || self.k_h == 0 || self.k_w == 0 || self.stride_d == 0 || self.dilation_d == 0 {
+            return None;
+        }
+        let dp = d.checked_add(self.pad_d.0)?.checked_add(self.pad_d.1)?;
+        let span_d = self.dilation_d.checked_mul(self.k_d - 1)?.checked_add(1)?;
+        let d_out = dp.checked_sub(span_d)? / self.stride_d + 1;
+        let h_out = (h.checked_add(self.pad_h.0)?.checked_add(self.pad_h.1)?).checked_sub(self.k_h - 1)?;
+        let w_out = (w.checked_add(self.pad_w.0)?.checked_add(self.pad_w.1)?).checked_sub(self.k_w - 1)?;
+        if d == 0 || h_out == 0 || w_out == 0 {
+            return None;
+        }
+        Some((d_out, h_out, w_out))
+    }
+
+    /// The input frame that time tap `dt` of output frame `t` reads, or `None` for a zero frame.
+    pub fn src_frame(&self, t: usize, dt: usize, d: usize) -> Option<usize> {
+        let q = t * self.stride_d + dt * self.dilation_d;
+        let lo = self.pad_d.0;
+        if q >= lo {
+            let s = q - lo;
+            return (s < d).then_some(s);
+        }
+        match self.time_pad {
+            TimePad::Zeros => None,
+            TimePad::ReplicateFirst => Some(0),
+            TimePad::Reflect => {
+                let s = lo - q;
+                (s < d).then_some(s)
+            }
+        }
+    }
+
+    /// True if the spatial taps are 3x3 (what the Winograd kernel handles).
+    pub fn has_3x3_taps(&self) -> bool {
+        self.k_h == 3 && self.k_w == 3
+    }
+
+    /// True for a 1x1x1 conv that reads input position p for output position p.
+    pub fn is_pointwise(&self) -> bool {
+        self.k_d == 1
+            && self.k_h == 1
+            && self.k_w == 1
+            && self.stride_d == 1
+            && self.pad_d == (0, 0)
+            && self.pad_h == (0, 0)
+            && self.pad_w == (0, 0)
+    }
+}
+
+/// How convolutions with 3x3 spatial taps are computed (chosen per call by [`ConvAlgo::for_params`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvAlgo {
+    /// Winograd F(2x2, 3x3) (2.25x fewer multiplies; the default).
+    Winograd,
+    /// im2col + gemm: the direct sum, closest to PyTorch's rounding.
+    Im2col,
+}
+
+impl ConvAlgo {
+    /// The algorithm that runs `p`: the process-wide choice ([`conv_algo`]) where Winograd
+    /// applies (3x3 spatial taps), im2col otherwise. The one place the choice is made.
+    pub fn for_params(p: &Conv3dParams) -> ConvAlgo {
+        if conv_algo() == ConvAlgo::Winograd && p.has_3x3_taps() {
+            ConvAlgo::Winograd
+        } else {
+            ConvAlgo::Im2col
+        }
+    }
+}
+
+static CONV_ALGO: AtomicU8 = AtomicU8::new(0);
+
+/// The process-wide convolution algorithm: [`set_conv_algo`], else `MOVQ_CONV=im2col` in the
+/// environment, else Winograd.
+pub fn conv_algo() -> ConvAlgo {
+    match CONV_ALGO.load(Ordering::Relaxed) {
+        1 => ConvAlgo::Winograd,
+        2 => ConvAlgo::Im2col,
+        _ => {
+            let a = if std::env::var("MOVQ_CONV").is_ok_and(|v| v.eq_ignore_ascii_case("im2col")) {
+                ConvAlgo::Im2col
+            } else {
+                ConvAlgo::Winograd
+            };
+            set_conv_algo(a);
+            a
+        }
+    }
+}
+
+/// Selects the convolution algorithm for the whole process.
+pub fn set_conv_algo(a: ConvAlgo) {
+    CONV_ALGO.store(if a == ConvAlgo::Winograd { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// Shape of one frame's attention: `c` channels (the head dim), `n_tokens` tokens; q, k and v
+/// hold element (ch, token) at `ch * ch_stride + token`.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionParams {
+    pub c: usize,
+    pub n_tokens: usize,
+    pub ch_stride: usize,
+    pub scale: f64,
+}
