@@ -8,6 +8,7 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use movq::kernels::conv3d::conv3d;
 use movq::kernels::params::Conv3dParams;
+use movq::kernels::params::ConvCall;
 use movq::model::PadMode;
 use movq::model::conv::causal_params;
 use movq::ops::attention::frame_attention;
@@ -28,7 +29,9 @@ fn bench_conv(c: &mut Criterion, name: &str, p: &Conv3dParams, dims: (usize, usi
     let flops = 2 * p.c_out * p.k_len() * d * h * w;
     let mut g = c.benchmark_group("conv3d");
     g.sample_size(10).throughput(Throughput::Elements(flops as u64));
-    g.bench_function(name, |bch| bch.iter(|| conv3d(black_box(&mut out), &x, &wt, &b, p, dims)));
+    g.bench_function(name, |bch| {
+        bch.iter(|| conv3d(black_box(&mut out), &ConvCall { x: &x, dims, weight: &wt, bias: &b, p }))
+    });
     g.finish();
 }
 

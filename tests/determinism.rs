@@ -5,6 +5,7 @@ mod common;
 use movq::io::{Loader, WeightFile};
 use movq::kernels::Float;
 use movq::kernels::conv3d::{conv3d, conv3d_tiled};
+use movq::kernels::params::ConvCall;
 use movq::model::{DecoderConfig, PadMode};
 use movq::tensor::{Shape, Tensor};
 use movq::{Decoder, model::conv::causal_params};
@@ -70,14 +71,14 @@ fn conv3d_multi_tile_bitwise_identical_across_threads() {
     );
     assert_bitwise_equal(&over_thread_counts(|| {
         let mut out = vec![0.0f32; n_out];
-        conv3d(&mut out, &x, &w, &b, &p, dims);
+        conv3d(&mut out, &ConvCall { x: &x, dims, weight: &w, bias: &b, p: &p });
         out
     }));
     // The im2col path too, with its tiling.
     let cols = movq::kernels::conv3d::tile_cols(&p, 4, 6 * 40 * 36);
     assert_bitwise_equal(&over_thread_counts(|| {
         let mut out = vec![0.0f32; n_out];
-        conv3d_tiled(&mut out, &x, &w, &b, &p, dims, cols);
+        conv3d_tiled(&mut out, &ConvCall { x: &x, dims, weight: &w, bias: &b, p: &p }, cols);
         out
     }));
 }

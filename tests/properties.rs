@@ -3,6 +3,7 @@
 
 use movq::kernels::conv3d::conv3d_tiled;
 use movq::kernels::input_norm::InputNorm;
+use movq::kernels::params::ConvCall;
 use movq::kernels::params::{Conv3dParams, TimePad};
 use movq::kernels::reference;
 use movq::kernels::winograd::{WinogradOptions, conv3d_winograd};
@@ -38,7 +39,7 @@ fn run_fast(
 ) -> Vec<f64> {
     let (d, h, ww) = p.out_dims(dims.0, dims.1, dims.2).unwrap();
     let mut out = vec![f64::NAN; p.c_out * d * h * ww];
-    conv3d_tiled(&mut out, x, w, b, p, dims, cols);
+    conv3d_tiled(&mut out, &ConvCall { x, dims, weight: w, bias: b, p }, cols);
     out
 }
 
@@ -53,7 +54,7 @@ proptest! {
         let b = values(p.c_out, seed ^ 2);
         let fast = run_fast(&p, dims, cols, &x, &wt, &b);
         let mut slow = vec![0.0; p.c_out * d * h * w];
-        reference::conv3d(&mut slow, &x, &wt, &b, &p, dims);
+        reference::conv3d(&mut slow, &ConvCall { x: &x, dims, weight: &wt, bias: &b, p: &p });
         for (a, r) in fast.iter().zip(&slow) {
             prop_assert!((a - r).abs() <= 1e-12, "{} vs {}", a, r);
         }
@@ -101,9 +102,9 @@ proptest! {
         let wt = values(p.c_out * p.k_len(), seed ^ 1);
         let b = values(p.c_out, seed ^ 2);
         let mut fast = vec![f64::NAN; p.c_out * d * h * w];
-        conv3d_winograd(&mut fast, &x, &wt, &b, &p, dims, &Default::default());
+        conv3d_winograd(&mut fast, &ConvCall { x: &x, dims, weight: &wt, bias: &b, p: &p }, &Default::default());
         let mut slow = vec![0.0; p.c_out * d * h * w];
-        reference::conv3d(&mut slow, &x, &wt, &b, &p, dims);
+        reference::conv3d(&mut slow, &ConvCall { x: &x, dims, weight: &wt, bias: &b, p: &p });
         for (a, r) in fast.iter().zip(&slow) {
             prop_assert!((a - r).abs() <= 1e-12, "{} vs {}", a, r);
         }
@@ -130,7 +131,7 @@ proptest! {
             prefix: Some((&pre, n_pre)),
         };
         let mut fast = vec![f64::NAN; p.c_out * d_o * h_o * w_o];
-        conv3d_winograd(&mut fast, &x, &wt, &b, &p, dims, &opts);
+        conv3d_winograd(&mut fast, &ConvCall { x: &x, dims, weight: &wt, bias: &b, p: &p }, &opts);
         let plane = d * h * w;
         let mut all = Vec::with_capacity(p.c_in * (n_pre + d) * h * w);
         for ci in 0..p.c_in {
@@ -140,7 +141,7 @@ proptest! {
             all.extend_from_slice(&xn);
         }
         let mut slow = vec![0.0; p.c_out * d_o * h_o * w_o];
-        reference::conv3d(&mut slow, &all, &wt, &b, &p, joined);
+        reference::conv3d(&mut slow, &ConvCall { x: &all, dims: joined, weight: &wt, bias: &b, p: &p });
         for (a, r) in fast.iter().zip(&slow) {
             prop_assert!((a - r).abs() <= 1e-12, "{} vs {}", a, r);
         }

@@ -8,6 +8,7 @@ use movq::checkpoint::{InferHints, Naming, OpenOptions, infer_config};
 use movq::io::{Loader, WeightFile};
 use movq::kernels::attention::{AttentionParams, attention_tile};
 use movq::kernels::conv3d::conv3d_tiled;
+use movq::kernels::params::ConvCall;
 use movq::kernels::winograd::conv3d_winograd;
 use movq::kernels::{Float, reference};
 use movq::model::{DecodeMode, DecoderPlan};
@@ -104,18 +105,22 @@ fn conv(u: &mut Unstructured) -> Result<()> {
     let wt = floats(u, p.c_out * p.k_len())?;
     let b = floats(u, p.c_out)?;
     let mut slow = vec![f32::NAN; p.c_out * d * h * w];
-    reference::conv3d(&mut slow, &x, &wt, &b, &p, dims);
+    reference::conv3d(&mut slow, &ConvCall { x: &x, dims, weight: &wt, bias: &b, p: &p });
     // |w| |x| summed over the taps bounds each output; f32 rounding is relative to it.
     let scale = 64.0 * p.k_len() as f64;
     let cols = u.int_in_range(1..=64)?;
     let mut fast = vec![f32::NAN; slow.len()];
-    conv3d_tiled(&mut fast, &x, &wt, &b, &p, dims, cols);
+    conv3d_tiled(&mut fast, &ConvCall { x: &x, dims, weight: &wt, bias: &b, p: &p }, cols);
     for (f, s) in fast.iter().zip(&slow) {
         close(*f as f64, *s as f64, scale, 1e-5, "conv3d im2col");
     }
     if p.has_3x3_taps() {
         fast.fill(f32::NAN);
-        conv3d_winograd(&mut fast, &x, &wt, &b, &p, dims, &Default::default());
+        conv3d_winograd(
+            &mut fast,
+            &ConvCall { x: &x, dims, weight: &wt, bias: &b, p: &p },
+            &Default::default(),
+        );
         for (f, s) in fast.iter().zip(&slow) {
             close(*f as f64, *s as f64, scale, 1e-5, "conv3d winograd");
         }

@@ -15,7 +15,7 @@
 
 use super::Float;
 use super::gemm::{Mat, Par, gemm};
-use super::params::{Conv3dParams, ConvAlgo};
+use super::params::{Conv3dParams, ConvAlgo, ConvCall};
 use super::vol2col::vol2col;
 use super::winograd::{WinogradOptions, conv3d_winograd};
 use rayon::prelude::*;
@@ -29,37 +29,23 @@ pub fn tile_cols(p: &Conv3dParams, elem: usize, total: usize) -> usize {
 }
 
 /// out = bias + conv(x) for one sample, by the algorithm [`ConvAlgo::for_params`] picks.
-/// out: (c_out, d_out, h_out, w_out); x: (c_in, d, h, w) with `dims = (d, h, w)`;
-/// weight: (c_out, c_in, k_d, k_h, k_w); bias: (c_out,).
-pub fn conv3d<T: Float>(
-    out: &mut [T],
-    x: &[T],
-    weight: &[T],
-    bias: &[T],
-    p: &Conv3dParams,
-    dims: (usize, usize, usize),
-) {
+/// out: (c_out, d_out, h_out, w_out).
+pub fn conv3d<T: Float>(out: &mut [T], c: &ConvCall<'_, T>) {
+    let p = c.p;
     if ConvAlgo::for_params(p) == ConvAlgo::Winograd {
         let opts = WinogradOptions::default();
-        return conv3d_winograd(out, x, weight, bias, p, dims, &opts);
+        return conv3d_winograd(out, c, &opts);
     }
-    let (d, h, w) = dims;
+    let (d, h, w) = c.dims;
     let (d_out, h_out, w_out) = p.out_dims(d, h, w).expect("caller validated the conv geometry");
     let cols = tile_cols(p, std::mem::size_of::<T>(), d_out * h_out * w_out);
-    conv3d_tiled(out, x, weight, bias, p, dims, cols)
+    conv3d_tiled(out, c, cols)
 }
 
 /// [`conv3d`] with an explicit im2col tile width of `cols` output positions (tests use small
 /// tiles to exercise the tiling).
-pub fn conv3d_tiled<T: Float>(
-    out: &mut [T],
-    x: &[T],
-    weight: &[T],
-    bias: &[T],
-    p: &Conv3dParams,
-    dims: (usize, usize, usize),
-    cols: usize,
-) {
+pub fn conv3d_tiled<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, cols: usize) {
+    let ConvCall { x, dims, weight, bias, p } = *c;
     let (d, h, w) = dims;
     let (d_out, h_out, w_out) = p.out_dims(d, h, w).expect("caller validated the conv geometry");
     let n_out = d_out * h_out * w_out;

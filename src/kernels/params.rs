@@ -4,6 +4,24 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
+/// One sample's convolution as the kernels take it: x (c_in, d, h, w) with `dims = (d, h, w)`,
+/// weight (c_out, c_in, k_d, k_h, k_w), bias (c_out,), geometry `p`.
+pub struct ConvCall<'a, T> {
+    pub x: &'a [T],
+    pub dims: (usize, usize, usize),
+    pub weight: &'a [T],
+    pub bias: &'a [T],
+    pub p: &'a Conv3dParams,
+}
+
+impl<T> Clone for ConvCall<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for ConvCall<'_, T> {}
+
 /// What the `pad_d.0` frames in front of the input hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimePad {

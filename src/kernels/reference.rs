@@ -1,7 +1,7 @@
 //! Scalar, obviously-correct kernels: the oracle for the fast kernels and the fallback on CPUs
 //! without SIMD support. No `unsafe`, no cleverness.
 
-use super::params::{AttentionParams, Conv3dParams};
+use super::params::{AttentionParams, Conv3dParams, ConvCall};
 use crate::tensor::Element;
 
 /// Sum of `x` in f64, left to right.
@@ -36,14 +36,8 @@ pub fn norm_apply<T: Element>(buf: &mut [T], a: T, b: T, modulation: Option<(&[T
 
 /// Direct 3D convolution of one sample, the definition written out.
 /// out: (c_out, d_out, h_out, w_out); x: (c_in, d, h, w); weight: (c_out, c_in, k_d, k_h, k_w).
-pub fn conv3d<T: Element>(
-    out: &mut [T],
-    x: &[T],
-    weight: &[T],
-    bias: &[T],
-    p: &Conv3dParams,
-    dims: (usize, usize, usize),
-) {
+pub fn conv3d<T: Element>(out: &mut [T], c: &ConvCall<'_, T>) {
+    let ConvCall { x, dims, weight, bias, p } = *c;
     let (d, h, w) = dims;
     let (d_out, h_out, w_out) = p.out_dims(d, h, w).expect("valid conv geometry");
     for co in 0..p.c_out {

@@ -18,7 +18,7 @@
 use super::Float;
 use super::gemm::{Mat, Par, gemm};
 use super::input_norm::InputNorm;
-use super::params::Conv3dParams;
+use super::params::{Conv3dParams, ConvCall};
 use rayon::prelude::*;
 
 /// Target number of 2x2 tiles per strip (one gemm's column count).
@@ -159,15 +159,8 @@ fn transform_input<T: Float>(
 
 /// out = bias + conv(x) for one sample, for `p` with 3x3 spatial taps ([`Conv3dParams::has_3x3_taps`]).
 /// out: (c_out, d_out, h_out, w_out); x: (c_in, d, h, w); weight: (c_out, c_in, k_d, 3, 3).
-pub fn conv3d_winograd<T: Float>(
-    out: &mut [T],
-    x: &[T],
-    weight: &[T],
-    bias: &[T],
-    p: &Conv3dParams,
-    dims: (usize, usize, usize),
-    opts: &WinogradOptions<'_, T>,
-) {
+pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &WinogradOptions<'_, T>) {
+    let ConvCall { x, dims, weight, bias, p } = *c;
     assert!(p.has_3x3_taps());
     let (d, h, w) = dims;
     let (prefix, n_pre) = opts.prefix.unwrap_or((&[], 0));

@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::kernels::Float;
 use crate::kernels::conv3d::{conv3d_tiled, tile_cols};
-use crate::kernels::params::{Conv3dParams, ConvAlgo};
+use crate::kernels::params::{Conv3dParams, ConvAlgo, ConvCall};
 use crate::kernels::winograd::{WinogradOptions, conv3d_winograd};
 use crate::ops::add_inplace;
 use crate::ops::norm::NormPlan;
@@ -127,7 +127,8 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
             accumulate,
             prefix: prefix.map(|pre| (&pre.data()[b * pre_len..(b + 1) * pre_len], n_pre)),
         };
-        conv3d_winograd(ob, xb, layer.weight, layer.bias, p, (s.d, s.h, s.w), &opts);
+        let call = ConvCall { x: xb, dims: (s.d, s.h, s.w), weight: layer.weight, bias: layer.bias, p };
+        conv3d_winograd(ob, &call, &opts);
     }
     Ok(out)
 }
@@ -142,7 +143,14 @@ fn im2col_conv<T: Float>(layer: &ConvLayer<'_, T>, x: &Tensor<T>, out_shape: Sha
     for b in 0..s.n {
         let xb = &x.data()[b * in_len..(b + 1) * in_len];
         let ob = &mut out.data_mut()[b * out_len..(b + 1) * out_len];
-        conv3d_tiled(ob, xb, layer.weight, layer.bias, layer.params, (s.d, s.h, s.w), cols);
+        let call = ConvCall {
+            x: xb,
+            dims: (s.d, s.h, s.w),
+            weight: layer.weight,
+            bias: layer.bias,
+            p: layer.params,
+        };
+        conv3d_tiled(ob, &call, cols);
     }
     Ok(out)
 }
