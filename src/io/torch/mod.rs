@@ -293,3 +293,6 @@ fn gather(out: &mut Vec<u8>, storage: &[u8], elem: usize, t: &TensorRef) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

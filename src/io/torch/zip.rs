@@ -299,7 +299,7 @@ pub(crate) mod tests {
             central.extend_from_slice(&size.to_le_bytes());
             central.extend_from_slice(&(name.len() as u16).to_le_bytes());
             central.extend_from_slice(&(if zip64 { 28u16 } else { 0 }).to_le_bytes());
-            central.extend_from_slice(&[0; 8]);
+            central.extend_from_slice(&[0; 10]);
             central.extend_from_slice(&off.to_le_bytes());
             central.extend_from_slice(name.as_bytes());
             if zip64 {
