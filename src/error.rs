@@ -49,10 +49,6 @@ pub enum Error {
     #[error("{}: invalid torch checkpoint: {reason}", path.display())]
     Pickle { path: PathBuf, reason: String },
 
-    /// A checkpoint in the pre-1.6 `torch.save` format, which movq does not read.
-    #[error("{}: legacy torch.save format (before torch 1.6); re-save it with torch>=1.6 or convert it to safetensors", path.display())]
-    LegacyTorch { path: PathBuf },
-
     /// A weight the model needs is not in the file.
     #[error("{}: missing weight `{name}` (expected shape {expected:?})", path.display())]
     MissingWeight { path: PathBuf, name: String, expected: Vec<usize> },

@@ -48,8 +48,8 @@ impl std::fmt::Debug for WeightFile {
 }
 
 impl WeightFile {
-    /// Maps `path` and parses its header: a `torch.save` zip when it starts with `PK\x03\x04`,
-    /// else a safetensors file.
+    /// Maps `path` and parses its header: a `torch.save` checkpoint when it starts with
+    /// `PK\x03\x04` (or the legacy format's magic number), else a safetensors file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -89,7 +89,15 @@ impl WeightFile {
             });
         }
         if super::torch::is_legacy(buf) {
-            return Err(Error::LegacyTorch { path });
+            let super::torch::Index { tensors, gathered } = super::torch::parse_legacy(&path, buf)?;
+            return Ok(WeightFile {
+                path,
+                bytes,
+                data_start: 0,
+                tensors,
+                metadata: HashMap::new(),
+                gathered,
+            });
         }
         let header = super::safetensors_header::parse(&path, buf)?;
         let super::safetensors_header::Header { data_start, tensors, metadata } = header;

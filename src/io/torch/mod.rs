@@ -8,6 +8,7 @@
 //! range of the file (a contiguous tensor, served in place) or of a side buffer of copies (a
 //! tensor whose strides are not row-major, gathered once at open).
 
+mod legacy;
 mod pickle;
 mod zip;
 
@@ -15,8 +16,9 @@ use super::safetensors::TensorInfo;
 use crate::error::{Error, Result};
 use pickle::{Object, Pickle, StorageType, TensorRef};
 use safetensors::Dtype;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use zip::Entry;
 
 /// Largest `data.pkl` accepted; a state dict with ten thousand tensors pickles to about 1 MB.
 pub const MAX_PICKLE_BYTES: usize = 1 << 28;
@@ -44,6 +46,11 @@ pub(crate) fn is_zip(buf: &[u8]) -> bool {
 /// Whether `buf` is a checkpoint in the legacy (pre-1.6) `torch.save` format.
 pub(crate) fn is_legacy(buf: &[u8]) -> bool {
     buf.starts_with(LEGACY_MAGIC)
+}
+
+/// Indexes the tensors of the legacy-format checkpoint `buf` (see `legacy.rs`).
+pub(crate) fn parse_legacy(path: &Path, buf: &[u8]) -> Result<Index> {
+    legacy::parse(path, buf)
 }
 
 /// Indexes the tensors of the `torch.save` zip `buf`; `path` names it in errors.
@@ -79,8 +86,16 @@ pub(crate) fn parse(path: &Path, buf: &[u8]) -> Result<Index> {
             ),
         });
     }
-    let p = pickle::run(path, &buf[pkl.start..pkl.end])?;
-    let dict = state_dict(path, &p)?;
+    let p = pickle::run(path, "data.pkl", &buf[pkl.start..pkl.end])?;
+    let data_dir = format!("{prefix}data/");
+    let storages: HashMap<&str, Entry> =
+        archive.entries.iter().filter_map(|(n, e)| Some((n.strip_prefix(&data_dir)?, *e))).collect();
+    index(path, buf, &p, &storages)
+}
+
+/// Indexes the state dict in `p`, whose storages are the byte ranges `storages` of `buf` by key.
+fn index(path: &Path, buf: &[u8], p: &Pickle, storages: &HashMap<&str, Entry>) -> Result<Index> {
+    let dict = state_dict(path, p)?;
     let strip = {
         let mut names = dict.iter().map(|(k, _)| *k);
         let first = names.next();
@@ -89,7 +104,7 @@ pub(crate) fn parse(path: &Path, buf: &[u8]) -> Result<Index> {
     let mut index = Index { tensors: BTreeMap::new(), gathered: Vec::new() };
     for (key, t) in dict {
         let name = if strip { &key["module.".len()..] } else { key };
-        let info = tensor_info(path, name, buf, &archive, prefix, &p, t, &mut index.gathered)?;
+        let info = tensor_info(path, name, buf, storages, p, t, &mut index.gathered)?;
         index.tensors.insert(name.to_string(), info);
     }
     Ok(index)
@@ -172,13 +187,11 @@ fn dtype(t: StorageType) -> Dtype {
 
 /// The index entry of tensor `name`: its byte range in the file when its strides are row-major,
 /// else in `gathered`, where its elements are copied in row-major order.
-#[allow(clippy::too_many_arguments)]
 fn tensor_info(
     path: &Path,
     name: &str,
     buf: &[u8],
-    archive: &zip::Archive,
-    prefix: &str,
+    storages: &HashMap<&str, Entry>,
     p: &Pickle,
     t: &TensorRef,
     gathered: &mut Vec<u8>,
@@ -191,11 +204,9 @@ fn tensor_info(
         return Err(invalid("its storage is not a storage".into()));
     };
     let elem = st.size() as u128;
-    let entry_name = format!("{prefix}data/{key}");
-    let entry = archive
-        .entries
-        .get(&entry_name)
-        .ok_or_else(|| invalid(format!("storage entry `{entry_name}` is missing")))?;
+    let entry_name = format!("storage `{key}`");
+    let entry =
+        storages.get(key.as_str()).ok_or_else(|| invalid(format!("its {entry_name} is not in the file")))?;
     let entry_len = (entry.end - entry.start) as u128;
     let shape: Vec<usize> = t
         .size
@@ -208,7 +219,7 @@ fn tensor_info(
             path: path.into(),
             name: name.to_string(),
             shape: vec![*storage_numel as usize],
-            dtype: format!("{:?} (its storage `{entry_name}`)", dtype(*st)),
+            dtype: format!("{:?} (its {entry_name})", dtype(*st)),
             needed: (*storage_numel as u128 * elem).min(u64::MAX as u128) as u64,
             got: entry_len as u64,
         });
@@ -232,7 +243,7 @@ fn tensor_info(
                 extent.saturating_mul(elem).min(u64::MAX as u128) as u64,
             ],
             reason: format!(
-                "reach past its storage `{entry_name}` of {storage_numel} elements (offset {}, size {:?}, stride {:?})",
+                "reach past its {entry_name} of {storage_numel} elements (offset {}, size {:?}, stride {:?})",
                 t.offset, t.size, t.stride
             ),
         });

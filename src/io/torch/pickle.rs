@@ -114,6 +114,8 @@ pub(crate) enum Object {
 pub(crate) struct Pickle {
     pub objects: Vec<Object>,
     pub root: Id,
+    /// Bytes up to and including STOP (the legacy format puts several pickles in a row).
+    pub len: usize,
 }
 
 impl Pickle {
@@ -128,6 +130,8 @@ impl Pickle {
 
 struct Machine<'a> {
     path: &'a Path,
+    /// Which pickle of the file this is, for error messages.
+    what: &'a str,
     data: &'a [u8],
     pos: usize,
     /// Offset of the opcode being run, for error messages.
@@ -138,10 +142,12 @@ struct Machine<'a> {
     memo: HashMap<u32, Id>,
 }
 
-/// Runs the pickle `data` (the `data.pkl` of the torch file `path`).
-pub(crate) fn run(path: &Path, data: &[u8]) -> Result<Pickle> {
+/// Runs the pickle at the start of `data` (`what` of the torch file `path`, e.g. its
+/// `data.pkl`) up to its STOP.
+pub(crate) fn run(path: &Path, what: &str, data: &[u8]) -> Result<Pickle> {
     let mut m = Machine {
         path,
+        what,
         data,
         pos: 0,
         op_at: 0,
@@ -155,7 +161,7 @@ pub(crate) fn run(path: &Path, data: &[u8]) -> Result<Pickle> {
         let op = m.take(1)?[0];
         if op == b'.' {
             let root = m.pop()?;
-            return Ok(Pickle { objects: m.objects, root });
+            return Ok(Pickle { objects: m.objects, root, len: m.pos });
         }
         m.step(op)?;
     }
@@ -163,7 +169,10 @@ pub(crate) fn run(path: &Path, data: &[u8]) -> Result<Pickle> {
 
 impl<'a> Machine<'a> {
     fn err(&self, reason: impl std::fmt::Display) -> Error {
-        Error::Pickle { path: self.path.into(), reason: format!("data.pkl byte {}: {reason}", self.op_at) }
+        Error::Pickle {
+            path: self.path.into(),
+            reason: format!("{} byte {}: {reason}", self.what, self.op_at),
+        }
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
@@ -309,9 +318,14 @@ impl<'a> Machine<'a> {
             return Err(self.err("persistent id is not a tuple"));
         };
         let items = items.clone();
-        let &[tag, class, key, _location, numel, ..] = items.as_slice() else {
+        let &[tag, class, key, _location, numel, ref view @ ..] = items.as_slice() else {
             return Err(self.err(format!("persistent id has {} fields, not 5", items.len())));
         };
+        // The legacy format's sixth field describes a view of another storage; torch has
+        // written None there since 0.4.
+        if view.first().is_some_and(|&v| self.objects[v] != Object::None) {
+            return Err(self.err("storage views (legacy format before torch 0.4) are not supported"));
+        }
         if self.objects[tag] != Object::Str("storage".into()) {
             return Err(self.err("persistent id is not a ('storage', ...) tuple"));
         }
