@@ -204,3 +204,58 @@ fn torch_archive_level_errors() {
         matches!(e, Err(Error::Pickle { ref reason, .. }) if reason.starts_with("the format version byte 0"))
     );
 }
+
+/// A sat-style `3d-vae.pt` (`{"state_dict": {"decoder.*", "encoder.*", "loss.*"}, "global_step"}`)
+/// of a random tiny decoder opens through `Checkpoint` and decodes exactly like the weights it
+/// was made from.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn torch_sat_checkpoint_decodes_like_its_weights() {
+    use crate::checkpoint::{Checkpoint, Naming};
+    use crate::io::Loader;
+    use crate::model::{DecodeMode, Decoder, DecoderConfig};
+    use crate::{Shape, Tensor};
+    let json = r#"{"class": "MOVQDecoder3D", "ch": 32, "out_ch": 3, "ch_mult": [1, 2], "num_res_blocks": 1,
+        "attn_resolutions": [4], "resolution": 8, "z_channels": 4, "zq_ch": 4, "add_conv": false,
+        "pad_mode": "first", "temporal_compress_times": 2, "resamp_with_conv": true}"#;
+    let cfg = DecoderConfig::from_json(json).unwrap();
+    let random = Loader::random(11);
+    let want_decoder = Decoder::<f32>::load(&random.root(), &cfg).unwrap();
+    let mut made = random.take_random();
+    made.push(("encoder.conv_in.weight".into(), vec![2], vec![1.0, 2.0]));
+    made.push(("loss.logvar".into(), vec![], vec![0.5]));
+
+    let mut pkl = P::new().op(b"}").s("state_dict").global("collections", "OrderedDict").op(b")R(");
+    let mut storages = Vec::new();
+    for (i, (name, shape, values)) in made.iter().enumerate() {
+        let key = if name.starts_with("encoder.") || name.starts_with("loss.") {
+            name.clone()
+        } else {
+            format!("decoder.{name}")
+        };
+        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let mut stride = vec![1i64; dims.len()];
+        for a in (0..dims.len().saturating_sub(1)).rev() {
+            stride[a] = stride[a + 1] * dims[a + 1];
+        }
+        pkl = pkl.s(&key).tensor("FloatStorage", &i.to_string(), values.len() as i64, 0, &dims, &stride);
+        storages.push((
+            format!("3d-vae/data/{i}"),
+            values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+        ));
+    }
+    let pkl = pkl.op(b"us").s("global_step").int(1000).op(b"s").stop();
+    let mut entries: Vec<(&str, &[u8])> = vec![("3d-vae/data.pkl", &pkl), ("3d-vae/byteorder", b"little")];
+    entries.extend(storages.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
+    let dir = tempfile::tempdir().unwrap();
+    let (pt, cfg_path) = (dir.path().join("3d-vae.pt"), dir.path().join("config.json"));
+    std::fs::write(&pt, build(&entries, false)).unwrap();
+    std::fs::write(&cfg_path, json).unwrap();
+
+    let ck = Checkpoint::open(&pt, Some(&cfg_path), None).unwrap();
+    assert_eq!((ck.naming, ck.prefix.as_str()), (Naming::Upstream, "decoder."));
+    let z = Tensor::from_vec(Shape::new(1, 4, 2, 3, 3), (0..72).map(|i| (i as f32 * 0.37).sin()).collect())
+        .unwrap();
+    let got = ck.load::<f32>().unwrap().decode(&z, &DecodeMode::Whole).unwrap();
+    assert_eq!(got, want_decoder.decode(&z, &DecodeMode::Whole).unwrap());
+}
