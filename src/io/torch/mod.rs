@@ -21,7 +21,7 @@ use std::path::Path;
 use zip::Entry;
 
 /// Largest `data.pkl` accepted; a state dict with ten thousand tensors pickles to about 1 MB.
-pub const MAX_PICKLE_BYTES: usize = 1 << 28;
+pub const MAX_PICKLE_BYTES: usize = 1 << 26;
 /// Wrapper dicts (`{"state_dict": {"module": ...}}`) followed before giving up.
 const MAX_WRAPPERS: usize = 8;
 /// Keys under which checkpoints nest their state dict, tried in this order.
@@ -96,6 +96,18 @@ pub(crate) fn parse(path: &Path, buf: &[u8]) -> Result<Index> {
 /// Indexes the state dict in `p`, whose storages are the byte ranges `storages` of `buf` by key.
 fn index(path: &Path, buf: &[u8], p: &Pickle, storages: &HashMap<&str, Entry>) -> Result<Index> {
     let dict = state_dict(path, p)?;
+    // Many keys may name one tensor, and each index entry owns its shape.
+    let dims: usize = dict.iter().map(|(_, t)| t.size.len().max(1)).sum();
+    if dims > pickle::MAX_TENSOR_DIMS {
+        return Err(Error::TooLarge {
+            what: format!("{}: the state dict", path.display()),
+            reason: format!(
+                "{} tensors with {dims} dimensions in all, more than the {} accepted",
+                dict.len(),
+                pickle::MAX_TENSOR_DIMS
+            ),
+        });
+    }
     let strip = {
         let mut names = dict.iter().map(|(k, _)| *k);
         let first = names.next();

@@ -21,9 +21,14 @@ use std::path::Path;
 /// Index of an object in [`Pickle::objects`].
 pub(crate) type Id = usize;
 
+// A state dict of N tensors pickles to about 15 N objects, 10 N memo entries and 4 N tensor
+// dimensions, on a stack a few dozen deep; these caps are far above that and keep the memory a
+// hostile pickle can claim (about 80 bytes per object, 16 per dimension) to a few hundred MB.
 pub(crate) const MAX_STACK: usize = 1 << 16;
 pub(crate) const MAX_MEMO: usize = 1 << 22;
-pub(crate) const MAX_OBJECTS: usize = 1 << 24;
+pub(crate) const MAX_OBJECTS: usize = 1 << 22;
+/// Sizes and strides recorded over all tensors: a one-byte BINGET can make a rank-64 tensor.
+pub(crate) const MAX_TENSOR_DIMS: usize = 1 << 23;
 /// Longest tensor rank accepted (torch's own limit is 64).
 pub(crate) const MAX_RANK: usize = 64;
 
@@ -140,6 +145,8 @@ struct Machine<'a> {
     stack: Vec<Id>,
     marks: Vec<usize>,
     memo: HashMap<u32, Id>,
+    /// Tensor dimensions recorded so far (see [`MAX_TENSOR_DIMS`]).
+    dims: usize,
 }
 
 /// Runs the pickle at the start of `data` (`what` of the torch file `path`, e.g. its
@@ -155,6 +162,7 @@ pub(crate) fn run(path: &Path, what: &str, data: &[u8]) -> Result<Pickle> {
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        dims: 0,
     };
     loop {
         m.op_at = m.pos;
@@ -317,9 +325,10 @@ impl<'a> Machine<'a> {
         let Object::Tuple(items) = &self.objects[pid] else {
             return Err(self.err("persistent id is not a tuple"));
         };
-        let items = items.clone();
+        // Copies at most six ids: the tuple may be long, and persistent ids may repeat.
+        let (n, items): (usize, Vec<Id>) = (items.len(), items.iter().take(6).copied().collect());
         let &[tag, class, key, _location, numel, ref view @ ..] = items.as_slice() else {
-            return Err(self.err(format!("persistent id has {} fields, not 5", items.len())));
+            return Err(self.err(format!("persistent id has {n} fields, not 5")));
         };
         // The legacy format's sixth field describes a view of another storage; torch has
         // written None there since 0.4.
@@ -347,9 +356,10 @@ impl<'a> Machine<'a> {
         let Object::Tuple(a) = &self.objects[args] else {
             return Err(self.err("REDUCE arguments are not a tuple"));
         };
-        let a = a.clone();
+        // Copies at most seven ids (every allowed call takes fewer); `n` is the real count.
+        let (n, a): (usize, Vec<Id>) = (a.len(), a.iter().take(7).copied().collect());
         match g {
-            Global::OrderedDict if a.is_empty() => self.new_object(Object::Dict(Vec::new())),
+            Global::OrderedDict if n == 0 => self.new_object(Object::Dict(Vec::new())),
             Global::RebuildTensorV2 | Global::RebuildTensor if a.len() >= 4 => {
                 let storage = a[0];
                 if !matches!(self.objects[storage], Object::Storage { .. }) {
@@ -362,13 +372,20 @@ impl<'a> Machine<'a> {
                 if size.len() != stride.len() {
                     return Err(self.err(format!("size {size:?} and stride {stride:?} differ in rank")));
                 }
+                self.dims += size.len();
+                if self.dims > MAX_TENSOR_DIMS {
+                    return Err(
+                        self.err(format!("tensors with more than {MAX_TENSOR_DIMS} dimensions in all"))
+                    );
+                }
                 self.new_object(Object::Tensor(TensorRef { storage, offset, size, stride }))
             }
             Global::RebuildParameter if !a.is_empty() && matches!(self.objects[a[0]], Object::Tensor(_)) => {
                 Ok(a[0])
             }
-            g => Err(self
-                .err(format!("call of {g:?} with {} arguments is not a state-dict construction", a.len()))),
+            g => {
+                Err(self.err(format!("call of {g:?} with {} arguments is not a state-dict construction", n)))
+            }
         }
     }
 

@@ -259,3 +259,14 @@ fn torch_sat_checkpoint_decodes_like_its_weights() {
     let got = ck.load::<f32>().unwrap().decode(&z, &DecodeMode::Whole).unwrap();
     assert_eq!(got, want_decoder.decode(&z, &DecodeMode::Whole).unwrap());
 }
+
+#[test]
+fn torch_many_keys_for_one_tensor_are_capped() {
+    // One rank-64 tensor under 2^17 keys: a 2 MB pickle asking for 8 M shape entries.
+    let mut p = P::new().op(b"}").s("k").tensor("FloatStorage", "0", 1, 0, &[1; 64], &[1; 64]).op(b"q\x01s");
+    for i in 0..(1 << 17) {
+        p = p.s(&format!("k{i}")).op(b"h\x01s");
+    }
+    let e = open(&p.stop(), &[("0", &f32s(1))]).unwrap_err();
+    assert!(matches!(e, Error::TooLarge { ref reason, .. } if reason.contains("dimensions in all")), "{e}");
+}
