@@ -1,6 +1,8 @@
 //! `torch.save` checkpoints written by real PyTorch (scripts/fixtures/torch_checkpoints.py)
 //! against their safetensors twins: every tensor's name, dtype, shape and value bits.
 
+mod common;
+
 use movq::Error;
 use movq::io::{Loader, WeightFile};
 use safetensors::Dtype;
@@ -93,4 +95,37 @@ fn torch_checkpoint_feeds_the_loader() {
     let w = loader.root().pp("conv").get::<f32>("weight", &[3, 2, 1, 2, 2]).unwrap();
     assert!(matches!(w, movq::io::Param::Mapped { .. }), "an f32 weight of a torch file is used in place");
     assert_eq!(&w[..], &file.read::<f32>("conv.weight").unwrap().1[..]);
+}
+
+#[test]
+fn torch_hostile_checkpoints_exit_2_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = std::fs::read(fixture("plain.pt")).unwrap();
+    let at = plain.windows(24).position(|w| w == b"collections\nOrderedDict\n").unwrap();
+    let mut system = plain.clone();
+    system[at..at + 24].copy_from_slice(b"os\nsystem\n..............");
+    let cases: [(&str, &[u8], &str); 2] = [
+        ("system.pt", &system, "global `os.system` is not allowed"),
+        ("truncated.pt", &plain[..plain.len() - 30], "no end-of-central-directory record"),
+    ];
+    let z = dir.path().join("z.npy");
+    movq::io::write_npy(&z, &[1, 4, 1, 2, 2], &[0.0f32; 16]).unwrap();
+    for (name, bytes, expect) in cases {
+        let pt = dir.path().join(name);
+        std::fs::write(&pt, bytes).unwrap();
+        let out = dir.path().join("out.npy");
+        let st = common::movq()
+            .args(["decode", "--quiet", "--weights"])
+            .arg(&pt)
+            .arg("--latent")
+            .arg(&z)
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&st.stderr);
+        assert_eq!(st.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(&*pt.to_string_lossy()) && err.contains(expect), "{name}: {err}");
+        assert!(!out.exists());
+    }
 }
