@@ -39,6 +39,16 @@ pub enum Error {
         path.display())]
     ByteSize { path: PathBuf, name: String, shape: Vec<usize>, dtype: String, needed: u64, got: u64 },
 
+    /// A ZIP archive (a `torch.save` checkpoint) is malformed or uses a feature movq does not
+    /// read (compression, encryption, several disks).
+    #[error("{}: invalid ZIP archive: {reason}", path.display())]
+    Zip { path: PathBuf, reason: String },
+
+    /// The pickle of a `torch.save` checkpoint is malformed or holds something other than a
+    /// state dict (a global other than the few a state dict needs, an unknown opcode).
+    #[error("{}: invalid torch checkpoint: {reason}", path.display())]
+    Pickle { path: PathBuf, reason: String },
+
     /// A weight the model needs is not in the file.
     #[error("{}: missing weight `{name}` (expected shape {expected:?})", path.display())]
     MissingWeight { path: PathBuf, name: String, expected: Vec<usize> },

@@ -42,6 +42,63 @@ pub fn safetensors_header(data: &[u8]) {
     }
 }
 
+/// Arbitrary bytes as a `torch.save` checkpoint: parsing and reading every tensor must not
+/// panic. Input starting with `PK` is taken as the whole file; any other input as its
+/// `data.pkl`, zipped here beside four 256-byte storages `data/0`..`data/3`, so mutations reach
+/// the pickle machine without first having to keep a ZIP valid.
+pub fn torch_pickle(data: &[u8]) {
+    let bytes = if data.starts_with(b"PK") { data.to_vec() } else { torch_zip(data) };
+    if let Ok(file) = WeightFile::from_bytes("fuzz.pt", bytes) {
+        let names: Vec<String> = file.names().map(str::to_string).collect();
+        for n in names {
+            let _ = file.read::<f32>(&n);
+            if let Some(v) = file.f32_view(&n) {
+                assert_eq!(v.len(), file.info(&n).unwrap().shape.iter().product::<usize>());
+            }
+        }
+    }
+}
+
+/// A ZIP of STORED entries `a/data.pkl` = `pkl` and `a/data/0`..`a/data/3` (256 bytes each).
+pub fn torch_zip(pkl: &[u8]) -> Vec<u8> {
+    let storage: Vec<u8> = (0..=255u8).collect();
+    let entries: [(&str, &[u8]); 5] = [
+        ("a/data.pkl", pkl),
+        ("a/data/0", &storage),
+        ("a/data/1", &storage),
+        ("a/data/2", &storage),
+        ("a/data/3", &storage),
+    ];
+    let (mut out, mut central) = (Vec::new(), Vec::new());
+    for (name, body) in entries {
+        let offset = out.len() as u32;
+        let mut fixed = Vec::new();
+        fixed.extend_from_slice(&[0; 10]); // versions, flags, method 0 (stored), time, date
+        fixed.extend_from_slice(&[0; 4]); // CRC-32, which the reader does not check
+        fixed.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        fixed.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        fixed.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        fixed.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(b"PK\x03\x04");
+        out.extend_from_slice(&fixed);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(body);
+        central.extend_from_slice(b"PK\x01\x02");
+        central.extend_from_slice(&[20, 0]);
+        central.extend_from_slice(&fixed);
+        central.extend_from_slice(&[0; 10]); // comment length, disk, attributes
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(name.as_bytes());
+    }
+    let cd_offset = out.len() as u32;
+    out.extend_from_slice(&central);
+    out.extend_from_slice(b"PK\x05\x06\0\0\0\0\x05\0\x05\0");
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&cd_offset.to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out
+}
+
 /// Arbitrary bytes as an npy file: parsing must not panic.
 pub fn npy_parse(data: &[u8]) {
     let _ = movq::io::parse_npy::<f32>(std::path::Path::new("fuzz.npy"), data);

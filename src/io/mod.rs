@@ -1,10 +1,11 @@
-//! File formats: safetensors (weights, latents, outputs), npy (latents, outputs), and the
+//! File formats: safetensors (weights, latents, outputs), torch.save checkpoints (weights), npy (latents, outputs), and the
 //! watchable outputs (PNG frames, APNG, Y4M).
 
 mod frame_writer;
 mod npy;
 mod safetensors;
 mod safetensors_header;
+mod torch;
 mod var_path;
 mod video;
 
@@ -12,6 +13,7 @@ pub use frame_writer::{Container, FrameWriter};
 pub use npy::{parse_npy, read_npy, write_npy};
 pub use safetensors::{TensorInfo, WeightFile, write_safetensors, write_tensors};
 pub use safetensors_header::MAX_HEADER_BYTES;
+pub use torch::MAX_PICKLE_BYTES;
 pub use var_path::{Loader, Param, VarPath};
 pub use video::{
     Chroma, VideoFormat, VideoOptions, VideoWriter, pixel_u8_f32, pixel_u8_f64, rgb8, sample_path, ycbcr,

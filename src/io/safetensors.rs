@@ -20,13 +20,17 @@ enum Backing {
     Owned(Vec<u8>),
 }
 
-/// An opened safetensors file: the mapped bytes plus an owned index of its tensors.
+/// An opened safetensors file or `torch.save` checkpoint (zip format, see `io::torch`): the
+/// mapped bytes plus an owned index of its tensors.
 pub struct WeightFile {
     path: PathBuf,
     bytes: Backing,
     data_start: usize,
     tensors: BTreeMap<String, TensorInfo>,
     metadata: HashMap<String, String>,
+    /// Row-major copies of a torch file's non-contiguous tensors; their byte ranges start at the
+    /// file's length (see `raw`). Empty for safetensors.
+    gathered: Vec<u8>,
 }
 
 impl std::fmt::Debug for WeightFile {
@@ -36,7 +40,8 @@ impl std::fmt::Debug for WeightFile {
 }
 
 impl WeightFile {
-    /// Maps `path` and parses its header.
+    /// Maps `path` and parses its header: a `torch.save` checkpoint when it starts with
+    /// `PK\x03\x04` (or the legacy format's magic number), else a safetensors file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -53,7 +58,8 @@ impl WeightFile {
         Self::parse(path.to_path_buf(), Backing::Mmap(mmap))
     }
 
-    /// Parses an in-memory safetensors buffer (used by tests and fuzzing). `path` names it in errors.
+    /// Parses an in-memory safetensors or `torch.save` buffer (used by tests and fuzzing). `path`
+    /// names it in errors.
     pub fn from_bytes(path: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self> {
         Self::parse(path.into(), Backing::Owned(bytes))
     }
@@ -63,9 +69,31 @@ impl WeightFile {
             Backing::Mmap(m) => m,
             Backing::Owned(v) => v,
         };
+        if super::torch::is_zip(buf) {
+            let super::torch::Index { tensors, gathered } = super::torch::parse(&path, buf)?;
+            return Ok(WeightFile {
+                path,
+                bytes,
+                data_start: 0,
+                tensors,
+                metadata: HashMap::new(),
+                gathered,
+            });
+        }
+        if super::torch::is_legacy(buf) {
+            let super::torch::Index { tensors, gathered } = super::torch::parse_legacy(&path, buf)?;
+            return Ok(WeightFile {
+                path,
+                bytes,
+                data_start: 0,
+                tensors,
+                metadata: HashMap::new(),
+                gathered,
+            });
+        }
         let header = super::safetensors_header::parse(&path, buf)?;
         let super::safetensors_header::Header { data_start, tensors, metadata } = header;
-        Ok(WeightFile { path, bytes, data_start, tensors, metadata })
+        Ok(WeightFile { path, bytes, data_start, tensors, metadata, gathered: Vec::new() })
     }
 
     /// Bytes of the file (or buffer).
@@ -99,7 +127,11 @@ impl WeightFile {
             Backing::Mmap(m) => m,
             Backing::Owned(v) => v,
         };
-        &buf[self.data_start + info.start..self.data_start + info.end]
+        let (start, end) = (self.data_start + info.start, self.data_start + info.end);
+        match start.checked_sub(buf.len()) {
+            Some(at) if !self.gathered.is_empty() => &self.gathered[at..at + (end - start)],
+            _ => &buf[start..end],
+        }
     }
 
     /// Tensor `name` viewed in place as f32: `Some` when it is stored as F32 at a 4-byte aligned
