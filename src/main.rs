@@ -124,6 +124,9 @@ struct BenchArgs<'a> {
 }
 
 fn bench<T: movq::kernels::Float>(a: &BenchArgs) -> Result<()> {
+    if let Some(out) = a.output {
+        movq::io::paths::refuse_overwriting_inputs(out, &[a.weights.into(), a.latent.into()])?;
+    }
     let decoder = Decoder::<T>::from_file(a.weights, a.config, a.prefix)
         .with_context(|| format!("loading decoder weights from {}", a.weights.display()))?;
     let z: Tensor<T> = read_latent(a.latent, a.latent_key)?;
@@ -213,10 +216,7 @@ fn verify(paths: &[PathBuf]) -> Result<bool> {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    if let Some(n) = cli.threads {
-        if n == 0 {
-            bail!("--threads must be at least 1");
-        }
+    if let Some(n) = cli::safety::thread_count(cli.threads)? {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()
@@ -233,7 +233,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::RandomWeights { config, output, seed, diffusers_names, latent_shape, latent_out } => {
             let cfg = movq::checkpoint::read_config(&config)?.config;
-            let loader = movq::io::Loader::random(seed);
+            // Everything is checked and made before anything is written.
+            let latent = cli::safety::random_latent(
+                &config,
+                &output,
+                latent_shape.as_deref(),
+                latent_out.as_deref(),
+                seed,
+            )?;
+            cli::safety::check_random_weights_fit(&cfg)?;
+            let budget = movq::model::memory::available_bytes().unwrap_or(u64::MAX);
+            let loader = movq::io::Loader::random_with_budget(seed, budget);
             Decoder::<f32>::load(&loader.root(), &cfg)?;
             let mut made = loader.take_random();
             if diffusers_names {
@@ -249,8 +259,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             movq::io::write_tensors(&output, &entries, &meta)?;
             let params: usize = made.iter().map(|(_, _, d)| d.len()).sum();
             eprintln!("wrote {} tensors, {} parameters to {}", made.len(), params, output.display());
-            if let (Some(shape), Some(path)) = (latent_shape, latent_out) {
-                let z = movq::tensor::random_normal(&shape, seed.wrapping_add(1))?;
+            if let (Some((shape, z)), Some(path)) = (latent, latent_out) {
                 movq::io::write_npy(&path, &shape, &z)?;
                 eprintln!("wrote latent {:?} to {}", shape, path.display());
             }
@@ -309,7 +318,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", movq::error::escape(&format!("{e:#}")));
             ExitCode::from(2)
         }
     }

@@ -136,7 +136,7 @@ impl DecoderConfig {
 
     /// Reads a JSON config file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::io::paths::read_small_text(path, "config", crate::io::paths::MAX_JSON_BYTES)?;
         Self::from_json(&text).map_err(|e| match e {
             Error::InvalidConfig(m) => Error::InvalidConfig(format!("{}: {m}", path.display())),
             e => e,
