@@ -24,7 +24,7 @@ use std::time::Instant;
                   2 usage or input error (one line on stderr with the cause); 130 interrupted."
 )]
 struct Cli {
-    /// Worker threads (default: all cores).
+    /// Worker threads (default: all cores; at most 4x the cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
     /// Convolution algorithm for 3x3 convs: winograd (default, fastest) or im2col (the direct
