@@ -216,6 +216,7 @@ fn verify(paths: &[PathBuf]) -> Result<bool> {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    cli::safety::check_env()?;
     if let Some(n) = cli::safety::thread_count(cli.threads)? {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)

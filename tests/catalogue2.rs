@@ -201,13 +201,23 @@ fn a_shard_index_of_100000_entries_is_read_in_linear_time() {
     let dir = tempfile::tempdir().unwrap();
     let (w, _) = random_model(dir.path(), "tiny", TINY, "1,4,2,4,4");
     let name = w.file_name().unwrap().to_string_lossy().into_owned();
-    let map: serde_json::Map<String, serde_json::Value> =
-        (0..100_000).map(|i| (format!("t.{i}"), serde_json::Value::String(name.clone()))).collect();
     let index = dir.path().join("m.safetensors.index.json");
-    std::fs::write(&index, serde_json::json!({ "weight_map": map }).to_string()).unwrap();
+    let write_index = |file: &dyn Fn(usize) -> String| {
+        let map: serde_json::Map<String, serde_json::Value> =
+            (0..100_000).map(|i| (format!("t.{i}"), serde_json::Value::String(file(i)))).collect();
+        std::fs::write(&index, serde_json::json!({ "weight_map": map }).to_string()).unwrap();
+    };
+    // 100,000 entries naming one shard: fine.
+    write_index(&|_| name.clone());
     let t0 = Instant::now();
     let o = common::movq().arg("inspect").arg(&index).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+    // 100,000 distinct shards (quadratic de-duplication took minutes): refused at once.
+    write_index(&|i| format!("shard-{i:06}.safetensors"));
+    let t0 = Instant::now();
+    let o = common::movq().arg("inspect").arg(&index).output().unwrap();
+    refused(&o, &["m.safetensors.index.json", "more than 4096 files"]);
     assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
 }
 
@@ -426,4 +436,21 @@ fn a_stale_temporary_is_an_error_and_is_kept() {
     std::fs::write(&tmp, b"mine").unwrap();
     assert!(movq::io::write_npy(&dir.path().join("w.npy"), &[1], &[0.0f32]).is_err());
     assert_eq!(std::fs::read(&tmp).unwrap(), b"mine");
+}
+
+#[test]
+fn duplicate_tensor_names_and_unknown_environment_values_are_refused() {
+    let text = r#"{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}"#;
+    let mut b = (text.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(text.as_bytes());
+    b.extend_from_slice(&[0; 4]);
+    let e = movq::io::WeightFile::from_bytes("dup.safetensors", b).unwrap_err();
+    assert!(
+        matches!(&e, movq::Error::InvalidHeader { reason, .. } if reason.contains("tensor `a` is listed twice")),
+        "{e}"
+    );
+    for (var, v) in [("MOVQ_ISA", "avx9"), ("MOVQ_CONV", "fft")] {
+        let o = common::movq().args(["inspect", "nothing"]).env(var, v).output().unwrap();
+        refused(&o, &[var, v, "is not one of"]);
+    }
 }

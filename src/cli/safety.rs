@@ -39,6 +39,20 @@ pub fn thread_count(arg: Option<usize>) -> Result<Option<usize>> {
     Ok(Some(n))
 }
 
+/// Refuses values of movq's environment variables that would otherwise be ignored silently:
+/// `MOVQ_ISA` takes `scalar`, `MOVQ_CONV` takes `winograd` or `im2col` (empty means unset).
+pub fn check_env() -> Result<()> {
+    for (var, allowed) in [("MOVQ_ISA", &["scalar"][..]), ("MOVQ_CONV", &["winograd", "im2col"][..])] {
+        if let Ok(v) = std::env::var(var)
+            && !v.is_empty()
+            && !allowed.iter().any(|a| v.eq_ignore_ascii_case(a))
+        {
+            bail!("{var}={:?} is not one of {allowed:?}", movq::error::escape(&v));
+        }
+    }
+    Ok(())
+}
+
 /// Refuses outputs (the `n` per-sample paths of `output`) that are one of `inputs` by file
 /// identity, or a frame directory holding one of them.
 pub fn check_outputs(output: &Path, n: usize, inputs: &[PathBuf]) -> Result<()> {
