@@ -187,7 +187,7 @@ fn verify(paths: &[PathBuf]) -> Result<bool> {
                         if r.precision == "f32" { r.rel_l2 / torch_f32.1.max(1e-30) } else { f64::NAN };
                     println!(
                         "{:<36} {:<14} {:<4} {:>10.3e} {:>10.3e} {:>10.3e} {:>10.3e} {:>7.2} {:>7.2}  {}",
-                        name,
+                        movq::error::escape(&name),
                         class,
                         r.precision,
                         r.max_abs,
@@ -202,11 +202,12 @@ fn verify(paths: &[PathBuf]) -> Result<bool> {
                 }
             }
             Ok(CaseOutcome::Skipped { name, class, reason }) => {
+                let (name, reason) = (movq::error::escape(&name), movq::error::escape(&reason));
                 println!("{name:<36} {class:<14} SKIPPED: {reason}");
                 skipped += 1;
             }
             Err(e) => {
-                println!("{:<36} ERROR: {e}", f.display());
+                println!("{:<36} ERROR: {}", f.display(), movq::error::escape(&e.to_string()));
                 failed += 1;
             }
         }
@@ -217,6 +218,7 @@ fn verify(paths: &[PathBuf]) -> Result<bool> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     cli::safety::check_env()?;
+    cli::signals::install();
     if let Some(n) = cli::safety::thread_count(cli.threads)? {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)

@@ -286,6 +286,13 @@ fn input_files(a: &DecodeArgs, ck: &Checkpoint) -> Vec<PathBuf> {
 fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<()> {
     let t0 = Instant::now();
     let inputs = input_files(a, ck);
+    // The inputs read through a memory map, named if one is truncated under it (SIGBUS).
+    let mut mapped = ck.files.clone();
+    if !a.latent.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+        mapped.push(a.latent.clone());
+    }
+    super::signals::install();
+    super::signals::track(&[], 0, &mapped);
     let stamps: Vec<Stamp> = ck.files.iter().map(|p| Stamp::of(p)).collect::<movq::Result<_>>()?;
     // Sizes come from the latent's header: the memory budget and the outputs are checked
     // before its data is read.
@@ -350,11 +357,9 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
     meta.insert("config".to_string(), serde_json::to_string(&ck.config)?);
     meta.insert("mode".to_string(), format!("{mode:?}"));
     super::cleanup::install();
-    super::signals::install();
-    super::signals::track(&[], 0, &ck.files);
     let mut writer = Sink::create::<T>(&a.output, a.apng, (a.fps, a.chroma), out_shape, &meta)?;
     super::cleanup::track(writer.tmp_paths());
-    super::signals::track(&writer.tmp_paths(), out_shape.d, &ck.files);
+    super::signals::track(&writer.tmp_paths(), out_shape.d, &mapped);
     let t_load = t0.elapsed().as_secs_f64();
     eprintln!(
         "decoding z {} -> {} in {} ({mode:?}; estimated peak {:.2} GiB)",
@@ -384,7 +389,7 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
     let written = writer.paths();
     let finished = writer.finish();
     super::cleanup::track(Vec::new());
-    super::signals::track(&[], 0, &ck.files);
+    super::signals::track(&[], 0, &mapped);
     finished?;
     let paths: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
     eprintln!(

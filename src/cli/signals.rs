@@ -136,7 +136,9 @@ extern "C" fn on_signal(sig: libc::c_int) {
     if sig == libc::SIGBUS {
         match pending {
             Some(p) => write_stderr(&p.bus_message),
-            None => write_stderr(b"error: bus error (SIGBUS) outside a decode\n"),
+            None => write_stderr(
+                b"error: a memory-mapped input changed while movq was reading it (truncated by another process?)\n",
+            ),
         }
         // SAFETY: _exit is async-signal-safe and ends the process without running Rust code.
         unsafe { libc::_exit(2) };

@@ -153,9 +153,12 @@ mod tests {
         std::fs::hard_link(&a, &hard).unwrap();
         std::os::unix::fs::symlink(&a, &soft).unwrap();
         for out in [&a, &hard, &soft] {
-            assert!(matches!(refuse_overwriting_inputs(out, &[a.clone()]), Err(Error::OutputIsInput { .. })));
+            assert!(matches!(
+                refuse_overwriting_inputs(out, std::slice::from_ref(&a)),
+                Err(Error::OutputIsInput { .. })
+            ));
         }
-        assert!(refuse_overwriting_inputs(&dir.path().join("new"), &[a.clone()]).is_ok());
+        assert!(refuse_overwriting_inputs(&dir.path().join("new"), std::slice::from_ref(&a)).is_ok());
         let stamp = Stamp::of(&a).unwrap();
         assert!(stamp.check_unchanged().is_ok());
         std::fs::write(&a, b"xy").unwrap();
