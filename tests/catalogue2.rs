@@ -247,8 +247,12 @@ fn y4m_streams_to_a_named_pipe_and_standard_output() {
     let o = decode_cmd(&w, &z, Path::new("-")).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(o.stdout, expected);
-    // A device is written, never replaced; tensor formats cannot stream.
-    assert!(decode_cmd(&w, &z, Path::new("/dev/null")).output().unwrap().status.success());
+    // A device is written, never replaced (named through a link, so that a regression
+    // replaces the link, not /dev/null); tensor formats cannot stream.
+    let dev = dir.path().join("devnull.y4m");
+    std::os::unix::fs::symlink("/dev/null", &dev).unwrap();
+    assert!(decode_cmd(&w, &z, &dev).output().unwrap().status.success());
+    assert!(std::fs::symlink_metadata(&dev).unwrap().file_type().is_symlink());
     let link = dir.path().join("null.npy");
     std::os::unix::fs::symlink("/dev/null", &link).unwrap();
     refused(&decode_cmd(&w, &z, &link).output().unwrap(), &["null.npy", "Y4M stream"]);

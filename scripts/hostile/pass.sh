@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Outside-tester pass (docs/hostile-input.md): runs hostile cases against a built movq and
-# prints one markdown row per case: command, expected, observed, verdict.
+# prints one markdown row per case: command, expected, observed, verdict. Devices are only
+# named through symbolic links in the scratch directory: an unfixed movq replaced /dev/null
+# itself (case 87).
 # Usage: scripts/hostile/pass.sh [path/to/movq] > rows.md   (needs bash, coreutils, python3)
 set -u
 # A bounded address space: an unfixed movq reading /dev/zero must not exhaust the machine.
@@ -170,7 +172,8 @@ mkdir -p linkframes && ln -s ../w.safetensors linkframes/frame_00000.png
 case_ "frame dir holding a symlink named frame_00000.png" 2 "non-regular file" -- $D $OK --output linkframes
 echo x > plainfile
 case_ "frame dir name that is a regular file" 2 "exists and is not a directory" -- $D $OK --output plainfile
-case_ "--output /dev/full (write fails midway)" 2 "No space left" -- $D $OK --output /dev/full
+ln -s /dev/full full.y4m
+case_ "--output a link to /dev/full (write fails midway)" 2 "No space left" -- $D $OK --output full.y4m
 ln -s /nonexistent/x dangling.npy
 case_ "--output a dangling symlink into a missing dir" 0 "" -- $D $OK --output dangling.npy
 case_ "--output in a missing directory" 2 "cannot write the output" -- $D $OK --output nodir/out.y4m
@@ -202,7 +205,9 @@ case_ "inspect a FIFO" 2 "is a named pipe" -- $M inspect fifo.safetensors
 case_ "inspect --config /dev/zero" 2 "is a character device" -- $M inspect w.safetensors --config /dev/zero
 case_ "demo --out an existing file" 2 "plainfile" -- $M demo --out plainfile
 case_ "random-weights --latent-shape 1e5^3 latent" 2 "memory available" -- $M random-weights --config tiny.json --output out.safetensors --latent-shape 1,4,100000,100000,100000 --latent-out out.npy
-case_ "random-weights --output /dev/null" 2 "is a character device" -- $M random-weights --config tiny.json --output /dev/null
+# Through a link: a movq without the fix renames over the link, not over /dev/null itself.
+ln -s /dev/null devnull.safetensors
+case_ "random-weights --output a link to /dev/null" 2 "is a character device" -- $M random-weights --config tiny.json --output devnull.safetensors
 case_ "random-weights --config /dev/zero" 2 "is a character device" -- $M random-weights --config /dev/zero --output out.safetensors
 case_ "bench --output equal to --weights" 2 "the output is the input" -- $M bench $OK --output w.safetensors --repeat 1
 case_ "bench --latent FIFO" 2 "is a named pipe" -- $M bench --weights w.safetensors --latent fifo.npy --repeat 1
