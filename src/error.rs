@@ -31,12 +31,12 @@ pub enum Error {
     InvalidHeader { path: PathBuf, format: &'static str, reason: String },
 
     /// A tensor's data offsets are reversed, outside the data section, or overlap another's.
-    #[error("{}: tensor `{name}` has data offsets {offsets:?} that {reason}", path.display())]
+    #[error("{}: tensor `{}` has data offsets {offsets:?} that {reason}", path.display(), escape(name))]
     BadOffsets { path: PathBuf, name: String, offsets: [u64; 2], reason: String },
 
     /// A tensor's byte length does not match its shape and dtype.
-    #[error("{}: tensor `{name}` of shape {shape:?} and dtype {dtype} needs {needed} bytes, the file gives it {got}",
-        path.display())]
+    #[error("{}: tensor `{}` of shape {shape:?} and dtype {} needs {needed} bytes, the file gives it {got}",
+        path.display(), escape(name), escape(dtype))]
     ByteSize { path: PathBuf, name: String, shape: Vec<usize>, dtype: String, needed: u64, got: u64 },
 
     /// A ZIP archive (a `torch.save` checkpoint) is malformed or uses a feature movq does not
@@ -50,19 +50,19 @@ pub enum Error {
     Pickle { path: PathBuf, reason: String },
 
     /// A weight the model needs is not in the file.
-    #[error("{}: missing weight `{name}` (expected shape {expected:?})", path.display())]
+    #[error("{}: missing weight `{}` (expected shape {expected:?})", path.display(), escape(name))]
     MissingWeight { path: PathBuf, name: String, expected: Vec<usize> },
 
     /// The file holds a weight the model does not use (strict loading).
-    #[error("{}: unexpected weight `{name}` with shape {shape:?} (not part of the configured model)", path.display())]
+    #[error("{}: unexpected weight `{}` with shape {shape:?} (not part of the configured model)", path.display(), escape(name))]
     UnexpectedWeight { path: PathBuf, name: String, shape: Vec<usize> },
 
     /// A weight has another shape than the configured model needs.
-    #[error("{}: weight `{name}` has shape {got:?}, the configured model needs {expected:?}", path.display())]
+    #[error("{}: weight `{}` has shape {got:?}, the configured model needs {expected:?}", path.display(), escape(name))]
     WeightShape { path: PathBuf, name: String, expected: Vec<usize>, got: Vec<usize> },
 
     /// A tensor is stored in a dtype movq does not read.
-    #[error("{}: tensor `{name}` has unsupported dtype {dtype} (supported: F32, F16, BF16, F64)", path.display())]
+    #[error("{}: tensor `{}` has unsupported dtype {} (supported: F32, F16, BF16, F64)", path.display(), escape(name), escape(dtype))]
     UnsupportedDtype { path: PathBuf, name: String, dtype: String },
 
     /// The latent holds NaN or infinite values (the decode would spread them over the output).
@@ -71,11 +71,11 @@ pub enum Error {
     NonFiniteLatent { path: PathBuf, count: usize, first: [usize; 5] },
 
     /// The latent is not rank 5 (b, c, t, h, w).
-    #[error("{}: latent `{name}` has shape {shape:?}; expected rank 5 (b, c, t, h, w)", path.display())]
+    #[error("{}: latent `{}` has shape {shape:?}; expected rank 5 (b, c, t, h, w)", path.display(), escape(name))]
     LatentRank { path: PathBuf, name: String, shape: Vec<usize> },
 
     /// The latent has a zero-size axis: there is nothing to decode.
-    #[error("{}: latent `{name}` has shape {shape:?} with an empty axis; nothing to decode", path.display())]
+    #[error("{}: latent `{}` has shape {shape:?} with an empty axis; nothing to decode", path.display(), escape(name))]
     EmptyLatent { path: PathBuf, name: String, shape: Vec<usize> },
 
     /// The latent's channel count is not the decoder's z channels.
@@ -108,6 +108,20 @@ pub enum Error {
     #[error("{what}: {reason}")]
     TooLarge { what: String, reason: String },
 
+    /// An input is not a regular file (a directory, FIFO, device, socket) where movq needs one:
+    /// a FIFO or `/dev/zero` would be read without end.
+    #[error("{}: is a {kind}, not a regular file (the {what} must be a regular file)", path.display())]
+    SpecialFile { path: PathBuf, kind: &'static str, what: &'static str },
+
+    /// An input changed while movq used it (truncated or rewritten by another process during
+    /// a decode that reads it memory-mapped); the output is not written.
+    #[error("{}: the file changed while movq was reading it ({what}); nothing was written", path.display())]
+    InputChanged { path: PathBuf, what: String },
+
+    /// The output is one of the inputs (same device and inode, whatever the names).
+    #[error("{}: the output is the input {} (the same file); refusing to overwrite an input", output.display(), input.display())]
+    OutputIsInput { output: PathBuf, input: PathBuf },
+
     /// A feature or case movq does not implement.
     #[error("unsupported: {0}")]
     Unsupported(String),
@@ -124,4 +138,17 @@ impl Error {
     pub(crate) fn invalid_file(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::InvalidFile { path: path.into(), reason: reason.into() }
     }
+}
+
+/// `text` with control characters (ESC, CR, LF, ...) written as Rust escapes (`\u{1b}`), so a
+/// tensor name from a stranger's file cannot drive the terminal. Other characters are kept,
+/// so escaping already-escaped text changes nothing.
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() })
+        .collect::<String>()
+        .into()
 }

@@ -26,7 +26,7 @@ use std::time::Instant;
                   2 usage or input error (one line on stderr with the cause); 130 interrupted."
 )]
 struct Cli {
-    /// Worker threads (default: all cores).
+    /// Worker threads (default: all cores; at most 4x the cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
     /// Convolution algorithm for 3x3 convs: winograd (default, fastest) or im2col (the direct
@@ -136,6 +136,12 @@ fn kernels_used() -> serde_json::Value {
 }
 
 fn bench<T: movq::kernels::Float>(a: &BenchArgs, ck: &Checkpoint, latent: &Path) -> Result<()> {
+    if let Some(out) = &a.output {
+        let mut inputs: Vec<PathBuf> = ck.paths();
+        inputs.push(latent.to_path_buf());
+        inputs.extend(a.config.clone());
+        movq::io::paths::refuse_overwriting_inputs(out, &inputs)?;
+    }
     let decoder = ck.load::<T>().context("loading the decoder weights")?;
     let mode = cli::decode::mode_for(a.mode, ck)?;
     let z: Tensor<T> = read_latent(latent, a.latent_key.as_deref())?;
@@ -198,7 +204,7 @@ fn verify(paths: &[PathBuf]) -> Result<bool> {
                         if r.precision == "f32" { r.rel_l2 / torch_f32.1.max(1e-30) } else { f64::NAN };
                     println!(
                         "{:<36} {:<14} {:<4} {:>10.3e} {:>10.3e} {:>10.3e} {:>10.3e} {:>7.2} {:>7.2}  {}",
-                        name,
+                        movq::error::escape(&name),
                         class,
                         r.precision,
                         r.max_abs,
@@ -213,11 +219,12 @@ fn verify(paths: &[PathBuf]) -> Result<bool> {
                 }
             }
             Ok(CaseOutcome::Skipped { name, class, reason }) => {
+                let (name, reason) = (movq::error::escape(&name), movq::error::escape(&reason));
                 println!("{name:<36} {class:<14} SKIPPED: {reason}");
                 skipped += 1;
             }
             Err(e) => {
-                println!("{:<36} ERROR: {e}", f.display());
+                println!("{:<36} ERROR: {}", f.display(), movq::error::escape(&e.to_string()));
                 failed += 1;
             }
         }
@@ -227,10 +234,9 @@ fn verify(paths: &[PathBuf]) -> Result<bool> {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    if let Some(n) = cli.threads {
-        if n == 0 {
-            bail!("--threads must be at least 1");
-        }
+    cli::safety::check_env()?;
+    cli::signals::install();
+    if let Some(n) = cli::safety::thread_count(cli.threads)? {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()
@@ -251,7 +257,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::RandomWeights { config, output, seed, diffusers_names, latent_shape, latent_out } => {
             let cfg = movq::checkpoint::read_config(&config)?.config;
             let plan = DecoderPlan::new(&cfg)?;
-            let loader = movq::io::Loader::random(seed);
+            // Everything is checked and made before anything is written.
+            let latent = cli::safety::random_latent(
+                &config,
+                &output,
+                latent_shape.as_deref(),
+                latent_out.as_deref(),
+                seed,
+            )?;
+            cli::safety::check_random_weights_fit(&plan)?;
+            let budget = movq::model::memory::available_bytes().unwrap_or(u64::MAX);
+            let loader = movq::io::Loader::random_with_budget(seed, budget);
             Decoder::<f32>::load(&loader.root(), &plan)?;
             let mut made = loader.take_random();
             if diffusers_names {
@@ -267,8 +283,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             movq::io::write_tensors(&output, &entries, &meta)?;
             let params: usize = made.iter().map(|(_, _, d)| d.len()).sum();
             eprintln!("wrote {} tensors, {} parameters to {}", made.len(), params, output.display());
-            if let (Some(shape), Some(path)) = (latent_shape, latent_out) {
-                let z = movq::tensor::random_normal(&shape, seed.wrapping_add(1))?;
+            if let (Some((shape, z)), Some(path)) = (latent, latent_out) {
                 movq::io::write_npy(&path, &shape, &z)?;
                 eprintln!("wrote latent {:?} to {}", shape, path.display());
             }
@@ -321,10 +336,11 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            match hint(&e) {
-                Some(h) => eprintln!("error: {e:#}; {h}"),
-                None => eprintln!("error: {e:#}"),
-            }
+            let msg = match hint(&e) {
+                Some(h) => format!("{e:#}; {h}"),
+                None => format!("{e:#}"),
+            };
+            eprintln!("error: {}", movq::error::escape(&msg));
             ExitCode::from(2)
         }
     }

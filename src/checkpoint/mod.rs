@@ -18,7 +18,7 @@ use crate::kernels::Float;
 use crate::model::{Decoder, DecoderConfig, DecoderPlan};
 use diffusers::{config_from_diffusers, diffusers_key};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -115,9 +115,14 @@ pub fn read_config(path: &Path) -> Result<ModelConfig> {
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::io::paths::read_small_text(path, "JSON file", crate::io::paths::MAX_JSON_BYTES)?;
     serde_json::from_str(&text).map_err(|e| Error::invalid_file(path, format!("not valid JSON: {e}")))
 }
+
+/// Entries a shard index may list (a diffusers VAE has a few hundred tensors).
+const MAX_INDEX_ENTRIES: usize = 1_000_000;
+/// Shard files an index may name (each is opened and mapped).
+const MAX_SHARDS: usize = 4096;
 
 /// The shard files listed in a `*.safetensors.index.json` (`weight_map` values), in order.
 fn shards_of_index(index: &Path) -> Result<Vec<PathBuf>> {
@@ -126,8 +131,14 @@ fn shards_of_index(index: &Path) -> Result<Vec<PathBuf>> {
         .get("weight_map")
         .and_then(Value::as_object)
         .ok_or_else(|| Error::invalid_file(index, "shard index has no `weight_map` object"))?;
+    if map.len() > MAX_INDEX_ENTRIES {
+        return Err(Error::invalid_file(
+            index,
+            format!("shard index has {} entries, above the limit of {MAX_INDEX_ENTRIES}", map.len()),
+        ));
+    }
     let dir = index.parent().unwrap_or(Path::new("."));
-    let mut files: Vec<PathBuf> = Vec::new();
+    let mut files: BTreeSet<PathBuf> = BTreeSet::new();
     for (name, f) in map {
         let f = f.as_str().ok_or_else(|| {
             Error::invalid_file(index, format!("weight_map entry `{name}` is not a file name"))
@@ -135,22 +146,28 @@ fn shards_of_index(index: &Path) -> Result<Vec<PathBuf>> {
         if f.contains("..") || Path::new(f).is_absolute() {
             return Err(Error::invalid_file(index, format!("shard `{f}` is outside the index's folder")));
         }
-        let p = dir.join(f);
-        if !files.contains(&p) {
-            files.push(p);
+        files.insert(dir.join(f));
+        if files.len() > MAX_SHARDS {
+            return Err(Error::invalid_file(
+                index,
+                format!("shard index lists more than {MAX_SHARDS} files"),
+            ));
         }
     }
     if files.is_empty() {
         return Err(Error::invalid_file(index, "shard index lists no files"));
     }
-    files.sort();
-    Ok(files)
+    Ok(files.into_iter().collect())
 }
 
 /// The weight files and config.json of a model folder (or its `vae` subfolder).
 fn folder_contents(dir: &Path) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
     let dir = if dir.join("vae").is_dir() { dir.join("vae") } else { dir.to_path_buf() };
-    let config = Some(dir.join("config.json")).filter(|p| p.is_file());
+    let config = Some(dir.join("config.json")).filter(|p| p.exists() || p.is_symlink());
+    if let Some(p) = &config {
+        // A config.json that is a directory, FIFO or dangling link is an error, not skipped.
+        crate::io::paths::open_regular(p, "config")?;
+    }
     let main = dir.join("diffusion_pytorch_model.safetensors");
     if main.is_file() {
         return Ok((vec![main], config));

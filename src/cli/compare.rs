@@ -33,9 +33,27 @@ pub struct CompareArgs {
     pub per_frame: bool,
 }
 
-/// (dims, values) of a .npy file or a safetensors tensor, as f64.
+/// Refuses, from its header's dims alone, a tensor whose f64 copy would not fit in the memory
+/// available (with the other operand, hence half of it).
+fn check_fits(path: &Path, dims: &[usize]) -> Result<()> {
+    let bytes = dims.iter().try_fold(8u128, |a, &d| a.checked_mul(d as u128)).unwrap_or(u128::MAX);
+    let avail = movq::model::memory::available_bytes().unwrap_or(u64::MAX) as u128;
+    if bytes > avail / 2 {
+        bail!(
+            "{}: a tensor of shape {dims:?} needs {} MiB as f64, more than half the {} MiB of memory available",
+            path.display(),
+            bytes >> 20,
+            avail >> 20
+        );
+    }
+    Ok(())
+}
+
+/// (dims, values) of a .npy file or a safetensors tensor, as f64; sizes checked from the header
+/// before the data is read.
 fn read_any(path: &Path, key: Option<&str>) -> Result<(Vec<usize>, Vec<f64>)> {
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+        check_fits(path, &movq::io::npy_shape(path)?)?;
         return Ok(read_npy::<f64>(path)?);
     }
     let file = WeightFile::open(path)?;
@@ -48,11 +66,17 @@ fn read_any(path: &Path, key: Option<&str>) -> Result<(Vec<usize>, Vec<f64>)> {
             .map(str::to_string)
             .with_context(|| format!("{} holds no tensor", path.display()))?,
     };
+    if let Some(info) = file.info(&name) {
+        check_fits(path, &info.shape)?;
+    }
     Ok(file.read::<f64>(&name)?)
 }
 
 /// Prints the comparison; returns false if a bound is exceeded.
 pub fn compare(args: &CompareArgs) -> Result<bool> {
+    super::safety::check_bound("--max-rel", args.max_rel)?;
+    super::safety::check_bound("--max-abs", args.max_abs)?;
+    super::safety::check_bound("--data-range", args.data_range)?;
     let (da, a) =
         read_any(&args.a, args.key_a.as_deref()).with_context(|| format!("reading {}", args.a.display()))?;
     let (db, b) =

@@ -4,6 +4,7 @@ use super::progress::DecodeProgress;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use movq::checkpoint::OpenOptions;
+use movq::io::paths::Stamp;
 use movq::io::{Chroma, Container, FrameWriter, VideoFormat, VideoOptions, VideoWriter, read_latent};
 use movq::kernels::Float;
 use movq::model::memory::{Footprint, available_bytes, estimate_peak_bytes};
@@ -55,7 +56,27 @@ impl Sink {
         meta: &BTreeMap<String, String>,
     ) -> Result<Self> {
         let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
-        let is_dir = path.as_os_str().to_string_lossy().ends_with('/') || path.is_dir();
+        let file_ext = matches!(ext.as_deref(), Some("npy" | "safetensors" | "y4m" | "apng" | "png"));
+        let slash = path.as_os_str().to_string_lossy().ends_with('/');
+        if movq::io::output::is_stream(path) && !slash {
+            if !matches!(ext.as_deref(), None | Some("y4m")) {
+                bail!(
+                    "{}: standard output, a named pipe or a device is written as a Y4M stream; name it .y4m or write a file",
+                    path.display()
+                );
+            }
+            let chroma = if video.1 == ChromaArg::C444 { Chroma::C444 } else { Chroma::C420 };
+            let opts = VideoOptions { format: VideoFormat::Y4m, fps: video.0, chroma };
+            return Ok(Sink::Video(VideoWriter::create(path, shape, opts)?));
+        }
+        if file_ext && !slash && path.is_dir() {
+            bail!(
+                "{}: cannot write the output: is a directory, but the name asks for a .{} file",
+                path.display(),
+                ext.as_deref().unwrap_or_default()
+            );
+        }
+        let is_dir = slash || path.is_dir();
         let format = match ext.as_deref() {
             _ if is_dir => VideoFormat::PngDir,
             Some("npy") => {
@@ -170,7 +191,9 @@ pub struct DecodeArgs {
     /// directory (no extension, or ending in /) of frame_00000.png... Video outputs map x to
     /// 8 bits as the pipelines do (x / 2 + 0.5, clamped) and write one output per sample when
     /// the batch has more than one (name_b0.y4m, name_b1.y4m...). Frames are written as they
-    /// are decoded; the output appears under its name only when complete.
+    /// are decoded; the output appears under its name only when complete. `-` (standard
+    /// output), an existing named pipe or a character device is written directly as a Y4M
+    /// stream (one sample); on an error midway the stream is cut short and movq exits with 2.
     #[arg(long)]
     pub output: PathBuf,
     /// Write a `.png` output as an animated PNG.
@@ -227,8 +250,65 @@ fn latent<T: Float>(a: &DecodeArgs) -> Result<Tensor<T>> {
     Ok(out)
 }
 
+/// The estimated peak bytes of decoding a latent of shape `zs`, refused with
+/// [`movq::Error::OverMemoryBudget`] over the budget (unless --force).
+fn check_memory<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode, zs: Shape) -> Result<u64> {
+    let weight_bytes = ck.weight_bytes() * (std::mem::size_of::<T>() as u64 / 4).max(1);
+    let footprint = Footprint { elem: std::mem::size_of::<T>(), weight_bytes, keep_output: false };
+    let estimate = estimate_peak_bytes(&ck.plan, zs, mode, &footprint)
+        .with_context(|| format!("decoding latent {}", a.latent.display()))?;
+    let budget = match (a.max_memory, available_bytes()) {
+        (Some(m), avail) if m.is_finite() && m > 0.0 => {
+            Some(((m * (1u64 << 30) as f64) as u64).min(avail.unwrap_or(u64::MAX)))
+        }
+        (Some(m), _) => bail!("--max-memory {m} is not a positive number of GiB"),
+        (None, avail) => avail,
+    };
+    if let Some(budget) = budget
+        && !a.force
+    {
+        movq::model::memory::check_budget(estimate, budget)?;
+    }
+    Ok(estimate)
+}
+
+/// The inputs an output must not be: the weight files, the latent, the config file.
+fn input_files(a: &DecodeArgs, ck: &Checkpoint) -> Vec<PathBuf> {
+    let mut inputs = ck.paths();
+    inputs.push(a.latent.clone());
+    inputs.extend(a.config.clone());
+    if let movq::checkpoint::ConfigSource::File(p) = &ck.config_source {
+        inputs.push(p.clone());
+    }
+    inputs
+}
+
 fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<()> {
     let t0 = Instant::now();
+    let inputs = input_files(a, ck);
+    // The inputs read through a memory map, named if one is truncated under it (SIGBUS).
+    let mut mapped = ck.paths();
+    if !a.latent.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+        mapped.push(a.latent.clone());
+    }
+    super::signals::install();
+    super::signals::track(&[], 0, &mapped);
+    let stamps: Vec<Stamp> = ck.paths().iter().map(|p| Stamp::of(p)).collect::<movq::Result<_>>()?;
+    // Sizes come from the latent's header: the memory budget and the outputs are checked
+    // before its data is read.
+    let (_, dims) = movq::io::latent_dims(&a.latent, a.latent_key.as_deref())?;
+    let header_shape = match (dims.as_slice(), a.layout) {
+        _ if dims.len() != 5 || dims.contains(&0) => None,
+        (&[b, c, t, h, w], Layout::Bcthw) | (&[b, t, c, h, w], Layout::Btchw) => {
+            Some(Shape::from_dims(&[b, c, t, h, w])?)
+        }
+        _ => None,
+    };
+    let mut estimate = None;
+    if let Some(zs) = header_shape {
+        super::safety::check_outputs(&a.output, zs.n, &inputs)?;
+        estimate = Some(check_memory::<T>(a, ck, mode, zs)?);
+    }
     let mut z: Tensor<T> = latent(a)?;
     if let Err(e) = movq::io::check_finite(&a.latent, &z) {
         if !a.allow_nonfinite {
@@ -265,26 +345,12 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
     let out_shape = decoder
         .decoded_shape(z.shape(), mode)
         .with_context(|| format!("decoding latent {}", a.latent.display()))?;
-    let weight_bytes = ck.weight_bytes() * (std::mem::size_of::<T>() as u64 / 4).max(1);
-    let estimate = estimate_peak_bytes(
-        &ck.plan,
-        z.shape(),
-        mode,
-        &Footprint { elem: std::mem::size_of::<T>(), weight_bytes, keep_output: false },
-    )?;
-    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-    let budget = match (a.max_memory, available_bytes()) {
-        (Some(m), avail) if m.is_finite() && m > 0.0 => {
-            Some(((m * (1u64 << 30) as f64) as u64).min(avail.unwrap_or(u64::MAX)))
-        }
-        (Some(m), _) => bail!("--max-memory {m} is not a positive number of GiB"),
-        (None, avail) => avail,
+    let estimate = match estimate {
+        Some(e) => e,
+        None => check_memory::<T>(a, ck, mode, z.shape())?,
     };
-    if let Some(budget) = budget
-        && !a.force
-    {
-        movq::model::memory::check_budget(estimate, budget)?;
-    }
+    super::safety::check_outputs(&a.output, z.shape().n, &inputs)?;
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     let mut meta = BTreeMap::new();
     meta.insert("producer".to_string(), format!("movq {}", env!("CARGO_PKG_VERSION")));
     meta.insert("precision".to_string(), T::NAME.to_string());
@@ -293,6 +359,7 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
     super::cleanup::install();
     let mut writer = Sink::create::<T>(&a.output, a.apng, (a.fps, a.chroma), out_shape, &meta)?;
     super::cleanup::track(writer.tmp_paths());
+    super::signals::track(&writer.tmp_paths(), out_shape.d, &mapped);
     let t_load = t0.elapsed().as_secs_f64();
     eprintln!(
         "decoding z {} -> {} in {} ({mode:?}; estimated peak {:.2} GiB)",
@@ -314,9 +381,14 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
     });
     progress.finish();
     result?;
+    // A weights file rewritten in place during the decode may have fed it mixed data.
+    for s in &stamps {
+        s.check_unchanged()?;
+    }
     let written = writer.paths();
     let finished = writer.finish();
     super::cleanup::track(Vec::new());
+    super::signals::track(&[], 0, &mapped);
     finished?;
     let paths: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
     eprintln!(
@@ -338,10 +410,20 @@ pub fn mode_for(mode: Option<Mode>, ck: &Checkpoint) -> Result<DecodeMode> {
     Ok(match mode {
         Mode::Whole => DecodeMode::Whole,
         Mode::Chunked => DecodeMode::Chunked,
-        Mode::Tiled => DecodeMode::Tiled(TileConfig::diffusers(
-            ck.sample_size.unwrap_or((480, 720)),
-            ck.plan.space_scale(),
-        )?),
+        Mode::Tiled => {
+            let scale = ck.plan.space_scale();
+            let size = ck.sample_size.unwrap_or((480, 720));
+            let source = match &ck.config_source {
+                movq::checkpoint::ConfigSource::File(p) => p.display().to_string(),
+                _ => ck.paths().first().map(|p| p.display().to_string()).unwrap_or_default(),
+            };
+            DecodeMode::Tiled(TileConfig::diffusers(size, scale).with_context(|| {
+                format!(
+                    "{source}: --mode tiled with sample_height {} x sample_width {} and a {scale}x spatial upsampling",
+                    size.0, size.1
+                )
+            })?)
+        }
     })
 }
 

@@ -6,3 +6,5 @@ pub mod decode;
 pub mod demo;
 pub mod inspect;
 pub mod progress;
+pub mod safety;
+pub mod signals;

@@ -47,6 +47,15 @@ impl FrameWriter {
                 super::safetensors::safetensors_header(&[("sample", &shape.dims())], elem, metadata)
             }
         };
+        if super::output::is_stream(path) {
+            return Err(Error::OutputNotWritable {
+                path: path.into(),
+                cause: std::io::Error::other(
+                    "a stream (standard output, a named pipe, a device) cannot take a tensor file, which is written out of order; write .y4m to stream",
+                ),
+            });
+        }
+        super::output::check_file_target(path)?;
         let tmp = super::tmp_sibling(path)?;
         let mut w = FrameWriter {
             path: path.to_path_buf(),
@@ -58,7 +67,7 @@ impl FrameWriter {
             frames_written: vec![false; shape.d],
         };
         let io = |e| Error::io(path, e);
-        let mut file = File::create(&tmp).map_err(super::not_writable(path))?;
+        let mut file = super::create_tmp(path, &tmp)?;
         w.file = Some(file.try_clone().map_err(io)?);
         file.write_all(&header).map_err(io)?;
         file.set_len(header.len() as u64 + data_len as u64).map_err(io)?;

@@ -3,6 +3,8 @@
 
 mod frame_writer;
 mod npy;
+pub mod output;
+pub mod paths;
 mod safetensors;
 mod safetensors_header;
 mod torch;
@@ -10,7 +12,7 @@ mod var_path;
 mod video;
 
 pub use frame_writer::{Container, FrameWriter};
-pub use npy::{parse_npy, read_npy, write_npy};
+pub use npy::{npy_shape, parse_npy, read_npy, write_npy};
 pub use safetensors::{TensorInfo, WeightFile, write_safetensors, write_tensors};
 pub use safetensors_header::MAX_HEADER_BYTES;
 pub use torch::MAX_PICKLE_BYTES;
@@ -54,6 +56,29 @@ pub fn read_latent<T: Element>(path: &Path, key: Option<&str>) -> Result<Tensor<
     Tensor::from_vec(shape, data)
 }
 
+/// The name and dims of the latent [`read_latent`] would read, from the file's header alone
+/// (nothing of the data is read), so that sizes can be checked before any allocation.
+pub fn latent_dims(path: &Path, key: Option<&str>) -> Result<(String, Vec<usize>)> {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+        return Ok(("npy array".to_string(), npy_shape(path)?));
+    }
+    let file = WeightFile::open(path)?;
+    let name = match key {
+        Some(k) => k.to_string(),
+        None => file
+            .names()
+            .next()
+            .map(str::to_string)
+            .ok_or_else(|| Error::invalid_file(path, "the safetensors file holds no tensor"))?,
+    };
+    let info = file.info(&name).ok_or_else(|| Error::MissingWeight {
+        path: path.into(),
+        name: name.clone(),
+        expected: vec![],
+    })?;
+    Ok((name, info.shape.clone()))
+}
+
 /// Refuses a latent holding NaN or infinite values ([`Error::NonFiniteLatent`], naming `path`,
 /// the count and the first index): decoding would spread them over the whole output.
 pub fn check_finite<T: Element>(path: &Path, z: &Tensor<T>) -> Result<()> {
@@ -72,6 +97,22 @@ pub(crate) fn tmp_sibling(path: &Path) -> Result<std::path::PathBuf> {
     Ok(dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id())))
 }
 
+/// Creates the temporary `tmp` of output `path`, never opening an existing file (a stale
+/// temporary, or a symbolic link planted under its name, is an error, not truncated).
+pub(crate) fn create_tmp(path: &Path, tmp: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new().write(true).create_new(true).open(tmp).map_err(|e| {
+        let cause = if e.kind() == std::io::ErrorKind::AlreadyExists {
+            std::io::Error::other(format!(
+                "its temporary {} already exists; remove it if no movq is running",
+                tmp.display()
+            ))
+        } else {
+            e
+        };
+        Error::OutputNotWritable { path: path.into(), cause }
+    })
+}
+
 /// The error for an output whose temporary (and so the output itself) cannot be created.
 pub(crate) fn not_writable(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |cause| Error::OutputNotWritable { path: path.into(), cause }
@@ -83,8 +124,17 @@ pub fn atomic_write(
     path: &Path,
     write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> Result<()> {
+    if output::is_stream(path) {
+        return Err(Error::OutputNotWritable {
+            path: path.into(),
+            cause: std::io::Error::other(
+                "is a stream (standard output, a named pipe, a device); this output must be a file",
+            ),
+        });
+    }
+    output::check_file_target(path)?;
     let tmp = tmp_sibling(path)?;
-    let file = std::fs::File::create(&tmp).map_err(not_writable(path))?;
+    let file = create_tmp(path, &tmp)?;
     let result = (|| {
         let mut w = std::io::BufWriter::new(file);
         write(&mut w)?;

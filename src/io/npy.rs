@@ -3,42 +3,57 @@
 use crate::error::{Error, Result};
 use crate::tensor::Element;
 use half::f16;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 const MAGIC: &[u8] = b"\x93NUMPY";
 /// Headers longer than this are rejected before parsing (numpy writes < 1 KiB).
 const MAX_HEADER_BYTES: usize = 1 << 16;
 
-/// Reads an npy file into its shape and row-major data converted to `T`.
-pub fn read_npy<T: Element>(path: &Path) -> Result<(Vec<usize>, Vec<T>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    parse_npy(path, &bytes)
+/// A parsed npy header: the array's shape, element size and dtype, and where its data is.
+struct NpyHeader {
+    shape: Vec<usize>,
+    elem: usize,
+    data_start: usize,
+    nbytes: usize,
 }
 
-/// Parses the npy file `bytes`; `path` names it in errors.
-pub fn parse_npy<T: Element>(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<T>)> {
+/// The bytes of the header (magic, version, length field and dict) at the start of an npy
+/// file of `file_len` bytes, read before any data. `prefix` must hold the first
+/// `min(file_len, 12 + MAX_HEADER_BYTES)` bytes.
+fn header_len_of(prefix: &[u8]) -> Option<usize> {
+    match prefix.get(6)? {
+        1 => Some(10 + u16::from_le_bytes([*prefix.get(8)?, *prefix.get(9)?]) as usize),
+        2 | 3 => Some(12 + u32::from_le_bytes(prefix.get(8..12)?.try_into().ok()?) as usize),
+        _ => None,
+    }
+}
+
+/// Parses and validates the header in `prefix` (see [`header_len_of`]) against the file
+/// length: shape, dtype, and that the file holds exactly the declared data bytes.
+fn parse_header(path: &Path, prefix: &[u8], file_len: u64) -> Result<NpyHeader> {
     let invalid = |reason: String| Error::InvalidHeader { path: path.into(), format: "npy", reason };
-    if bytes.len() < 10 || &bytes[..6] != MAGIC {
+    if prefix.len() < 10 || &prefix[..6] != MAGIC {
         return Err(invalid("not an npy file (missing \\x93NUMPY magic)".into()));
     }
-    let (header_len, header_start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => {
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+    let (header_len, header_start) = match prefix[6] {
+        1 => (u16::from_le_bytes([prefix[8], prefix[9]]) as usize, 10),
+        2 | 3 if prefix.len() >= 12 => {
+            (u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]) as usize, 12)
         }
         v => return Err(invalid(format!("unsupported npy version {v}"))),
     };
     let data_start = header_start + header_len;
-    if header_len > MAX_HEADER_BYTES || data_start > bytes.len() {
+    if header_len > MAX_HEADER_BYTES || data_start as u64 > file_len || data_start > prefix.len() {
         return Err(Error::HeaderLength {
             path: path.into(),
             format: "npy",
             header_len: header_len as u64,
-            file_len: bytes.len() as u64,
+            file_len,
             limit: MAX_HEADER_BYTES as u64,
         });
     }
-    let header = std::str::from_utf8(&bytes[header_start..data_start])
+    let header = std::str::from_utf8(&prefix[header_start..data_start])
         .map_err(|_| invalid("header is not text".into()))?;
     let field =
         |key: &str| dict_value(header, key).ok_or_else(|| invalid(format!("no '{key}' in {header:?}")));
@@ -68,37 +83,97 @@ pub fn parse_npy<T: Element>(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, V
             what: format!("{}: npy array of shape {shape:?}", path.display()),
             reason: "its byte size overflows".into(),
         })?;
-    let data = &bytes[data_start..];
-    if data.len() < nbytes {
+    let data_len = file_len - data_start as u64;
+    if data_len < nbytes as u64 {
         return Err(Error::Truncated {
             path: path.into(),
             what: format!("an array of shape {shape:?} and dtype {descr}"),
-            needed: (data_start + nbytes) as u64,
-            got: bytes.len() as u64,
+            needed: data_start as u64 + nbytes as u64,
+            got: file_len,
         });
     }
-    if data.len() > nbytes {
+    if data_len > nbytes as u64 {
         return Err(Error::ByteSize {
             path: path.into(),
             name: "npy array".into(),
             shape,
             dtype: descr.to_string(),
             needed: nbytes as u64,
-            got: data.len() as u64,
+            got: data_len,
         });
     }
-    let out = match elem {
-        4 => {
-            data.chunks_exact(4).map(|b| T::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect()
-        }
-        8 => data
-            .chunks_exact(8)
-            .map(|b| T::from_f64(f64::from_le_bytes(b.try_into().expect("chunk of 8"))))
-            .collect(),
-        2 => data.chunks_exact(2).map(|b| T::from_f32(f16::from_le_bytes([b[0], b[1]]).to_f32())).collect(),
-        _ => data.iter().map(|&b| T::from_f32(b as f32)).collect(),
-    };
-    Ok((shape, out))
+    Ok(NpyHeader { shape, elem, data_start, nbytes })
+}
+
+/// Appends the little-endian elements of `data` (whole elements of `elem` bytes) to `out`.
+fn convert<T: Element>(elem: usize, data: &[u8], out: &mut Vec<T>) {
+    match elem {
+        4 => out
+            .extend(data.chunks_exact(4).map(|b| T::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))),
+        8 => out.extend(
+            data.chunks_exact(8).map(|b| T::from_f64(f64::from_le_bytes(b.try_into().expect("chunk of 8")))),
+        ),
+        2 => out.extend(data.chunks_exact(2).map(|b| T::from_f32(f16::from_le_bytes([b[0], b[1]]).to_f32()))),
+        _ => out.extend(data.iter().map(|&b| T::from_f32(b as f32))),
+    }
+}
+
+/// Opens a regular npy file and parses its header, reading only the header's bytes.
+fn open_header(path: &Path) -> Result<(std::fs::File, NpyHeader)> {
+    let (mut file, meta) = super::paths::open_regular(path, "npy array")?;
+    let io = |e| Error::io(path, e);
+    let mut prefix = Vec::new();
+    (&mut file).take(12).read_to_end(&mut prefix).map_err(io)?;
+    if let Some(total) = header_len_of(&prefix) {
+        let want = total.min(12 + MAX_HEADER_BYTES).saturating_sub(prefix.len());
+        (&mut file).take(want as u64).read_to_end(&mut prefix).map_err(io)?;
+    }
+    let header = parse_header(path, &prefix, meta.len())?;
+    file.seek(SeekFrom::Start(header.data_start as u64)).map_err(io)?;
+    Ok((file, header))
+}
+
+/// The shape an npy file declares, from its header alone (validated against the file length).
+pub fn npy_shape(path: &Path) -> Result<Vec<usize>> {
+    Ok(open_header(path)?.1.shape)
+}
+
+/// Reads an npy file into its shape and row-major data converted to `T`. The header is read
+/// and checked first (a regular file, the magic, a dtype, exactly the declared data bytes);
+/// then only the declared bytes are read, converted a block at a time.
+pub fn read_npy<T: Element>(path: &Path) -> Result<(Vec<usize>, Vec<T>)> {
+    let (mut file, h) = open_header(path)?;
+    let numel = h.nbytes / h.elem;
+    let mut out = Vec::new();
+    out.try_reserve_exact(numel).map_err(|_| Error::TooLarge {
+        what: format!("{}: npy array of shape {:?}", path.display(), h.shape),
+        reason: format!(
+            "cannot allocate {} MiB for it",
+            numel.saturating_mul(std::mem::size_of::<T>()) >> 20
+        ),
+    })?;
+    let mut block = vec![0u8; (1 << 20) / 8 * 8];
+    let mut left = h.nbytes;
+    while left > 0 {
+        let n = left.min(block.len());
+        file.read_exact(&mut block[..n]).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => {
+                Error::InputChanged { path: path.into(), what: "it got shorter while being read".into() }
+            }
+            _ => Error::io(path, e),
+        })?;
+        convert(h.elem, &block[..n], &mut out);
+        left -= n;
+    }
+    Ok((h.shape, out))
+}
+
+/// Parses the npy file `bytes`; `path` names it in errors.
+pub fn parse_npy<T: Element>(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<T>)> {
+    let h = parse_header(path, bytes, bytes.len() as u64)?;
+    let mut out = Vec::new();
+    convert(h.elem, &bytes[h.data_start..], &mut out);
+    Ok((h.shape, out))
 }
 
 /// Writes `data` of `shape` as a C-order npy file (`<f4` or `<f8` by `T`), atomically.

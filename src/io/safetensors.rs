@@ -11,7 +11,6 @@ use half::{bf16, f16};
 use memmap2::Mmap;
 use safetensors::Dtype;
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -44,16 +43,18 @@ impl WeightFile {
     /// `PK\x03\x04` (or the legacy format's magic number), else a safetensors file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let (file, meta) = super::paths::open_regular(path, "safetensors file")?;
+        let len = meta.len();
         if len < 8 {
             // Too short to map usefully (an empty file cannot be mapped); the parser names the defect.
-            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            let bytes = super::paths::read_small_file(path, "safetensors file", 8)?;
             return Self::parse(path.to_path_buf(), Backing::Owned(bytes));
         }
-        // SAFETY: the map is read-only and private to this process. Another process truncating
-        // or rewriting the file while it is mapped would be undefined behaviour; movq never
-        // writes to its inputs, and users are told not to modify files being decoded.
+        // SAFETY: the map is read-only and private to this process, of a regular file (checked
+        // by open_regular). Another process truncating or rewriting the file while it is mapped
+        // is outside Rust's model: a read past the new end raises SIGBUS, which the `movq`
+        // binary turns into a named error (src/cli/signals.rs); movq never writes to its inputs
+        // (outputs are refused by file identity) and compares length and mtime after a decode.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         Self::parse(path.to_path_buf(), Backing::Mmap(mmap))
     }

@@ -57,7 +57,7 @@ pub(crate) fn parse(path: &Path, buf: &[u8]) -> Result<Header> {
     let data_start = 8 + header_len as usize;
     let invalid = |reason: String| Error::InvalidHeader { path: path.into(), format: "safetensors", reason };
     let text = std::str::from_utf8(&buf[8..data_start]).map_err(|e| invalid(format!("not UTF-8 ({e})")))?;
-    let json: serde_json::Map<String, Value> =
+    let UniqueObject(json) =
         serde_json::from_str(text.trim_end()).map_err(|e| invalid(format!("not a JSON object ({e})")))?;
 
     let data_len = file_len - data_start as u64;
@@ -164,4 +164,35 @@ fn tensor_entry(path: &Path, name: &str, entry: &Value) -> std::result::Result<R
         return Err(format!("data_offsets [{start}, {end}] do not fit this machine's address space"));
     };
     Ok(Ok(TensorInfo { dtype, shape, start, end }))
+}
+
+/// A JSON object whose keys are unique. serde_json's map keeps the last of duplicate keys, so a
+/// header naming a tensor twice would silently lose one entry; here it is an error.
+struct UniqueObject(serde_json::Map<String, Value>);
+
+impl<'de> serde::Deserialize<'de> for UniqueObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = UniqueObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> std::result::Result<UniqueObject, A::Error> {
+                let mut map = serde_json::Map::new();
+                while let Some((k, v)) = a.next_entry::<String, Value>()? {
+                    if map.contains_key(&k) {
+                        let k = crate::error::escape(&k).into_owned();
+                        return Err(serde::de::Error::custom(format!("tensor `{k}` is listed twice")));
+                    }
+                    map.insert(k, v);
+                }
+                Ok(UniqueObject(map))
+            }
+        }
+        d.deserialize_map(Keys)
+    }
 }

@@ -43,6 +43,8 @@ enum Source<'a> {
     Random {
         seed: u64,
         made: RefCell<MadeTensors>,
+        /// Bytes the made tensors and their copies handed out may take (see `random_with_budget`).
+        budget: u64,
     },
 }
 
@@ -107,8 +109,14 @@ impl<'a> Loader<'a> {
     /// (convs ~ U(-sqrt(3/fan_in), +), GroupNorm affine near (1, 0), SpatialNorm scale near 1).
     /// [`Loader::take_random`] returns what was made, e.g. to save it as a weights file.
     pub fn random(seed: u64) -> Loader<'static> {
+        Self::random_with_budget(seed, u64::MAX)
+    }
+
+    /// [`Loader::random`] refusing, with [`Error::TooLarge`] and before allocating it, a tensor
+    /// that would bring the made tensors plus the copies handed out over `budget` bytes.
+    pub fn random_with_budget(seed: u64, budget: u64) -> Loader<'static> {
         Loader {
-            source: Source::Random { seed, made: RefCell::default() },
+            source: Source::Random { seed, made: RefCell::default(), budget },
             prefix: String::new(),
             ignore: Box::new(|_| false),
             rename: None,
@@ -187,8 +195,22 @@ impl<'a> Loader<'a> {
 
     fn get<T: Element>(&self, name: &str, expected: &[usize]) -> Result<Param<T>> {
         let key = self.key(name);
-        if let Source::Random { seed, made } = &self.source {
-            let data = random_weight(*seed, &key, expected);
+        if let Source::Random { seed, made, budget } = &self.source {
+            let per_elem = (4 + std::mem::size_of::<T>()) as u128;
+            let so_far: u128 = made.borrow().iter().map(|(_, _, d)| d.len() as u128).sum();
+            let numel = expected.iter().map(|&d| d as u128).product::<u128>();
+            let total = (so_far + numel) * per_elem;
+            if total > *budget as u128 {
+                return Err(Error::TooLarge {
+                    what: format!("random weights: tensor `{key}` {expected:?}"),
+                    reason: format!(
+                        "it would bring the weights to {} MiB or more, over the {} MiB of memory available",
+                        total >> 20,
+                        budget >> 20
+                    ),
+                });
+            }
+            let data = random_weight(*seed, &key, expected)?;
             let out = data.iter().map(|&v| T::from_f32(v)).collect();
             made.borrow_mut().push((key, expected.to_vec(), data));
             return Ok(Param::Owned(out));
@@ -228,7 +250,7 @@ impl<'a> Loader<'a> {
 }
 
 /// The values [`Loader::random`] gives tensor `name` of `shape`: independent of request order.
-fn random_weight(seed: u64, name: &str, shape: &[usize]) -> Vec<f32> {
+fn random_weight(seed: u64, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
     let h = name.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01B3));
     let mut rng = SplitMix64(seed ^ h);
     let n: usize = shape.iter().product();
@@ -245,7 +267,13 @@ fn random_weight(seed: u64, name: &str, shape: &[usize]) -> Vec<f32> {
     } else {
         (0.0, 0.05)
     };
-    (0..n).map(|_| center + spread * rng.uniform()).collect()
+    let mut out = Vec::new();
+    out.try_reserve_exact(n).map_err(|_| Error::TooLarge {
+        what: format!("random weight `{name}` {shape:?}"),
+        reason: format!("cannot allocate {} MiB", n.saturating_mul(4) >> 20),
+    })?;
+    out.extend((0..n).map(|_| center + spread * rng.uniform()));
+    Ok(out)
 }
 
 /// A dotted position in the module tree, e.g. `up.1.block.0.norm1`.

@@ -4,7 +4,9 @@
 //! then `numpy_to_pil`): `(x / 2 + 0.5)` clamped to [0, 1], times 255, rounded half to even
 //! (numpy's `round`), in the decode precision. Frames may arrive in any order; each output is
 //! written front to back as soon as the next frame is there, under a temporary name, and moved
-//! into place by [`VideoWriter::finish`]. Dropped unfinished, the temporaries are removed.
+//! into place by [`VideoWriter::finish`]. Dropped unfinished, the temporaries are removed. A
+//! stream output (standard output, a named pipe, a device; see `output.rs`) is written directly
+//! and, on an error midway, is simply cut short.
 
 use crate::error::{Error, Result};
 use crate::tensor::{Element, Shape, Tensor};
@@ -83,18 +85,6 @@ pub fn sample_path(path: &Path, i: usize, n: usize) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// True for a directory movq may replace: empty, or holding only `frame_*.png` files.
-fn is_frame_dir(path: &Path) -> std::io::Result<bool> {
-    for entry in std::fs::read_dir(path)? {
-        let name = entry?.file_name();
-        let name = name.to_string_lossy();
-        if !(name.starts_with("frame_") && name.ends_with(".png")) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
 enum Sink {
     PngDir,
     /// The encoder owns one handle; the other syncs the file after the encoder finished.
@@ -104,7 +94,8 @@ enum Sink {
 
 struct Output {
     path: PathBuf,
-    tmp: PathBuf,
+    /// The hidden temporary, once created (`None` for a stream, see [`super::output::is_stream`]).
+    tmp: Option<PathBuf>,
     /// `None` before the temporary is set up and after it was moved into place.
     sink: Option<Sink>,
 }
@@ -139,33 +130,47 @@ impl VideoWriter {
             return Err(Error::InvalidConfig(format!("frame rate {} is not in 1..=65535", opts.fps)));
         }
         let mut w = VideoWriter { opts, shape, outputs: Vec::new(), next: 0, pending: BTreeMap::new() };
+        if super::output::is_stream(path) {
+            if opts.format != VideoFormat::Y4m || shape.n != 1 {
+                return Err(Error::OutputNotWritable {
+                    path: path.into(),
+                    cause: std::io::Error::other(format!(
+                        "a stream (standard output, a named pipe, a device) takes one Y4M video; this is {} sample(s) as {:?}",
+                        shape.n, opts.format
+                    )),
+                });
+            }
+            let f = BufWriter::new(super::output::open_stream(path)?);
+            w.outputs.push(Output { path: path.into(), tmp: None, sink: None });
+            w.outputs[0].sink = Some(Sink::Y4m(f));
+            w.y4m_header(0)?;
+            return Ok(w);
+        }
         for i in 0..shape.n {
             let path = sample_path(path, i, shape.n);
             let tmp = super::tmp_sibling(&path)?;
             let io = |e| Error::io(&path, e);
             let cant = super::not_writable(&path);
-            let exists_as_dir = path.is_dir();
             if opts.format == VideoFormat::PngDir {
-                if exists_as_dir && !is_frame_dir(&path).map_err(io)? {
-                    return Err(cant(std::io::Error::other(
-                        "the directory holds files other than frame_*.png; refusing to replace it",
-                    )));
-                }
-                if path.exists() && !exists_as_dir {
+                if path.is_dir() {
+                    super::output::frame_files(&path)?;
+                } else if path.exists() {
                     return Err(cant(std::io::Error::other("exists and is not a directory")));
                 }
-            } else if exists_as_dir {
-                return Err(cant(std::io::Error::other("is a directory")));
+            } else {
+                super::output::check_file_target(&path)?;
             }
-            // Registered before the temporary exists, so Drop removes it whatever fails next.
-            w.outputs.push(Output { path: path.clone(), tmp: tmp.clone(), sink: None });
+            w.outputs.push(Output { path: path.clone(), tmp: None, sink: None });
+            let out = w.outputs.last_mut().expect("pushed above");
             let sink = match opts.format {
                 VideoFormat::PngDir => {
                     std::fs::create_dir(&tmp).map_err(cant)?;
+                    out.tmp = Some(tmp);
                     Sink::PngDir
                 }
                 VideoFormat::Apng => {
-                    let file = File::create(&tmp).map_err(cant)?;
+                    let file = super::create_tmp(&path, &tmp)?;
+                    out.tmp = Some(tmp);
                     let sync = file.try_clone().map_err(io)?;
                     let mut enc = png::Encoder::new(file, shape.w as u32, shape.h as u32);
                     enc.set_color(png::ColorType::Rgb);
@@ -175,20 +180,26 @@ impl VideoWriter {
                     Sink::Apng(enc.write_header().map_err(|e| png_err(&path, e))?, sync)
                 }
                 VideoFormat::Y4m => {
-                    let mut f = BufWriter::new(File::create(&tmp).map_err(cant)?);
-                    let c = if opts.chroma == Chroma::C444 { "C444" } else { "C420jpeg" };
-                    writeln!(
-                        f,
-                        "YUV4MPEG2 W{} H{} F{}:1 Ip A1:1 {c} XCOLORRANGE=LIMITED",
-                        shape.w, shape.h, opts.fps
-                    )
-                    .map_err(io)?;
+                    let f = BufWriter::new(super::create_tmp(&path, &tmp)?);
+                    out.tmp = Some(tmp);
                     Sink::Y4m(f)
                 }
             };
-            w.outputs.last_mut().expect("pushed above").sink = Some(sink);
+            out.sink = Some(sink);
+            if opts.format == VideoFormat::Y4m {
+                w.y4m_header(i)?;
+            }
         }
         Ok(w)
+    }
+
+    /// Writes the Y4M stream header of output `i`.
+    fn y4m_header(&mut self, i: usize) -> Result<()> {
+        let (s, opts, out) = (self.shape, self.opts, &mut self.outputs[i]);
+        let Some(Sink::Y4m(f)) = out.sink.as_mut() else { return Ok(()) };
+        let c = if opts.chroma == Chroma::C444 { "C444" } else { "C420jpeg" };
+        writeln!(f, "YUV4MPEG2 W{} H{} F{}:1 Ip A1:1 {c} XCOLORRANGE=LIMITED", s.w, s.h, opts.fps)
+            .map_err(|e| Error::io(&out.path, e))
     }
 
     /// The output of each sample, as it will be named once finished.
@@ -196,9 +207,9 @@ impl VideoWriter {
         self.outputs.iter().map(|o| o.path.clone()).collect()
     }
 
-    /// The temporary files (or directories) being written.
+    /// The temporary files (or directories) being written (none for a stream).
     pub fn tmp_paths(&self) -> Vec<PathBuf> {
-        self.outputs.iter().map(|o| o.tmp.clone()).collect()
+        self.outputs.iter().filter_map(|o| o.tmp.clone()).collect()
     }
 
     /// Takes output frames `first .. first + frames.d`. frames: (n, 3, k, h, w)
@@ -238,8 +249,7 @@ impl VideoWriter {
             match out.sink.take().expect("open until finish") {
                 Sink::PngDir => {
                     if out.path.is_dir() {
-                        // Checked at create: empty or only frame_*.png from an earlier run.
-                        std::fs::remove_dir_all(&out.path).map_err(io)?;
+                        super::output::remove_frame_dir(&out.path)?;
                     }
                 }
                 Sink::Apng(writer, sync) => {
@@ -247,10 +257,19 @@ impl VideoWriter {
                     sync.sync_all().map_err(io)?;
                 }
                 Sink::Y4m(f) => {
-                    f.into_inner().map_err(|e| e.into_error()).and_then(|f| f.sync_all()).map_err(io)?
+                    let f = f.into_inner().map_err(|e| io(e.into_error()))?;
+                    // A pipe or device cannot be synced (EINVAL); flushing was all it takes.
+                    if out.tmp.is_some() {
+                        f.sync_all().map_err(io)?;
+                    }
                 }
             }
-            std::fs::rename(&out.tmp, &out.path).map_err(io)?;
+            if let Some(tmp) = out.tmp.take() {
+                if let Err(e) = std::fs::rename(&tmp, &out.path) {
+                    out.tmp = Some(tmp);
+                    return Err(io(e));
+                }
+            }
         }
         Ok(())
     }
@@ -261,10 +280,12 @@ impl Drop for VideoWriter {
         for out in &mut self.outputs {
             // After a successful finish the temporaries were renamed and these fail harmlessly.
             drop(out.sink.take());
+            // Only temporaries this writer created (see create_tmp) are ever removed.
+            let Some(tmp) = &out.tmp else { continue };
             if self.opts.format == VideoFormat::PngDir {
-                let _ = std::fs::remove_dir_all(&out.tmp);
+                let _ = std::fs::remove_dir_all(tmp);
             } else {
-                let _ = std::fs::remove_file(&out.tmp);
+                let _ = std::fs::remove_file(tmp);
             }
         }
     }
@@ -274,7 +295,11 @@ fn write_frame(out: &mut Output, t: usize, rgb: &[u8], s: Shape, opts: VideoOpti
     let io = |e| Error::io(&out.path, e);
     match out.sink.as_mut().expect("open until finish") {
         Sink::PngDir => {
-            let path = out.tmp.join(format!("frame_{t:05}.png"));
+            let path = out
+                .tmp
+                .as_ref()
+                .expect("a frame directory has a temporary")
+                .join(format!("frame_{t:05}.png"));
             let file = BufWriter::new(File::create(&path).map_err(io)?);
             let mut enc = png::Encoder::new(file, s.w as u32, s.h as u32);
             enc.set_color(png::ColorType::Rgb);

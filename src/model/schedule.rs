@@ -103,7 +103,7 @@ impl TileConfig {
         let (sh, sw) = self.stride_latent;
         if th == 0 || tw == 0 || sh == 0 || sw == 0 || self.keep.0 == 0 || self.keep.1 == 0 {
             return Err(Error::InvalidConfig(format!(
-                "tile geometry with a zero size: latent tiles {th}x{tw}, strides {sh}x{sw}, kept {}x{} px",
+                "tile geometry with a zero size: latent tiles {th} x {tw}, strides {sh} x {sw}, {} x {} output pixels kept per tile",
                 self.keep.0, self.keep.1
             )));
         }
