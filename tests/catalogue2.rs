@@ -459,3 +459,30 @@ fn duplicate_tensor_names_and_unknown_environment_values_are_refused() {
         refused(&o, &[var, v, "is not one of"]);
     }
 }
+
+#[test]
+fn symbolic_link_outputs_are_resolved_never_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, z) = random_model(dir.path(), "tiny", TINY, "1,4,2,4,4");
+    let real = dir.path().join("real.npy");
+    std::fs::write(&real, b"old").unwrap();
+    let link = dir.path().join("link.npy");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let o = decode_cmd(&w, &z, &link).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(movq::io::npy_shape(&real).unwrap(), vec![1, 3, 3, 8, 8]);
+    let dangling = dir.path().join("dangling.npy");
+    std::os::unix::fs::symlink(dir.path().join("no/such/file"), &dangling).unwrap();
+    refused(&decode_cmd(&w, &z, &dangling).output().unwrap(), &["dangling.npy", "does not resolve"]);
+    // `/dev/stdout`-like: a link to the process's standard output, redirected to a file. The
+    // file is written; the link (in /dev, the system's) is left alone.
+    let fd1 = dir.path().join("fd1.y4m");
+    std::os::unix::fs::symlink("/proc/self/fd/1", &fd1).unwrap();
+    let target = dir.path().join("redirected.y4m");
+    let o = decode_cmd(&w, &z, &fd1).stdout(std::fs::File::create(&target).unwrap()).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::symlink_metadata(&fd1).unwrap().file_type().is_symlink());
+    assert!(std::fs::read(&target).unwrap().starts_with(b"YUV4MPEG2"));
+    assert!(leftovers(dir.path()).is_empty());
+}

@@ -175,7 +175,7 @@ case_ "frame dir name that is a regular file" 2 "exists and is not a directory" 
 ln -s /dev/full full.y4m
 case_ "--output a link to /dev/full (write fails midway)" 2 "No space left" -- $D $OK --output full.y4m
 ln -s /nonexistent/x dangling.npy
-case_ "--output a dangling symlink into a missing dir" 0 "" -- $D $OK --output dangling.npy
+case_ "--output a dangling symlink into a missing dir" 2 "does not resolve" -- $D $OK --output dangling.npy
 case_ "--output in a missing directory" 2 "cannot write the output" -- $D $OK --output nodir/out.y4m
 case_ "--fps 0" 2 "frame rate 0" -- $D $OK --output out.y4m --fps 0
 case_ "--fps 100000" 2 "frame rate 100000" -- $D $OK --output out.y4m --fps 100000
@@ -212,5 +212,10 @@ case_ "random-weights --config /dev/zero" 2 "is a character device" -- $M random
 case_ "bench --output equal to --weights" 2 "the output is the input" -- $M bench $OK --output w.safetensors --repeat 1
 case_ "bench --latent FIFO" 2 "is a named pipe" -- $M bench --weights w.safetensors --latent fifo.npy --repeat 1
 case_ "unknown flag" 2 "unexpected argument" -- $D $OK --output out.npy --frobnicate
+# Added after the first run (the links of case 61 and /dev/stdout).
+ln -s /proc/self/fd/1 fd1.y4m
+case_ "--output a link to /proc/self/fd/1 (stdout: /dev/null)" 0 "" -- $D $OK --output fd1.y4m
+echo old > real.npy; ln -s real.npy linked.npy
+case_ "--output a link to a regular file" 0 "" -- $D $OK --output linked.npy
 echo "cases: $N" >&2
 rm -rf "$W"
