@@ -391,6 +391,14 @@ fn control_characters_in_tensor_names_are_escaped() {
         &["unexpected weight `evil\\u{1b}[2J\\r\\nname`"],
     );
     assert!(!err.contains('\u{1b}') && !err.contains('\r'), "{err:?}");
+    // The user's own output name too, in the success line.
+    let o = decode_cmd(&w, &z, &dir.path().join("red\u{1b}[31m\n.npy")).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("red\\u{1b}[31m\\n.npy") && !stderr(&o).contains('\u{1b}'),
+        "{:?}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -38,6 +38,7 @@ case_() {
   local cmd="${*:1}"
   cmd=${cmd//$M/movq}
   cmd=${cmd//|/\\|}
+  cmd=$(printf '%s' "$cmd" | cat -v | tr '\n' ' ')
   printf '| %d | %s | `%s` | %s, "%s" | %s, %s | %s |\n' "$N" "$desc" "$cmd" "$want_rc" "$want" "$rc" "${first:0:150}" "$ok"
 }
 D="$M decode --quiet"
@@ -217,5 +218,10 @@ ln -s /proc/self/fd/1 fd1.y4m
 case_ "--output a link to /proc/self/fd/1 (stdout: /dev/null)" 0 "" -- $D $OK --output fd1.y4m
 echo old > real.npy; ln -s real.npy linked.npy
 case_ "--output a link to a regular file" 0 "" -- $D $OK --output linked.npy
+echo x > plain.npy
+case_ "--output plain.npy/ (a file, with a trailing slash)" 2 "Not a directory" -- $D $OK --output plain.npy/
+case_ "--output . (the inputs' directory)" 2 "" -- $D $OK --output .
+case_ "--output a 250-byte name (its temporary is too long)" 2 "File name too long" -- $D $OK --output "$(printf 'a%.0s' {1..250}).npy"
+case_ "--output named with ESC and LF (success line escaped)" 0 "" -- $D $OK --output "$(printf 'evil\033[31m\n.npy')"
 echo "cases: $N" >&2
 rm -rf "$W"
