@@ -13,7 +13,7 @@ pub enum Error {
 
     /// A file is malformed in a way no more specific variant names (a model folder without
     /// weights, a shard index without a weight map, ...).
-    #[error("{}: invalid file: {reason}", path.display())]
+    #[error("{}: invalid file: {}", path.display(), escape(reason))]
     InvalidFile { path: PathBuf, reason: String },
 
     /// The file is shorter than its header says: the tensors need `needed` bytes, it has `got`.
@@ -27,11 +27,11 @@ pub enum Error {
     HeaderLength { path: PathBuf, format: &'static str, header_len: u64, file_len: u64, limit: u64 },
 
     /// The header is not valid (not UTF-8, not JSON, or entries of the wrong form).
-    #[error("{}: invalid {format} header: {reason}", path.display())]
+    #[error("{}: invalid {format} header: {}", path.display(), escape(reason))]
     InvalidHeader { path: PathBuf, format: &'static str, reason: String },
 
     /// A tensor's data offsets are reversed, outside the data section, or overlap another's.
-    #[error("{}: tensor `{}` has data offsets {offsets:?} that {reason}", path.display(), escape(name))]
+    #[error("{}: tensor `{}` has data offsets {offsets:?} that {}", path.display(), escape(name), escape(reason))]
     BadOffsets { path: PathBuf, name: String, offsets: [u64; 2], reason: String },
 
     /// A tensor's byte length does not match its shape and dtype.
@@ -101,11 +101,11 @@ pub enum Error {
     ShapeMismatch { op: &'static str, expected: String, got: String },
 
     /// The decoder configuration is invalid or one upstream would crash on.
-    #[error("invalid config: {0}")]
+    #[error("invalid config: {}", escape(.0))]
     InvalidConfig(String),
 
     /// A tensor or size would not fit in memory (checked before allocating).
-    #[error("{what}: {reason}")]
+    #[error("{}: {}", escape(what), escape(reason))]
     TooLarge { what: String, reason: String },
 
     /// An input is not a regular file (a directory, FIFO, device, socket) where movq needs one:
@@ -123,7 +123,7 @@ pub enum Error {
     OutputIsInput { output: PathBuf, input: PathBuf },
 
     /// A feature or case movq does not implement.
-    #[error("unsupported: {0}")]
+    #[error("unsupported: {}", escape(.0))]
     Unsupported(String),
 }
 

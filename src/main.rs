@@ -282,10 +282,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             meta.insert("config".to_string(), serde_json::to_string(&cfg)?);
             movq::io::write_tensors(&output, &entries, &meta)?;
             let params: usize = made.iter().map(|(_, _, d)| d.len()).sum();
-            eprintln!("wrote {} tensors, {} parameters to {}", made.len(), params, output.display());
+            let shown = movq::error::escape(&output.display().to_string()).into_owned();
+            eprintln!("wrote {} tensors, {} parameters to {shown}", made.len(), params);
             if let (Some((shape, z)), Some(path)) = (latent, latent_out) {
                 movq::io::write_npy(&path, &shape, &z)?;
-                eprintln!("wrote latent {:?} to {}", shape, path.display());
+                eprintln!("wrote latent {:?} to {}", shape, movq::error::escape(&path.display().to_string()));
             }
             Ok(ExitCode::SUCCESS)
         }

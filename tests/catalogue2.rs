@@ -391,6 +391,14 @@ fn control_characters_in_tensor_names_are_escaped() {
         &["unexpected weight `evil\\u{1b}[2J\\r\\nname`"],
     );
     assert!(!err.contains('\u{1b}') && !err.contains('\r'), "{err:?}");
+    // The user's own output name too, in the success line.
+    let o = decode_cmd(&w, &z, &dir.path().join("red\u{1b}[31m\n.npy")).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("red\\u{1b}[31m\\n.npy") && !stderr(&o).contains('\u{1b}'),
+        "{:?}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -444,17 +452,45 @@ fn a_stale_temporary_is_an_error_and_is_kept() {
 
 #[test]
 fn duplicate_tensor_names_and_unknown_environment_values_are_refused() {
-    let text = r#"{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}"#;
+    let text = r#"{"a\u001b": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "a\u001b": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}"#;
     let mut b = (text.len() as u64).to_le_bytes().to_vec();
     b.extend_from_slice(text.as_bytes());
     b.extend_from_slice(&[0; 4]);
     let e = movq::io::WeightFile::from_bytes("dup.safetensors", b).unwrap_err();
+    assert!(matches!(e, movq::Error::InvalidHeader { .. }), "{e}");
     assert!(
-        matches!(&e, movq::Error::InvalidHeader { reason, .. } if reason.contains("tensor `a` is listed twice")),
+        e.to_string().contains("tensor `a\\u{1b}` is listed twice") && !e.to_string().contains('\u{1b}'),
         "{e}"
     );
     for (var, v) in [("MOVQ_ISA", "avx9"), ("MOVQ_CONV", "fft")] {
         let o = common::movq().args(["inspect", "nothing"]).env(var, v).output().unwrap();
         refused(&o, &[var, v, "is not one of"]);
     }
+}
+
+#[test]
+fn symbolic_link_outputs_are_resolved_never_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, z) = random_model(dir.path(), "tiny", TINY, "1,4,2,4,4");
+    let real = dir.path().join("real.npy");
+    std::fs::write(&real, b"old").unwrap();
+    let link = dir.path().join("link.npy");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let o = decode_cmd(&w, &z, &link).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(movq::io::npy_shape(&real).unwrap(), vec![1, 3, 3, 8, 8]);
+    let dangling = dir.path().join("dangling.npy");
+    std::os::unix::fs::symlink(dir.path().join("no/such/file"), &dangling).unwrap();
+    refused(&decode_cmd(&w, &z, &dangling).output().unwrap(), &["dangling.npy", "does not resolve"]);
+    // `/dev/stdout`-like: a link to the process's standard output, redirected to a file. The
+    // file is written; the link (in /dev, the system's) is left alone.
+    let fd1 = dir.path().join("fd1.y4m");
+    std::os::unix::fs::symlink("/proc/self/fd/1", &fd1).unwrap();
+    let target = dir.path().join("redirected.y4m");
+    let o = decode_cmd(&w, &z, &fd1).stdout(std::fs::File::create(&target).unwrap()).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::symlink_metadata(&fd1).unwrap().file_type().is_symlink());
+    assert!(std::fs::read(&target).unwrap().starts_with(b"YUV4MPEG2"));
+    assert!(leftovers(dir.path()).is_empty());
 }

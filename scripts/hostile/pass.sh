@@ -38,6 +38,7 @@ case_() {
   local cmd="${*:1}"
   cmd=${cmd//$M/movq}
   cmd=${cmd//|/\\|}
+  cmd=$(printf '%s' "$cmd" | cat -v | tr '\n' ' ')
   printf '| %d | %s | `%s` | %s, "%s" | %s, %s | %s |\n' "$N" "$desc" "$cmd" "$want_rc" "$want" "$rc" "${first:0:150}" "$ok"
 }
 D="$M decode --quiet"
@@ -175,7 +176,7 @@ case_ "frame dir name that is a regular file" 2 "exists and is not a directory" 
 ln -s /dev/full full.y4m
 case_ "--output a link to /dev/full (write fails midway)" 2 "No space left" -- $D $OK --output full.y4m
 ln -s /nonexistent/x dangling.npy
-case_ "--output a dangling symlink into a missing dir" 0 "" -- $D $OK --output dangling.npy
+case_ "--output a dangling symlink into a missing dir" 2 "does not resolve" -- $D $OK --output dangling.npy
 case_ "--output in a missing directory" 2 "cannot write the output" -- $D $OK --output nodir/out.y4m
 case_ "--fps 0" 2 "frame rate 0" -- $D $OK --output out.y4m --fps 0
 case_ "--fps 100000" 2 "frame rate 100000" -- $D $OK --output out.y4m --fps 100000
@@ -212,5 +213,15 @@ case_ "random-weights --config /dev/zero" 2 "is a character device" -- $M random
 case_ "bench --output equal to --weights" 2 "the output is the input" -- $M bench $OK --output w.safetensors --repeat 1
 case_ "bench --latent FIFO" 2 "is a named pipe" -- $M bench --weights w.safetensors --latent fifo.npy --repeat 1
 case_ "unknown flag" 2 "unexpected argument" -- $D $OK --output out.npy --frobnicate
+# Added after the first run (the links of case 61 and /dev/stdout).
+ln -s /proc/self/fd/1 fd1.y4m
+case_ "--output a link to /proc/self/fd/1 (stdout: /dev/null)" 0 "" -- $D $OK --output fd1.y4m
+echo old > real.npy; ln -s real.npy linked.npy
+case_ "--output a link to a regular file" 0 "" -- $D $OK --output linked.npy
+echo x > plain.npy
+case_ "--output plain.npy/ (a file, with a trailing slash)" 2 "Not a directory" -- $D $OK --output plain.npy/
+case_ "--output . (the inputs' directory)" 2 "" -- $D $OK --output .
+case_ "--output a 250-byte name (its temporary is too long)" 2 "File name too long" -- $D $OK --output "$(printf 'a%.0s' {1..250}).npy"
+case_ "--output named with ESC and LF (success line escaped)" 0 "" -- $D $OK --output "$(printf 'evil\033[31m\n.npy')"
 echo "cases: $N" >&2
 rm -rf "$W"

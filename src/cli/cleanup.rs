@@ -1,6 +1,6 @@
 //! Ctrl-C / SIGTERM during a decode: remove the unfinished output's temporary files, then exit
 //! with 130. (SIGKILL cannot be caught; it leaves only the hidden `.name.tmp-PID` temporary,
-//! never a file under the output's name.)
+//! never a file under the output's name. Other fatal signals and SIGBUS: `signals.rs`.)
 
 use std::path::PathBuf;
 use std::sync::Mutex;

@@ -390,7 +390,8 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
     super::cleanup::track(Vec::new());
     super::signals::track(&[], 0, &mapped);
     finished?;
-    let paths: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+    let paths: Vec<String> =
+        written.iter().map(|p| movq::error::escape(&p.display().to_string()).into_owned()).collect();
     eprintln!(
         "wrote sample {} to {} (load {:.2} s, decode {:.2} s, threads {}, peak RSS {:.0} MiB)",
         out_shape,

@@ -55,6 +55,7 @@ impl FrameWriter {
                 ),
             });
         }
+        let path = &super::output::resolve(path)?;
         super::output::check_file_target(path)?;
         let tmp = super::tmp_sibling(path)?;
         let mut w = FrameWriter {

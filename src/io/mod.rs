@@ -132,6 +132,7 @@ pub fn atomic_write(
             ),
         });
     }
+    let path = &output::resolve(path)?;
     output::check_file_target(path)?;
     let tmp = tmp_sibling(path)?;
     let file = create_tmp(path, &tmp)?;

@@ -1,7 +1,8 @@
 //! What an output path may be, decided before anything is written:
 //! - a stream (`-` for standard output, an existing named pipe, or a character device such as
 //!   `/dev/null`): written directly, front to back, never replaced by a regular file;
-//! - a new name, or an existing regular file: built under a hidden temporary and renamed over it;
+//! - a new name, or an existing regular file: built under a hidden temporary and renamed over it
+//!   (a symbolic link is resolved first: the file it names is replaced, never the link);
 //! - a directory of PNG frames: only regular files named `frame_NNNNN.png` (digits) in it are
 //!   movq's; anything else in it makes movq refuse, so nothing movq did not write is deleted;
 //! - anything else (a block device, a socket, a directory where a file is named): refused.
@@ -40,6 +41,20 @@ pub fn open_stream(path: &Path) -> Result<File> {
         return Ok(File::from(fd));
     }
     std::fs::OpenOptions::new().write(true).open(path).map_err(cant)
+}
+
+/// The path a file output is built at: `path`, or for a symbolic link the file it resolves to,
+/// so that the link itself is never replaced (and a link into `/dev` or `/proc`, such as
+/// `/dev/stdout` redirected to a file, never gets a temporary renamed over it). A link that
+/// does not resolve is refused.
+pub fn resolve(path: &Path) -> Result<PathBuf> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => path.canonicalize().map_err(|e| Error::OutputNotWritable {
+            path: path.into(),
+            cause: std::io::Error::other(format!("is a symbolic link that does not resolve ({e})")),
+        }),
+        _ => Ok(path.to_path_buf()),
+    }
 }
 
 /// Refuses an existing `path` that an output of a single file would have to replace but must

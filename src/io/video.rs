@@ -147,7 +147,7 @@ impl VideoWriter {
             return Ok(w);
         }
         for i in 0..shape.n {
-            let path = sample_path(path, i, shape.n);
+            let path = super::output::resolve(&sample_path(path, i, shape.n))?;
             let tmp = super::tmp_sibling(&path)?;
             let io = |e| Error::io(&path, e);
             let cant = super::not_writable(&path);
