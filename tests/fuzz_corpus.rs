@@ -43,3 +43,8 @@ fn corpus_config_json() {
 fn corpus_decode_tiny() {
     assert!(replay("decode_tiny", harness::decode_tiny) >= 20);
 }
+
+#[test]
+fn corpus_torch_pickle() {
+    assert!(replay("torch_pickle", harness::torch_pickle) >= 20);
+}
