@@ -1,4 +1,5 @@
-//! `torch.save` checkpoints (the zip format of torch >= 1.6) read without executing anything.
+//! `torch.save` checkpoints read without executing anything: the zip format of torch >= 1.6
+//! (here) and the legacy format before it (`legacy.rs`).
 //!
 //! Layout (`torch/serialization.py` `_save`, `caffe2/serialize/inline_container.h`): a ZIP of
 //! STORED entries under one folder `<archive>/`: `data.pkl` (the pickled object, tensors
@@ -151,7 +152,12 @@ fn state_dict<'p>(path: &Path, p: &'p Pickle) -> Result<Vec<(&'p str, &'p Tensor
             Some(v) if matches!(p.objects[v], Object::Dict(_)) => cur = v,
             _ if items.is_empty() => return Ok(Vec::new()),
             _ => {
-                let keys: Vec<&str> = items.iter().filter_map(|&(k, _)| p.str(k)).take(12).collect();
+                let keys: Vec<String> = items
+                    .iter()
+                    .filter_map(|&(k, _)| p.str(k))
+                    .take(12)
+                    .map(|k| k.chars().take(64).collect())
+                    .collect();
                 return Err(Error::InvalidFile {
                     path: path.into(),
                     reason: format!(
