@@ -89,6 +89,18 @@ fn torch_legacy_format_is_read() {
 }
 
 #[test]
+fn torch_legacy_truncations_are_named() {
+    let bytes = std::fs::read(fixture("legacy.pt")).unwrap();
+    // Cut inside the last storage's data, inside its element count, and inside the pickles.
+    let e = WeightFile::from_bytes("l.pt", bytes[..bytes.len() - 1].to_vec()).unwrap_err();
+    assert!(matches!(e, Error::Truncated { ref what, .. } if what.starts_with("storage `")), "{e}");
+    let e = WeightFile::from_bytes("l.pt", bytes[..bytes.len() - 8 - 4 * 2].to_vec()).unwrap_err();
+    assert!(matches!(e, Error::Truncated { .. }), "{e}");
+    let e = WeightFile::from_bytes("l.pt", bytes[..200].to_vec()).unwrap_err();
+    assert!(matches!(e, Error::Pickle { ref reason, .. } if reason.contains("truncated pickle")), "{e}");
+}
+
+#[test]
 fn torch_checkpoint_feeds_the_loader() {
     let file = std::sync::Arc::new(WeightFile::open(fixture("wrapped.pt")).unwrap());
     let loader = Loader::shared(file.clone(), "");

@@ -43,11 +43,13 @@ pub fn safetensors_header(data: &[u8]) {
 }
 
 /// Arbitrary bytes as a `torch.save` checkpoint: parsing and reading every tensor must not
-/// panic. Input starting with `PK` is taken as the whole file; any other input as its
-/// `data.pkl`, zipped here beside four 256-byte storages `data/0`..`data/3`, so mutations reach
-/// the pickle machine without first having to keep a ZIP valid.
+/// panic. Input starting with `PK` or with the legacy format's magic-number pickle is taken as
+/// the whole file; any other input as its `data.pkl`, zipped here beside four 256-byte storages
+/// `data/0`..`data/3`, so mutations reach the pickle machine without first having to keep a ZIP
+/// valid.
 pub fn torch_pickle(data: &[u8]) {
-    let bytes = if data.starts_with(b"PK") { data.to_vec() } else { torch_zip(data) };
+    let whole = data.starts_with(b"PK") || data.starts_with(b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46");
+    let bytes = if whole { data.to_vec() } else { torch_zip(data) };
     if let Ok(file) = WeightFile::from_bytes("fuzz.pt", bytes) {
         let names: Vec<String> = file.names().map(str::to_string).collect();
         for n in names {

@@ -1,5 +1,5 @@
-//! File formats: safetensors (weights, latents, outputs), torch.save checkpoints (weights), npy (latents, outputs), and the
-//! watchable outputs (PNG frames, APNG, Y4M).
+//! File formats: safetensors (weights, latents, outputs), torch.save checkpoints (weights), npy
+//! (latents, outputs), and the watchable outputs (PNG frames, APNG, Y4M).
 
 mod frame_writer;
 mod npy;

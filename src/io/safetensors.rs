@@ -19,8 +19,8 @@ enum Backing {
     Owned(Vec<u8>),
 }
 
-/// An opened safetensors file or `torch.save` checkpoint (zip format, see `io::torch`): the
-/// mapped bytes plus an owned index of its tensors.
+/// An opened safetensors file or `torch.save` checkpoint (see `io::torch`): the mapped bytes
+/// plus an owned index of its tensors.
 pub struct WeightFile {
     path: PathBuf,
     bytes: Backing,
@@ -70,27 +70,10 @@ impl WeightFile {
             Backing::Mmap(m) => m,
             Backing::Owned(v) => v,
         };
-        if super::torch::is_zip(buf) {
-            let super::torch::Index { tensors, gathered } = super::torch::parse(&path, buf)?;
-            return Ok(WeightFile {
-                path,
-                bytes,
-                data_start: 0,
-                tensors,
-                metadata: HashMap::new(),
-                gathered,
-            });
-        }
-        if super::torch::is_legacy(buf) {
-            let super::torch::Index { tensors, gathered } = super::torch::parse_legacy(&path, buf)?;
-            return Ok(WeightFile {
-                path,
-                bytes,
-                data_start: 0,
-                tensors,
-                metadata: HashMap::new(),
-                gathered,
-            });
+        if let Some(index) = super::torch::parse_if_torch(&path, buf) {
+            let super::torch::Index { tensors, gathered } = index?;
+            let metadata = HashMap::new();
+            return Ok(WeightFile { path, bytes, data_start: 0, tensors, metadata, gathered });
         }
         let header = super::safetensors_header::parse(&path, buf)?;
         let super::safetensors_header::Header { data_start, tensors, metadata } = header;

@@ -1,4 +1,5 @@
-//! `torch.save` checkpoints (the zip format of torch >= 1.6) read without executing anything.
+//! `torch.save` checkpoints read without executing anything: the zip format of torch >= 1.6
+//! (here) and the legacy format before it (`legacy.rs`).
 //!
 //! Layout (`torch/serialization.py` `_save`, `caffe2/serialize/inline_container.h`): a ZIP of
 //! STORED entries under one folder `<archive>/`: `data.pkl` (the pickled object, tensors
@@ -38,23 +39,21 @@ pub(crate) struct Index {
     pub gathered: Vec<u8>,
 }
 
-/// Whether `buf` starts like a ZIP file (a local file header).
-pub(crate) fn is_zip(buf: &[u8]) -> bool {
-    buf.starts_with(b"PK\x03\x04")
-}
-
-/// Whether `buf` is a checkpoint in the legacy (pre-1.6) `torch.save` format.
-pub(crate) fn is_legacy(buf: &[u8]) -> bool {
-    buf.starts_with(LEGACY_MAGIC)
-}
-
-/// Indexes the tensors of the legacy-format checkpoint `buf` (see `legacy.rs`).
-pub(crate) fn parse_legacy(path: &Path, buf: &[u8]) -> Result<Index> {
-    legacy::parse(path, buf)
+/// Indexes `buf` if it is a `torch.save` checkpoint: a ZIP (it starts with a local file
+/// header, `PK\x03\x04`) or the legacy format (it starts with torch's magic-number pickle).
+/// `None` for anything else.
+pub(crate) fn parse_if_torch(path: &Path, buf: &[u8]) -> Option<Result<Index>> {
+    if buf.starts_with(b"PK\x03\x04") {
+        Some(parse(path, buf))
+    } else if buf.starts_with(LEGACY_MAGIC) {
+        Some(legacy::parse(path, buf))
+    } else {
+        None
+    }
 }
 
 /// Indexes the tensors of the `torch.save` zip `buf`; `path` names it in errors.
-pub(crate) fn parse(path: &Path, buf: &[u8]) -> Result<Index> {
+fn parse(path: &Path, buf: &[u8]) -> Result<Index> {
     let archive = zip::parse(path, buf)?;
     let zip_err = |reason: String| Error::Zip { path: path.into(), reason };
     let mut pickles =
@@ -151,7 +150,12 @@ fn state_dict<'p>(path: &Path, p: &'p Pickle) -> Result<Vec<(&'p str, &'p Tensor
             Some(v) if matches!(p.objects[v], Object::Dict(_)) => cur = v,
             _ if items.is_empty() => return Ok(Vec::new()),
             _ => {
-                let keys: Vec<&str> = items.iter().filter_map(|&(k, _)| p.str(k)).take(12).collect();
+                let keys: Vec<String> = items
+                    .iter()
+                    .filter_map(|&(k, _)| p.str(k))
+                    .take(12)
+                    .map(|k| k.chars().take(64).collect())
+                    .collect();
                 return Err(Error::InvalidFile {
                     path: path.into(),
                     reason: format!(

@@ -235,7 +235,7 @@ impl<'a> Machine<'a> {
         if self.stack.len() <= floor {
             return Err(self.err("pop from an empty stack"));
         }
-        Ok(self.stack.pop().expect("checked non-empty"))
+        self.stack.pop().ok_or_else(|| self.err("pop from an empty stack"))
     }
 
     fn top(&self) -> Result<Id> {
