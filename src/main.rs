@@ -7,7 +7,6 @@ mod cli;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use cli::decode::{DecodeArgs, Precision, peak_rss_mib};
-use movq::checkpoint::OpenOptions;
 use movq::io::{read_latent, write_safetensors};
 use movq::model::DecoderPlan;
 use movq::verify::{CaseOutcome, golden_files, verify_file};
@@ -304,13 +303,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(a) => {
             let weights = a.weights.as_deref().expect("clap requires --weights");
             let latent = a.latent.as_deref().expect("clap requires --latent");
-            let opts = OpenOptions {
-                config: a.config.as_deref(),
-                prefix: a.prefix.as_deref(),
-                ..Default::default()
-            };
-            let ck = Checkpoint::open(weights, &opts)
-                .with_context(|| format!("opening the checkpoint {}", weights.display()))?;
+            let hints = cli::inspect::HintArgs::default();
+            let ck =
+                cli::inspect::open_checkpoint(weights, a.config.as_deref(), a.prefix.as_deref(), &hints)?;
             match a.precision {
                 Precision::F32 => bench::<f32>(&a, &ck, latent)?,
                 Precision::F64 => bench::<f64>(&a, &ck, latent)?,

@@ -3,7 +3,6 @@
 use super::progress::DecodeProgress;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use movq::checkpoint::OpenOptions;
 use movq::io::paths::Stamp;
 use movq::io::{Chroma, Container, FrameWriter, VideoFormat, VideoOptions, VideoWriter, read_latent};
 use movq::kernels::Float;
@@ -429,14 +428,7 @@ pub fn mode_for(mode: Option<Mode>, ck: &Checkpoint) -> Result<DecodeMode> {
 }
 
 pub fn decode(a: &DecodeArgs) -> Result<()> {
-    let opts = OpenOptions {
-        config: a.config.as_deref(),
-        prefix: a.prefix.as_deref(),
-        hints: a.hints.hints(),
-        ..Default::default()
-    };
-    let ck = Checkpoint::open(&a.weights, &opts)
-        .with_context(|| format!("opening the checkpoint {}", a.weights.display()))?;
+    let ck = super::inspect::open_checkpoint(&a.weights, a.config.as_deref(), a.prefix.as_deref(), &a.hints)?;
     let mode = mode_for(a.mode, &ck)?;
     match a.precision {
         Precision::F32 => run::<f32>(a, &ck, &mode),

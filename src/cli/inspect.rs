@@ -7,7 +7,7 @@ use movq::checkpoint::{ConfigSource, InferHints, Naming, OpenOptions};
 use movq::model::PadMode;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PadModeArg {
@@ -59,15 +59,19 @@ pub struct InspectArgs {
     pub hints: HintArgs,
 }
 
+/// Opens the checkpoint at `weights` as the decode, bench and inspect flags describe it.
+pub fn open_checkpoint(
+    weights: &Path,
+    config: Option<&Path>,
+    prefix: Option<&str>,
+    hints: &HintArgs,
+) -> Result<Checkpoint> {
+    let opts = OpenOptions { config, prefix, hints: hints.hints(), ..Default::default() };
+    Checkpoint::open(weights, &opts).with_context(|| format!("opening the checkpoint {}", weights.display()))
+}
+
 pub fn inspect(a: &InspectArgs) -> Result<()> {
-    let opts = OpenOptions {
-        config: a.config.as_deref(),
-        prefix: a.prefix.as_deref(),
-        hints: a.hints.hints(),
-        ..Default::default()
-    };
-    let ck = Checkpoint::open(&a.weights, &opts)
-        .with_context(|| format!("opening the checkpoint {}", a.weights.display()))?;
+    let ck = open_checkpoint(&a.weights, a.config.as_deref(), a.prefix.as_deref(), &a.hints)?;
     let (mut tensors, mut decoder_tensors, mut params) = (0usize, 0usize, 0u128);
     let mut dtypes: BTreeMap<String, usize> = BTreeMap::new();
     for f in &ck.files {

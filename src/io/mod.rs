@@ -35,14 +35,7 @@ pub fn read_latent<T: Element>(path: &Path, key: Option<&str>) -> Result<Tensor<
         ("npy array".to_string(), dims, data)
     } else {
         let file = WeightFile::open(path)?;
-        let name = match key {
-            Some(k) => k.to_string(),
-            None => file
-                .names()
-                .next()
-                .map(str::to_string)
-                .ok_or_else(|| Error::invalid_file(path, "the safetensors file holds no tensor"))?,
-        };
+        let name = latent_name(&file, key)?;
         let (dims, data) = file.read::<T>(&name)?;
         (name, dims, data)
     };
@@ -56,6 +49,18 @@ pub fn read_latent<T: Element>(path: &Path, key: Option<&str>) -> Result<Tensor<
     Tensor::from_vec(shape, data)
 }
 
+/// The latent's tensor name in a safetensors file: `key`, or the first name in order.
+fn latent_name(file: &WeightFile, key: Option<&str>) -> Result<String> {
+    match key {
+        Some(k) => Ok(k.to_string()),
+        None => file
+            .names()
+            .next()
+            .map(str::to_string)
+            .ok_or_else(|| Error::invalid_file(file.path(), "the safetensors file holds no tensor")),
+    }
+}
+
 /// The name and dims of the latent [`read_latent`] would read, from the file's header alone
 /// (nothing of the data is read), so that sizes can be checked before any allocation.
 pub fn latent_dims(path: &Path, key: Option<&str>) -> Result<(String, Vec<usize>)> {
@@ -63,14 +68,7 @@ pub fn latent_dims(path: &Path, key: Option<&str>) -> Result<(String, Vec<usize>
         return Ok(("npy array".to_string(), npy_shape(path)?));
     }
     let file = WeightFile::open(path)?;
-    let name = match key {
-        Some(k) => k.to_string(),
-        None => file
-            .names()
-            .next()
-            .map(str::to_string)
-            .ok_or_else(|| Error::invalid_file(path, "the safetensors file holds no tensor"))?,
-    };
+    let name = latent_name(&file, key)?;
     let info = file.info(&name).ok_or_else(|| Error::MissingWeight {
         path: path.into(),
         name: name.clone(),
