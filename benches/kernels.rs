@@ -60,9 +60,11 @@ fn norm(c: &mut Criterion) {
     let mut g = c.benchmark_group("spatial_norm");
     g.sample_size(10).throughput(Throughput::Bytes((n * 4) as u64));
     g.bench_function("stats_c256_d13_64x64", |b| {
-        b.iter(|| NormPlan::new(&x, (&gamma, &beta), p, Modulation::None, true).unwrap())
+        b.iter(|| NormPlan::new(&x, (&gamma, &beta), p, Modulation::None, movq::kernels::Act::Silu).unwrap())
     });
-    let plan = NormPlan::new(&x, (&gamma, &beta), p, Modulation::Full { scale, shift }, true).unwrap();
+    let plan =
+        NormPlan::new(&x, (&gamma, &beta), p, Modulation::Full { scale, shift }, movq::kernels::Act::Silu)
+            .unwrap();
     // The fused pass reads x, scale and shift and writes x.
     g.throughput(Throughput::Bytes((4 * n * 4) as u64));
     g.bench_function("apply_c256_d13_64x64_silu", |b| b.iter(|| plan.apply_inplace(&mut x).unwrap()));

@@ -122,6 +122,16 @@ pub enum Error {
     #[error("{}: the output is the input {} (the same file); refusing to overwrite an input", output.display(), input.display())]
     OutputIsInput { output: PathBuf, input: PathBuf },
 
+    /// The checkpoint's decoder class cannot be told from its structure or config.
+    #[error("unknown decoder class: {}", escape(.0))]
+    UnknownClass(String),
+
+    /// A decode produced NaN or infinite values (and the caller did not allow them).
+    #[error(
+        "the output has {count} non-finite value(s) (NaN or infinity), the first at (b, c, t, h, w) = {first:?}; {cause}"
+    )]
+    NonFinite { count: u64, first: [usize; 5], cause: String },
+
     /// A feature or case movq does not implement.
     #[error("unsupported: {}", escape(.0))]
     Unsupported(String),

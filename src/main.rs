@@ -115,6 +115,8 @@ struct BenchArgs {
     /// Decoding mode (default: chunked for CogVideoX models, whole otherwise).
     #[arg(long, value_enum)]
     mode: Option<cli::decode::Mode>,
+    #[command(flatten)]
+    tile: cli::inspect::TileArgs,
     /// Number of timed decodes.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
@@ -142,7 +144,7 @@ fn bench<T: movq::kernels::Float>(a: &BenchArgs, ck: &Checkpoint, latent: &Path)
         movq::io::paths::refuse_overwriting_inputs(out, &inputs)?;
     }
     let decoder = ck.load::<T>().context("loading the decoder weights")?;
-    let mode = cli::decode::mode_for(a.mode, ck)?;
+    let mode = cli::inspect::mode_for(a.mode, ck, &a.tile)?;
     let z: Tensor<T> = read_latent(latent, a.latent_key.as_deref())?;
     let flop = decoder.decode_flops(z.shape(), &mode)? as f64;
     let mut runs = Vec::new();
@@ -361,6 +363,10 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
             "pass --config"
         }
         movq::Error::Unsupported(s) if s.contains("chunked decoding needs") => "use --mode whole",
+        movq::Error::UnknownClass(_) => {
+            "pass --class MOVQDecoder3D or --class ContextParallelDecoder3D, or a --config with \"class\""
+        }
+        movq::Error::NonFinite { .. } => "pass --allow-nonfinite-output to write the output anyway",
         _ => return None,
     })
 }

@@ -72,7 +72,17 @@ fn inferred_config_equals_metadata_config_for_every_decoder_golden_file() {
         let mut inferred: DecoderConfig = serde_json::from_value(v["config"].clone()).unwrap();
         let not_inferred: Vec<&str> =
             v["not_inferred"].as_array().unwrap().iter().map(|a| a["field"].as_str().unwrap()).collect();
-        assert_eq!(not_inferred, ["resolution", "pad_mode", "temporal_compress_times", "give_pre_end"]);
+        assert_eq!(
+            not_inferred,
+            [
+                "resolution",
+                "pad_mode",
+                "temporal_compress_times",
+                "give_pre_end",
+                "norm_num_groups",
+                "act_fn"
+            ]
+        );
         // Fields with no effect on the weights or the math: in_channels is unused, dropout is the
         // identity at inference; give_pre_end is listed as not inferred.
         inferred.in_channels = expected.in_channels;

@@ -299,7 +299,13 @@ fn nonfinite_latent_is_refused_unless_allowed() {
         "{err}"
     );
     assert!(!out.exists());
+    // Allowed in, the NaN reaches the output, which is refused in turn unless allowed too.
     let st = decode(&w, &bad, &out, &["--allow-nonfinite"]);
+    assert_eq!(st.status.code(), Some(2), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(String::from_utf8_lossy(&st.stderr).contains("the latent itself holds 2 non-finite"));
+    assert!(!out.exists());
+    let st = decode(&w, &bad, &out, &["--allow-nonfinite", "--allow-nonfinite-output"]);
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     assert!(String::from_utf8_lossy(&st.stderr).contains("warning"));
+    assert!(out.exists());
 }

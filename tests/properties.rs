@@ -5,8 +5,8 @@ use movq::kernels::conv3d::conv3d_tiled;
 use movq::kernels::input_norm::InputNorm;
 use movq::kernels::params::ConvCall;
 use movq::kernels::params::{Conv3dParams, TimePad};
-use movq::kernels::reference;
 use movq::kernels::winograd::{WinogradOptions, conv3d_winograd};
+use movq::kernels::{Act, reference};
 use movq::model::PadMode;
 use movq::model::conv::{TimeStep, causal_params, causal_params_strided};
 use movq::testing::{CONV_RAW, conv_problem as conv_problem_from, proptest_cases};
@@ -114,7 +114,8 @@ proptest! {
     /// direct convolution of prefix ++ norm(x).
     #[test]
     fn conv3d_winograd_prefix_and_norm_match_direct_on_joined_input(
-        (p, dims, _cols, seed) in conv_problem(true), n_pre in 0usize..4, silu in any::<bool>()
+        (p, dims, _cols, seed) in conv_problem(true), n_pre in 0usize..4,
+        act in prop_oneof![Just(Act::Identity), Just(Act::Silu), Just(Act::Relu), Just(Act::Gelu), Just(Act::Mish)]
     ) {
         let (d, h, w) = dims;
         let joined = (n_pre + d, h, w);
@@ -126,7 +127,7 @@ proptest! {
         let wt = values(p.c_out * p.k_len(), seed ^ 1);
         let b = values(p.c_out, seed ^ 2);
         let opts = WinogradOptions {
-            input_norm: Some(InputNorm { coeffs: &coeffs, modulation: None, silu }),
+            input_norm: Some(InputNorm { coeffs: &coeffs, modulation: None, act }),
             accumulate: false,
             prefix: Some((&pre, n_pre)),
         };
@@ -137,7 +138,7 @@ proptest! {
         for ci in 0..p.c_in {
             all.extend_from_slice(&pre[ci * n_pre * h * w..(ci + 1) * n_pre * h * w]);
             let mut xn = x[ci * plane..(ci + 1) * plane].to_vec();
-            reference::norm_apply(&mut xn, coeffs[ci].0, coeffs[ci].1, None, silu);
+            reference::norm_apply(&mut xn, coeffs[ci].0, coeffs[ci].1, None, act);
             all.extend_from_slice(&xn);
         }
         let mut slow = vec![0.0; p.c_out * d_o * h_o * w_o];

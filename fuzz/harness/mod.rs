@@ -10,7 +10,7 @@ use movq::kernels::attention::{AttentionParams, attention_tile};
 use movq::kernels::conv3d::conv3d_tiled;
 use movq::kernels::params::ConvCall;
 use movq::kernels::winograd::conv3d_winograd;
-use movq::kernels::{Float, reference};
+use movq::kernels::{Act, Float, reference};
 use movq::model::{DecodeMode, DecoderPlan};
 use movq::testing::{CONV_RAW, ConvProblem, conv_problem};
 use movq::{Checkpoint, Decoder, DecoderConfig, Shape, Tensor};
@@ -142,11 +142,11 @@ fn elementwise(u: &mut Unstructured) -> Result<()> {
     close(v, rv, rv, 1e-12, "sum_sq_dev_f64");
     let (a, b) = (u.arbitrary::<i8>()? as f32 / 16.0, u.arbitrary::<i8>()? as f32 / 16.0);
     let modulation = if u.arbitrary()? { Some((floats(u, n)?, floats(u, n)?)) } else { None };
-    let silu = u.arbitrary()?;
+    let act = *u.choose(&[Act::Identity, Act::Silu, Act::Relu, Act::Gelu, Act::Mish])?;
     let m = modulation.as_ref().map(|(s, t)| (s.as_slice(), t.as_slice()));
     let (mut fast, mut slow) = (x.clone(), x.clone());
-    f32::norm_apply(&mut fast, a, b, m, silu);
-    reference::norm_apply(&mut slow, a, b, m, silu);
+    f32::norm_apply(&mut fast, a, b, m, act);
+    reference::norm_apply(&mut slow, a, b, m, act);
     for (f, s) in fast.iter().zip(&slow) {
         close(*f as f64, *s as f64, s.abs() as f64, 2e-6, "norm_apply");
     }

@@ -4,7 +4,8 @@
 //! function (spec 10.5); even T and the chunked `vae.decode` follow other frame rules.
 
 use crate::error::{Error, Result};
-use crate::model::config::{DecoderClass, DecoderConfig, NORM_EPS, NORM_GROUPS, PadMode};
+use crate::model::config::{Act, DecoderClass, DecoderConfig, NORM_GROUPS, PadMode};
+use crate::model::config_keys::{Kind, check_keys};
 use serde_json::Value;
 
 /// One segment of a name pattern.
@@ -84,31 +85,93 @@ pub fn upstream_key(name: &str, levels: usize) -> String {
     rewrite(name, levels, false)
 }
 
+/// The keys of diffusers' `AutoencoderKLCogVideoX` config (its `__init__` arguments) and their
+/// JSON types. Keys starting with `_` (`_class_name`, `_diffusers_version`, `_name_or_path`,
+/// `_use_default_values`) are diffusers' bookkeeping and also accepted.
+pub const DIFFUSERS_KEYS: &[(&str, Kind)] = &[
+    ("in_channels", Kind::UInt),
+    ("out_channels", Kind::UInt),
+    ("down_block_types", Kind::StrList),
+    ("up_block_types", Kind::StrList),
+    ("block_out_channels", Kind::UIntList),
+    ("latent_channels", Kind::UInt),
+    ("layers_per_block", Kind::UInt),
+    ("act_fn", Kind::Str),
+    ("norm_eps", Kind::Number),
+    ("norm_num_groups", Kind::UInt),
+    ("temporal_compression_ratio", Kind::Number),
+    ("sample_height", Kind::UInt),
+    ("sample_width", Kind::UInt),
+    ("scaling_factor", Kind::Number),
+    ("shift_factor", Kind::NumberOrNull),
+    ("latents_mean", Kind::NumberListOrNull),
+    ("latents_std", Kind::NumberListOrNull),
+    ("force_upcast", Kind::Bool),
+    ("use_quant_conv", Kind::Bool),
+    ("use_post_quant_conv", Kind::Bool),
+    ("invert_scale_latents", Kind::Bool),
+];
+
+/// The diffusers class movq decodes.
+pub const DIFFUSERS_CLASS: &str = "AutoencoderKLCogVideoX";
+
 /// The MOVQDecoder3D config equivalent to a diffusers `AutoencoderKLCogVideoX` config.json.
+///
+/// How each key reaches the decoder (diffusers 0.42 autoencoder_kl_cogvideox.py):
+/// `norm_num_groups` sets every GroupNorm's groups; `act_fn` is the resnet blocks'
+/// nonlinearity (`conv_act` after `norm_out` stays SiLU); `norm_eps` is passed to the resnets
+/// but their norms are `CogVideoXSpatialNorm3D`s, which hard-code eps 1e-6, so the decoder
+/// never reads it; keys that only concern the encoder, the pipeline's latent scaling or
+/// memory (`down_block_types`, `use_quant_conv`, `shift_factor`, `latents_mean/std`,
+/// `force_upcast`, `invert_scale_latents`) change nothing here.
 pub fn config_from_diffusers(v: &Value) -> Result<DecoderConfig> {
+    check_keys(v, DIFFUSERS_KEYS, true, "diffusers config")?;
     let bad = |m: String| Error::InvalidConfig(format!("diffusers config: {m}"));
+    if let Some(class) = v.get("_class_name") {
+        if class.as_str() != Some(DIFFUSERS_CLASS) {
+            return Err(Error::Unsupported(format!(
+                "diffusers config: `_class_name` is {class}; movq decodes `{DIFFUSERS_CLASS}` only"
+            )));
+        }
+    }
     let num = |k: &str| v.get(k).and_then(Value::as_u64).map(|x| x as usize);
     let boc: Vec<usize> = v
         .get("block_out_channels")
         .and_then(Value::as_array)
         .ok_or_else(|| bad("no block_out_channels".into()))?
         .iter()
-        .map(|x| {
-            x.as_u64().map(|x| x as usize).ok_or_else(|| bad("block_out_channels must be integers".into()))
-        })
-        .collect::<Result<_>>()?;
+        .filter_map(|x| x.as_u64().map(|x| x as usize))
+        .collect();
     let ch = *boc.first().ok_or_else(|| bad("block_out_channels is empty".into()))?;
     if ch == 0 || boc.iter().any(|c| c % ch != 0) {
         return Err(bad(format!("block_out_channels {boc:?} are not multiples of the first")));
     }
-    if num("norm_num_groups").unwrap_or(NORM_GROUPS) != NORM_GROUPS {
-        return Err(Error::Unsupported(format!("norm_num_groups other than {NORM_GROUPS}")));
+    if let Some(types) = v.get("up_block_types").and_then(Value::as_array) {
+        if types.len() != boc.len() {
+            return Err(bad(format!("{} up_block_types for {} block_out_channels", types.len(), boc.len())));
+        }
+        if let Some(t) = types.iter().find(|t| t.as_str() != Some("CogVideoXUpBlock3D")) {
+            return Err(Error::Unsupported(format!(
+                "diffusers config: up block type {t}; movq decodes `CogVideoXUpBlock3D` only"
+            )));
+        }
     }
-    if v.get("norm_eps").and_then(Value::as_f64).is_some_and(|e| e != NORM_EPS) {
-        return Err(Error::Unsupported(format!("norm_eps other than {NORM_EPS}")));
-    }
+    let act_fn = match v.get("act_fn").and_then(Value::as_str) {
+        None => Act::Silu,
+        Some(name) => Act::from_diffusers(name).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "diffusers config: act_fn {name:?} (diffusers' get_activation knows {})",
+                Act::DIFFUSERS_NAMES.join(", ")
+            ))
+        })?,
+    };
     if v.get("use_post_quant_conv").and_then(Value::as_bool).unwrap_or(false) {
-        return Err(Error::Unsupported("use_post_quant_conv = true".into()));
+        return Err(Error::Unsupported("diffusers config: use_post_quant_conv = true".into()));
+    }
+    // diffusers takes int(log2(ratio)) of a float; only a power of two means what it says.
+    let tcr = v.get("temporal_compression_ratio").and_then(Value::as_f64).unwrap_or(4.0);
+    if !(tcr >= 1.0 && tcr.fract() == 0.0 && tcr <= 1024.0 && (tcr as usize).is_power_of_two()) {
+        return Err(bad(format!("temporal_compression_ratio {tcr} is not a power of two")));
     }
     let cfg = DecoderConfig {
         class: DecoderClass::CogVideoXDecoder3d,
@@ -126,8 +189,10 @@ pub fn config_from_diffusers(v: &Value) -> Result<DecoderConfig> {
         zq_ch: None,
         add_conv: false,
         pad_mode: PadMode::First,
-        temporal_compress_times: num("temporal_compression_ratio").unwrap_or(4),
+        temporal_compress_times: tcr as usize,
         post_quant_conv: false,
+        norm_num_groups: num("norm_num_groups").unwrap_or(NORM_GROUPS),
+        act_fn,
     };
     cfg.validate()?;
     Ok(cfg)

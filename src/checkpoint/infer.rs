@@ -7,6 +7,7 @@
 use super::Naming;
 use super::diffusers::upstream_key;
 use crate::error::{Error, Result};
+use crate::model::config::{Act, NORM_GROUPS};
 use crate::model::plan::level_resolution;
 use crate::model::{DecoderClass, DecoderConfig, DecoderPlan, PadMode};
 use std::collections::BTreeMap;
@@ -17,6 +18,9 @@ pub struct InferHints {
     pub resolution: Option<usize>,
     pub pad_mode: Option<PadMode>,
     pub temporal_compress_times: Option<usize>,
+    /// The decoder class, for checkpoints whose structure fits several and whose config does
+    /// not say (see [`super::class`]).
+    pub class: Option<DecoderClass>,
 }
 
 /// A config field the weights do not determine, with the value used and why.
@@ -141,6 +145,12 @@ pub fn infer_config(
         },
     );
     assume("give_pre_end", "false".into(), "a call-time choice; the weights are the same");
+    assume(
+        "norm_num_groups",
+        NORM_GROUPS.to_string(),
+        "GroupNorm groups leave no trace in the weights; upstream's value",
+    );
+    assume("act_fn", "silu".into(), "activations have no weights; upstream's nonlinearity");
     let config = DecoderConfig {
         class,
         ch,
@@ -159,6 +169,8 @@ pub fn infer_config(
         pad_mode,
         temporal_compress_times: tct,
         post_quant_conv,
+        norm_num_groups: NORM_GROUPS,
+        act_fn: Act::Silu,
     };
     let plan = DecoderPlan::new(&config).map_err(|e| bad(e.to_string()))?;
     if let Some(i) = (0..levels).find(|&i| plan.levels[i].attention != attention[i]) {

@@ -7,15 +7,17 @@
 //!
 //! Encoder (`encoder.`) and loss (`loss.`) tensors are ignored; every decoder tensor must be used.
 
+mod class;
 pub mod diffusers;
 mod infer;
 
+pub use class::{ClassChoice, detect_upstream_class};
 pub use infer::{Assumed, InferHints, Inferred, infer_config};
 
 use crate::error::{Error, Result};
 use crate::io::{Loader, WeightFile};
 use crate::kernels::Float;
-use crate::model::{Decoder, DecoderConfig, DecoderPlan};
+use crate::model::{Decoder, DecoderClass, DecoderConfig, DecoderPlan, PadMode};
 use diffusers::{config_from_diffusers, diffusers_key};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,6 +49,8 @@ pub struct Checkpoint {
     /// diffusers `sample_height`, `sample_width` (for the tiling defaults).
     pub sample_size: Option<(usize, usize)>,
     pub config_source: ConfigSource,
+    /// Why the decoder class ([`DecoderConfig::class`]) was chosen.
+    pub class_reason: String,
     /// Name prefixes outside the decoder that strict loading leaves alone.
     ignore: Vec<String>,
 }
@@ -84,6 +88,8 @@ pub struct ModelConfig {
     pub scaling_factor: Option<f64>,
     /// diffusers (`sample_height`, `sample_width`).
     pub sample_size: Option<(usize, usize)>,
+    /// True if the file names the class (a diffusers config, or an upstream config's `class`).
+    pub class_given: bool,
 }
 
 /// A decoder config read from JSON: diffusers `config.json` (has `block_out_channels`) or the
@@ -102,10 +108,16 @@ fn config_from_value(v: &Value, path: &Path) -> Result<ModelConfig> {
             config: cfg,
             scaling_factor: Some(scaling),
             sample_size: Some((num("sample_height", 480), num("sample_width", 720))),
+            class_given: true,
         })
     } else {
-        let config = DecoderConfig::from_json(&v.to_string()).map_err(with_path)?;
-        Ok(ModelConfig { config, scaling_factor: None, sample_size: None })
+        let config = DecoderConfig::from_value(v).map_err(with_path)?;
+        Ok(ModelConfig {
+            config,
+            scaling_factor: None,
+            sample_size: None,
+            class_given: v.get("class").is_some(),
+        })
     }
 }
 
@@ -178,19 +190,36 @@ fn folder_contents(dir: &Path) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
         .collect();
     entries.sort();
     let name_ends = |p: &Path, s: &str| p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(s));
-    let indexes: Vec<&PathBuf> = entries.iter().filter(|p| name_ends(p, ".safetensors.index.json")).collect();
-    if let [index] = indexes.as_slice() {
-        return Ok((shards_of_index(index)?, config));
+    // safetensors first, as diffusers' from_pretrained prefers them; then the PyTorch files
+    // of `save_pretrained(safe_serialization=False)` (`diffusion_pytorch_model.bin`, sharded
+    // with a `.bin.index.json`) and other torch.save files.
+    for (index_suffix, suffixes) in [
+        (".safetensors.index.json", &[".safetensors"][..]),
+        (".bin.index.json", &[".bin", ".pt", ".pth", ".ckpt"][..]),
+    ] {
+        let indexes: Vec<&PathBuf> = entries.iter().filter(|p| name_ends(p, index_suffix)).collect();
+        if let [index] = indexes.as_slice() {
+            return Ok((shards_of_index(index)?, config));
+        }
+        let singles: Vec<PathBuf> =
+            entries.iter().filter(|p| suffixes.iter().any(|s| name_ends(p, s))).cloned().collect();
+        let preferred = dir.join("diffusion_pytorch_model.bin");
+        match (indexes.len(), singles.len()) {
+            (0, 0) => continue,
+            (0, 1) => return Ok((singles, config)),
+            (0, _) if singles.contains(&preferred) => return Ok((vec![preferred], config)),
+            _ => {
+                return Err(Error::invalid_file(
+                    &dir,
+                    "several candidate weight files in the model folder; pass the file or the shard index",
+                ));
+            }
+        }
     }
-    let singles: Vec<PathBuf> = entries.iter().filter(|p| name_ends(p, ".safetensors")).cloned().collect();
-    match (indexes.len(), singles.len()) {
-        (0, 1) => Ok((singles, config)),
-        (0, 0) => Err(Error::invalid_file(&dir, "no .safetensors weights in the model folder")),
-        _ => Err(Error::invalid_file(
-            &dir,
-            "several candidate weight files in the model folder; pass the file or the shard index",
-        )),
-    }
+    Err(Error::invalid_file(
+        &dir,
+        "no weights in the model folder (.safetensors, or PyTorch .bin / .pt / .pth / .ckpt)",
+    ))
 }
 
 impl Checkpoint {
@@ -250,12 +279,19 @@ impl Checkpoint {
                         )),
                         e => e,
                     })?;
-                    let mc = ModelConfig { config: inferred.config, scaling_factor: None, sample_size: None };
+                    let mc = ModelConfig {
+                        config: inferred.config,
+                        scaling_factor: None,
+                        sample_size: None,
+                        class_given: false,
+                    };
                     (mc, ConfigSource::Inferred(inferred.not_inferred))
                 }
             },
         };
-        let ModelConfig { config, scaling_factor, sample_size } = mc;
+        let ModelConfig { mut config, scaling_factor, sample_size, class_given } = mc;
+        let class_reason = choose_class(&mut config, &opened, naming, &prefix, class_given, opts)
+            .map_err(|m| Error::UnknownClass(format!("{}: {m}", path.display())))?;
         let plan = DecoderPlan::new(&config)?;
         let mut ignore: Vec<String> = opts.ignore.iter().map(|s| s.to_string()).collect();
         if prefix.is_empty() {
@@ -270,6 +306,7 @@ impl Checkpoint {
             scaling_factor,
             sample_size,
             config_source,
+            class_reason,
             ignore,
         })
     }
@@ -306,6 +343,64 @@ impl Checkpoint {
         let dec = Decoder::load(&loader.root(), &self.plan)?;
         loader.finish()?;
         Ok(dec)
+    }
+}
+
+/// Settles `config.class` for the tensors in `files` and returns why; `Err` (a message) when
+/// the structure fits several classes and neither the config nor the hints say which.
+fn choose_class(
+    config: &mut DecoderConfig,
+    files: &[Arc<WeightFile>],
+    naming: Naming,
+    prefix: &str,
+    class_given: bool,
+    opts: &OpenOptions,
+) -> std::result::Result<String, String> {
+    if naming == Naming::Diffusers {
+        return Ok(if config.class.is_cogvideox() {
+            "diffusers tensor names (`decoder.up_blocks`, `mid_block`): AutoencoderKLCogVideoX's decoder"
+                .into()
+        } else {
+            format!("the config's `class` ({})", config.class.name())
+        });
+    }
+    if class_given {
+        return Ok(format!("the config's `class` ({})", config.class.name()));
+    }
+    if let Some(class) = opts.hints.class {
+        config.class = class;
+        return Ok(format!("given ({})", class.name()));
+    }
+    let shapes: BTreeMap<String, Vec<usize>> = files
+        .iter()
+        .flat_map(|f| f.names().filter_map(|n| Some((n.to_string(), f.info(n)?.shape.clone()))))
+        .collect();
+    match detect_upstream_class(&shapes, prefix) {
+        Some(ClassChoice { class, reason }) => {
+            config.class = class;
+            if class == DecoderClass::ContextParallelDecoder3d {
+                // ContextParallelCausalConv3d ignores pad_mode: it always replicates frame 0 (spec 9).
+                config.pad_mode = PadMode::First;
+            }
+            Ok(format!("{}: {reason}", class.name()))
+        }
+        None if !matches!(config.class, DecoderClass::MovqDecoder3d) => {
+            Ok(format!("the config's fields ({})", config.class.name()))
+        }
+        // A module's own state dict, as upstream's MOVQDecoder3D saves it and the golden files
+        // hold it; the SAT release keeps its decoder under `decoder.` inside a whole VAE.
+        None if prefix.is_empty() => Ok(
+            "MOVQDecoder3D: a decoder state dict without a prefix (upstream MOVQDecoder3D's own names; the SAT \
+             CogVideoX release keeps its decoder under `decoder.` in a whole VAE with an encoder); the tensors \
+             fit ContextParallelDecoder3D too, name the class to decode it as that"
+                .into(),
+        ),
+        None => Err(
+            "cannot tell the decoder class: the tensors fit both MOVQDecoder3D and the SAT CogVideoX \
+             ContextParallelDecoder3D (no attention, add_conv or post_quant_conv, and no encoder or \
+             quantizer to tell a KL from a VQ model), and the config has no `class`; name the class \
+             (\"class\": \"MOVQDecoder3D\" or \"ContextParallelDecoder3D\" in the config)"
+        .to_string()),
     }
 }
 

@@ -6,8 +6,8 @@ use clap::{Args, ValueEnum};
 use movq::io::paths::Stamp;
 use movq::io::{Chroma, Container, FrameWriter, VideoFormat, VideoOptions, VideoWriter, read_latent};
 use movq::kernels::Float;
+use movq::model::DecodeMode;
 use movq::model::memory::{Footprint, available_bytes, estimate_peak_bytes};
-use movq::model::{DecodeMode, DecoderClass, TileConfig};
 use movq::{Checkpoint, Shape, Tensor};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,15 +19,7 @@ pub enum Precision {
     F64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Mode {
-    /// One decoder call on the whole clip (upstream `decoder(z)`).
-    Whole,
-    /// Latent frames in batches of 2 with carried conv caches (diffusers `vae.decode(z)`).
-    Chunked,
-    /// Chunked, in overlapping spatial tiles blended together (diffusers `enable_tiling()`).
-    Tiled,
-}
+pub use super::inspect::Mode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ChromaArg {
@@ -217,6 +209,12 @@ pub struct DecodeArgs {
     /// Decode a latent that holds NaN or infinite values (refused by default).
     #[arg(long)]
     pub allow_nonfinite: bool,
+    /// Write the output even if it holds NaN or infinite values (by default such a decode
+    /// fails with exit code 2 and writes nothing).
+    #[arg(long)]
+    pub allow_nonfinite_output: bool,
+    #[command(flatten)]
+    pub tile: super::inspect::TileArgs,
     /// No progress lines on stderr (errors are still reported).
     #[arg(long, short)]
     pub quiet: bool,
@@ -339,8 +337,9 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
         let inv = T::from_f64(1.0 / f);
         z.data_mut().iter_mut().for_each(|v| *v = *v * inv);
     }
-    let decoder =
+    let mut decoder =
         ck.load::<T>().with_context(|| format!("loading decoder weights from {}", a.weights.display()))?;
+    decoder.allow_nonfinite(a.allow_nonfinite_output);
     let out_shape = decoder
         .decoded_shape(z.shape(), mode)
         .with_context(|| format!("decoding latent {}", a.latent.display()))?;
@@ -379,7 +378,16 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
         writer.write(first, &frames)
     });
     progress.finish();
-    result?;
+    if let Err(e) = result {
+        if matches!(e, movq::Error::NonFinite { .. }) {
+            return Err(anyhow::Error::new(e).context(format!(
+                "decoding {} ({})",
+                a.latent.display(),
+                nonfinite_weights(ck)
+            )));
+        }
+        return Err(e.into());
+    }
     // A weights file rewritten in place during the decode may have fed it mixed data.
     for s in &stamps {
         s.check_unchanged()?;
@@ -403,35 +411,31 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
     Ok(())
 }
 
-/// The decode mode asked for (default: chunked for CogVideoX, whole otherwise).
-pub fn mode_for(mode: Option<Mode>, ck: &Checkpoint) -> Result<DecodeMode> {
-    let cog = ck.config().class == DecoderClass::CogVideoXDecoder3d;
-    let mode = mode.unwrap_or(if cog { Mode::Chunked } else { Mode::Whole });
-    Ok(match mode {
-        Mode::Whole => DecodeMode::Whole,
-        Mode::Chunked => DecodeMode::Chunked,
-        Mode::Tiled => {
-            let scale = ck.plan.space_scale();
-            let size = ck.sample_size.unwrap_or((480, 720));
-            let source = match &ck.config_source {
-                movq::checkpoint::ConfigSource::File(p) => p.display().to_string(),
-                _ => ck.paths().first().map(|p| p.display().to_string()).unwrap_or_default(),
-            };
-            DecodeMode::Tiled(TileConfig::diffusers(size, scale).with_context(|| {
-                format!(
-                    "{source}: --mode tiled with sample_height {} x sample_width {} and a {scale}x spatial upsampling",
-                    size.0, size.1
-                )
-            })?)
-        }
-    })
-}
-
 pub fn decode(a: &DecodeArgs) -> Result<()> {
     let ck = super::inspect::open_checkpoint(&a.weights, a.config.as_deref(), a.prefix.as_deref(), &a.hints)?;
-    let mode = mode_for(a.mode, &ck)?;
+    let mode = super::inspect::mode_for(a.mode, &ck, &a.tile)?;
     match a.precision {
         Precision::F32 => run::<f32>(a, &ck, &mode),
         Precision::F64 => run::<f64>(a, &ck, &mode),
     }
+}
+
+/// What the decoder tensors say about non-finite output: the first NaN / infinite weight, or
+/// that all are finite.
+fn nonfinite_weights(ck: &Checkpoint) -> String {
+    for f in &ck.files {
+        for name in f.names().filter(|n| ck.is_decoder_tensor(n)) {
+            let bad = match f.view::<f32>(name) {
+                Some(v) => v.iter().filter(|x| !x.is_finite()).count(),
+                None => f.read::<f64>(name).map_or(0, |(_, v)| v.iter().filter(|x| !x.is_finite()).count()),
+            };
+            if bad > 0 {
+                return format!(
+                    "{}: weight `{name}` holds {bad} NaN or infinite value(s)",
+                    f.path().display()
+                );
+            }
+        }
+    }
+    "every decoder weight is finite".to_string()
 }

@@ -29,7 +29,7 @@ pub fn affine_coeffs<T: Float>(mean: f64, var: f64, eps: f64, gamma: T, beta: T)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::reference;
+    use crate::kernels::{Act, reference};
     use proptest::prelude::*;
 
     proptest! {
@@ -47,15 +47,15 @@ mod tests {
         #[test]
         fn norm_apply_fast_matches_reference(
             x in proptest::collection::vec(-20.0f32..20.0, 0..100),
-            a in -3.0f32..3.0, b in -3.0f32..3.0, modulate in any::<bool>(), silu in any::<bool>()
+            a in -3.0f32..3.0, b in -3.0f32..3.0, modulate in any::<bool>(), act in prop_oneof![Just(Act::Identity), Just(Act::Silu), Just(Act::Relu), Just(Act::Gelu), Just(Act::Mish)]
         ) {
             let scale: Vec<f32> = x.iter().map(|v| 1.0 + 0.1 * v.sin()).collect();
             let shift: Vec<f32> = x.iter().map(|v| 0.3 * v.cos()).collect();
             let m = modulate.then_some((scale.as_slice(), shift.as_slice()));
             let mut fast = x.clone();
             let mut slow = x.clone();
-            <f32 as Float>::norm_apply(&mut fast, a, b, m, silu);
-            reference::norm_apply(&mut slow, a, b, m, silu);
+            <f32 as Float>::norm_apply(&mut fast, a, b, m, act);
+            reference::norm_apply(&mut slow, a, b, m, act);
             for (f, s) in fast.iter().zip(&slow) {
                 prop_assert!((f - s).abs() <= 2e-6 * (1.0 + s.abs()), "{} vs {}", f, s);
             }

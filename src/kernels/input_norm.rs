@@ -2,15 +2,15 @@
 //! so the normalised tensor is never stored. Read by the Winograd kernel and by the ops that
 //! fill causal-conv caches.
 
-use super::Float;
+use super::{Act, Float};
 
 /// A SpatialNorm fused into the convolution's input: every input element is read as
-/// `silu?((x * a[c] + b[c]) * scale + shift)`, with scale/shift read through nearest index maps.
+/// `act((x * a[c] + b[c]) * scale + shift)`, with scale/shift read through nearest index maps.
 pub struct InputNorm<'a, T> {
     /// (a, b) per input channel.
     pub coeffs: &'a [(T, T)],
     pub modulation: Option<RowModulation<'a, T>>,
-    pub silu: bool,
+    pub act: Act,
 }
 
 /// scale, shift: (c, d', h', w'); input position (t, y, x) reads (tmap[t], hmap[y], wmap[x]).
@@ -29,7 +29,7 @@ impl<T: Float> InputNorm<'_, T> {
         dst.copy_from_slice(src);
         let (a, b) = self.coeffs[c];
         let Some(m) = &self.modulation else {
-            T::norm_apply(dst, a, b, None, self.silu);
+            T::norm_apply(dst, a, b, None, self.act);
             return;
         };
         let (md, mh, mw) = m.dims;
@@ -42,7 +42,7 @@ impl<T: Float> InputNorm<'_, T> {
                 *o1 = s_row[xs];
                 *o2 = h_row[xs];
             }
-            T::norm_apply(row, a, b, Some((&sc, &sh)), self.silu);
+            T::norm_apply(row, a, b, Some((&sc, &sh)), self.act);
         }
     }
 }

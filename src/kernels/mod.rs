@@ -4,6 +4,7 @@
 //! comparing the two. The instruction set is detected once ([`isa`]); `MOVQ_ISA=scalar` forces
 //! the reference kernels (used by CI to test the fallback path).
 
+pub mod activation;
 pub mod attention;
 pub mod conv3d;
 pub mod gemm;
@@ -18,6 +19,7 @@ pub mod winograd;
 pub mod x86_64;
 
 use crate::tensor::Element;
+pub use activation::Act;
 use std::sync::OnceLock;
 
 /// The instruction set the f32 element-wise kernels use, chosen once per process.
@@ -67,7 +69,7 @@ pub trait Float: Element {
     /// Sum of `(x - mean)^2` accumulated in f64.
     fn sum_sq_dev_f64(x: &[Self], mean: f64) -> f64;
     /// See [`reference::norm_apply`].
-    fn norm_apply(buf: &mut [Self], a: Self, b: Self, modulation: Option<(&[Self], &[Self])>, silu: bool);
+    fn norm_apply(buf: &mut [Self], a: Self, b: Self, modulation: Option<(&[Self], &[Self])>, act: Act);
 }
 
 impl Float for f64 {
@@ -77,8 +79,8 @@ impl Float for f64 {
     fn sum_sq_dev_f64(x: &[f64], mean: f64) -> f64 {
         reference::sum_sq_dev_f64(x, mean)
     }
-    fn norm_apply(buf: &mut [f64], a: f64, b: f64, modulation: Option<(&[f64], &[f64])>, silu: bool) {
-        reference::norm_apply(buf, a, b, modulation, silu)
+    fn norm_apply(buf: &mut [f64], a: f64, b: f64, modulation: Option<(&[f64], &[f64])>, act: Act) {
+        reference::norm_apply(buf, a, b, modulation, act)
     }
 }
 
@@ -97,11 +99,11 @@ impl Float for f32 {
             Isa::Avx2Fma(tok) => x86_64::sum_sq_dev_f64(tok, x, mean),
         }
     }
-    fn norm_apply(buf: &mut [f32], a: f32, b: f32, modulation: Option<(&[f32], &[f32])>, silu: bool) {
+    fn norm_apply(buf: &mut [f32], a: f32, b: f32, modulation: Option<(&[f32], &[f32])>, act: Act) {
         match isa() {
-            Isa::Scalar => reference::norm_apply(buf, a, b, modulation, silu),
+            Isa::Scalar => reference::norm_apply(buf, a, b, modulation, act),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma(tok) => x86_64::norm_apply(tok, buf, a, b, modulation, silu),
+            Isa::Avx2Fma(tok) => x86_64::norm_apply(tok, buf, a, b, modulation, act),
         }
     }
 }

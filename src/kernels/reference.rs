@@ -1,6 +1,7 @@
 //! Scalar, obviously-correct kernels: the oracle for the fast kernels and the fallback on CPUs
 //! without SIMD support. No `unsafe`, no cleverness.
 
+use super::activation::Act;
 use super::params::{AttentionParams, Conv3dParams, ConvCall};
 use crate::tensor::Element;
 
@@ -14,23 +15,15 @@ pub fn sum_sq_dev_f64<T: Element>(x: &[T], mean: f64) -> f64 {
     x.iter().map(|v| (v.to_f64() - mean) * (v.to_f64() - mean)).sum()
 }
 
-/// SiLU: `y * sigmoid(y)`, computed as `y / (1 + exp(-y))` like PyTorch.
-pub fn silu<T: Element>(y: T) -> T {
-    y / (T::ONE + (-y).exp())
-}
-
 /// In place: `y = x * a + b`; then `y = y * scale + shift` if `modulation` is given; then
-/// `y = silu(y)` if `silu`. `buf`, `scale`, `shift`: same length.
-pub fn norm_apply<T: Element>(buf: &mut [T], a: T, b: T, modulation: Option<(&[T], &[T])>, silu_: bool) {
+/// `y = act(y)`. `buf`, `scale`, `shift`: same length.
+pub fn norm_apply<T: Element>(buf: &mut [T], a: T, b: T, modulation: Option<(&[T], &[T])>, act: Act) {
     for (i, v) in buf.iter_mut().enumerate() {
         let mut y = v.mul_add(a, b);
         if let Some((scale, shift)) = modulation {
             y = y.mul_add(scale[i], shift[i]);
         }
-        if silu_ {
-            y = silu(y);
-        }
-        *v = y;
+        *v = act.apply(y);
     }
 }
 

@@ -6,6 +6,7 @@
 //! exp: Cephes-style range reduction x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial for e^r,
 //! scaled by 2^n through the exponent bits; relative error about 1 ulp on [-87.3, 88.7].
 
+use super::Act;
 use std::arch::x86_64::*;
 
 /// Proof that the running CPU supports AVX2 and FMA.
@@ -104,18 +105,28 @@ pub fn norm_apply(
     a: f32,
     b: f32,
     modulation: Option<(&[f32], &[f32])>,
-    silu: bool,
+    act: Act,
 ) {
     if let Some((scale, shift)) = modulation {
         assert!(scale.len() == buf.len() && shift.len() == buf.len());
     }
+    // GELU and Mish (diffusers configs only) have no vector form here: the affine part runs
+    // vectorised, the activation per element exactly as the reference computes it.
+    let vector_act = match act {
+        Act::Gelu | Act::Mish => Act::Identity,
+        a => a,
+    };
     // SAFETY: the token proves AVX2 and FMA are available; lengths checked above.
-    unsafe { norm_apply_impl(buf, a, b, modulation, silu) }
+    unsafe { norm_apply_impl(buf, a, b, modulation, vector_act) }
+    if vector_act != act {
+        buf.iter_mut().for_each(|v| *v = act.apply(*v));
+    }
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn norm_apply_impl(buf: &mut [f32], a: f32, b: f32, modulation: Option<(&[f32], &[f32])>, silu: bool) {
+unsafe fn norm_apply_impl(buf: &mut [f32], a: f32, b: f32, modulation: Option<(&[f32], &[f32])>, act: Act) {
     let (va, vb, one) = (_mm256_set1_ps(a), _mm256_set1_ps(b), _mm256_set1_ps(1.0));
+    let zero = _mm256_setzero_ps();
     let n8 = buf.len() / 8 * 8;
     let mut i = 0;
     while i < n8 {
@@ -129,16 +140,21 @@ unsafe fn norm_apply_impl(buf: &mut [f32], a: f32, b: f32, modulation: Option<(&
                     _mm256_loadu_ps(shift.as_ptr().add(i)),
                 );
             }
-            if silu {
-                let e = exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), y));
-                y = _mm256_div_ps(y, _mm256_add_ps(one, e));
+            match act {
+                Act::Silu => {
+                    let e = exp_ps(_mm256_sub_ps(zero, y));
+                    y = _mm256_div_ps(y, _mm256_add_ps(one, e));
+                }
+                // maxps returns its second operand when either is NaN: NaN passes, as in PyTorch.
+                Act::Relu => y = _mm256_max_ps(zero, y),
+                _ => {}
             }
             _mm256_storeu_ps(buf.as_mut_ptr().add(i), y);
         }
         i += 8;
     }
     let tail_mod = modulation.map(|(s, h)| (&s[n8..], &h[n8..]));
-    super::reference::norm_apply(&mut buf[n8..], a, b, tail_mod, silu);
+    super::reference::norm_apply(&mut buf[n8..], a, b, tail_mod, act);
 }
 
 /// Runs `iters` rounds of 12 independent 8-lane FMA chains (192 FLOP per round) and returns a

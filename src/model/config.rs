@@ -1,11 +1,13 @@
 //! `DecoderConfig`: the constructor arguments of `MOVQDecoder3D` / `NewDecoder3D`, with the
 //! upstream names and defaults (spec section 7.1), read from JSON.
 
+use super::config_keys::{Kind, check_keys};
 use crate::error::{Error, Result};
+pub use crate::kernels::Act;
 pub use crate::ops::resample::FrameRule;
 use serde::{Deserialize, Serialize};
 
-/// GroupNorm group count of every norm in these decoders.
+/// GroupNorm group count of every norm in upstream's decoders (diffusers: `norm_num_groups`).
 pub const NORM_GROUPS: usize = 32;
 /// Limits [`DecoderConfig::validate`] enforces.
 pub const MAX_LEVELS: usize = 16;
@@ -26,6 +28,29 @@ pub enum DecoderClass {
     /// diffusers' first-frame rule (spec 10.2); weights use the diffusers names.
     #[serde(rename = "CogVideoXDecoder3D")]
     CogVideoXDecoder3d,
+    /// The SAT CogVideoX VAE decoder (sat/vae_modules/cp_enc_dec.py, spec 9): MOVQDecoder3D's
+    /// tree and names without attention, with the CogVideoX first-frame rule; decoded like the
+    /// SAT release's `decode_first_stage` (frame batches with carried caches, spec 11.2).
+    #[serde(rename = "ContextParallelDecoder3D")]
+    ContextParallelDecoder3d,
+}
+
+impl DecoderClass {
+    /// The class name as upstream spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DecoderClass::MovqDecoder3d => "MOVQDecoder3D",
+            DecoderClass::NewDecoder3d => "NewDecoder3D",
+            DecoderClass::CogVideoXDecoder3d => "CogVideoXDecoder3D",
+            DecoderClass::ContextParallelDecoder3d => "ContextParallelDecoder3D",
+        }
+    }
+
+    /// True for the CogVideoX VAE decoders (diffusers and SAT), which production decodes in
+    /// frame batches.
+    pub fn is_cogvideox(self) -> bool {
+        matches!(self, DecoderClass::CogVideoXDecoder3d | DecoderClass::ContextParallelDecoder3d)
+    }
 }
 
 /// CausalConv3d padding modes (spec section 2).
@@ -52,9 +77,39 @@ fn default_pad_mode() -> PadMode {
 fn default_tct() -> usize {
     4
 }
+fn default_groups() -> usize {
+    NORM_GROUPS
+}
 
-/// Constructor arguments of the decoder, named as upstream. Unknown keys are ignored, as
-/// upstream's `**ignorekwargs` does.
+/// The keys a config with upstream argument names may have, and their JSON types: the
+/// [`DecoderConfig`] fields, plus keys of the SAT yamls that do not change the decoder
+/// (`double_z` only concerns the encoder; `gather_norm` gathers GroupNorm statistics over
+/// context-parallel ranks, the identity in one process).
+pub const UPSTREAM_KEYS: &[(&str, Kind)] = &[
+    ("class", Kind::Str),
+    ("ch", Kind::UInt),
+    ("out_ch", Kind::UInt),
+    ("ch_mult", Kind::UIntList),
+    ("num_res_blocks", Kind::UInt),
+    ("attn_resolutions", Kind::UIntList),
+    ("dropout", Kind::Number),
+    ("resamp_with_conv", Kind::Bool),
+    ("in_channels", Kind::UIntOrNull),
+    ("resolution", Kind::UInt),
+    ("z_channels", Kind::UInt),
+    ("give_pre_end", Kind::Bool),
+    ("zq_ch", Kind::UIntOrNull),
+    ("add_conv", Kind::Bool),
+    ("pad_mode", Kind::Str),
+    ("temporal_compress_times", Kind::UInt),
+    ("post_quant_conv", Kind::Bool),
+    ("norm_num_groups", Kind::UInt),
+    ("act_fn", Kind::Str),
+    ("double_z", Kind::Bool),
+    ("gather_norm", Kind::Bool),
+];
+/// Constructor arguments of the decoder, named as upstream. Unlike upstream's `**ignorekwargs`,
+/// [`Self::from_json`] refuses unknown keys ([`UPSTREAM_KEYS`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DecoderConfig {
     /// Not an upstream argument: which class to build (default `MOVQDecoder3D`).
@@ -91,13 +146,28 @@ pub struct DecoderConfig {
     /// NewDecoder3D only (MOVQDecoder3D swallows and ignores it, as upstream).
     #[serde(default)]
     pub post_quant_conv: bool,
+    /// Not an upstream argument (upstream: 32): diffusers' `norm_num_groups`, the group count
+    /// of every GroupNorm.
+    #[serde(default = "default_groups")]
+    pub norm_num_groups: usize,
+    /// Not an upstream argument (upstream: SiLU): diffusers' `act_fn`, the resnet blocks'
+    /// nonlinearity.
+    #[serde(default)]
+    pub act_fn: Act,
 }
 
 impl DecoderConfig {
     /// Parses a JSON object with the upstream argument names.
     pub fn from_json(text: &str) -> Result<Self> {
-        let cfg: DecoderConfig =
+        let v: serde_json::Value =
             serde_json::from_str(text).map_err(|e| Error::InvalidConfig(format!("config JSON: {e}")))?;
+        Self::from_value(&v)
+    }
+
+    /// [`Self::from_json`] on parsed JSON.
+    pub fn from_value(v: &serde_json::Value) -> Result<Self> {
+        check_keys(v, UPSTREAM_KEYS, false, "config")?;
+        let cfg = DecoderConfig::deserialize(v).map_err(|e| Error::InvalidConfig(format!("config: {e}")))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -139,6 +209,12 @@ impl DecoderConfig {
             if v > MAX_CHANNELS {
                 return err(format!("{name} {v} is above {MAX_CHANNELS} channels"));
             }
+        }
+        if self.norm_num_groups == 0 {
+            return err("norm_num_groups must be positive".into());
+        }
+        if self.act_fn == Act::Identity {
+            return err("act_fn must be an activation".into());
         }
         if self.temporal_compress_times == 0 {
             return err("temporal_compress_times must be >= 1 (upstream takes its log2)".into());

@@ -5,6 +5,7 @@
 //! decoded chunked with its own caches, then blended and joined). The calls come from
 //! [`calls`]; this module runs them, reports progress and assembles the output.
 
+use super::config::DecoderClass;
 use super::decoder::{Decoder, DecoderCache};
 use super::schedule::{Call, DecodeMode, Progress, Stage, calls};
 use crate::error::{Error, Result};
@@ -16,6 +17,9 @@ impl<T: Float> Decoder<T> {
     /// The output shape of decoding z with `mode`, after checking z. z: (b, c, t, h, w)
     pub fn decoded_shape(&self, z: Shape, mode: &DecodeMode) -> Result<Shape> {
         let plan = self.plan();
+        if plan.config().class == DecoderClass::ContextParallelDecoder3d {
+            check_sat_frames(z.d, mode)?;
+        }
         let whole = plan.output_shape(z)?;
         let (h, w) = match mode {
             DecodeMode::Whole => return Ok(whole),
@@ -54,12 +58,51 @@ impl<T: Float> Decoder<T> {
     /// output frames `first .. first + frames.d`, in order, each exactly once (chunked: per
     /// frame batch; whole and tiled: once). `progress` is called after every stage of every
     /// decoder call. z: (b, zq_ch, t, h, w); frames: (b, out_ch, k, H, W)
+    ///
+    /// Output frames are checked as they are produced: NaN or infinity fails the decode with
+    /// [`Error::NonFinite`] (the count over the whole output, the first index, a likely cause),
+    /// and no frame from the first bad batch on reaches `sink`, unless
+    /// [`Decoder::allow_nonfinite`] was set.
     pub fn decode_stream(
         &self,
         z: &Tensor<T>,
         mode: &DecodeMode,
         progress: &mut dyn FnMut(&Progress),
         mut sink: impl FnMut(usize, Tensor<T>) -> Result<()>,
+    ) -> Result<()> {
+        if !self.check_finite {
+            return self.stream(z, mode, progress, &mut sink);
+        }
+        let mut bad: Option<(u64, [usize; 5])> = None;
+        self.stream(z, mode, progress, &mut |first, frames: Tensor<T>| {
+            let fs = frames.shape();
+            let mut count = 0u64;
+            let mut first_bad = None;
+            for (i, v) in frames.data().iter().enumerate() {
+                if !v.is_finite() {
+                    count += 1;
+                    first_bad.get_or_insert(i);
+                }
+            }
+            if let Some(i) = first_bad {
+                let [b, c, t, h, w] = fs.unravel(i);
+                let entry = bad.get_or_insert((0, [b, c, first + t, h, w]));
+                entry.0 += count;
+            }
+            if bad.is_none() { sink(first, frames) } else { Ok(()) }
+        })?;
+        match bad {
+            None => Ok(()),
+            Some((count, first)) => Err(Error::NonFinite { count, first, cause: nonfinite_cause(z) }),
+        }
+    }
+
+    fn stream(
+        &self,
+        z: &Tensor<T>,
+        mode: &DecodeMode,
+        progress: &mut dyn FnMut(&Progress),
+        sink: &mut dyn FnMut(usize, Tensor<T>) -> Result<()>,
     ) -> Result<()> {
         let s = z.shape();
         self.decoded_shape(s, mode)?;
@@ -117,6 +160,46 @@ impl<T: Float> Decoder<T> {
             }
         }
         sink(0, blend_tiles(grid, tc.blend, tc.keep)?)
+    }
+}
+
+/// The latent frame counts for which the SAT decode (`decoder(z)` with use_cp, or the
+/// `decode_first_stage` loop, spec 11.2) is the computation movq runs for
+/// ContextParallelDecoder3D (diffusers' rule and batches): T = 1 and odd T, up to 21 frames
+/// when batched. SAT splits frame 0 of the first call whatever its parity (diffusers: odd
+/// only) and, above 21 frames, cuts `min(10, T // 2)` batches where diffusers cuts `T // 2`.
+fn check_sat_frames(t: usize, mode: &DecodeMode) -> Result<()> {
+    let why = if t > 1 && t % 2 == 0 {
+        "an even number of latent frames: SAT splits the first frame of its first call, diffusers' rule (which movq runs) does not"
+    } else if t > 21 && *mode != DecodeMode::Whole {
+        "more than 21 latent frames: SAT cuts min(10, T // 2) frame batches, diffusers T // 2"
+    } else {
+        return Ok(());
+    };
+    Err(Error::Unsupported(format!(
+        "ContextParallelDecoder3D (SAT CogVideoX) with T = {t}, {why}; not implemented"
+    )))
+}
+
+/// The likely cause of non-finite output, judged from the latent alone (the weights are the
+/// caller's to scan: [`crate::io::WeightFile`] names them).
+fn nonfinite_cause<T: Float>(z: &Tensor<T>) -> String {
+    let bad = z.data().iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        return format!("the latent itself holds {bad} non-finite value(s)");
+    }
+    let max = z.data().iter().map(|v| v.to_f64().abs()).fold(0.0, f64::max);
+    let range = if T::NAME == "f32" { "f32" } else { "f64" };
+    if max > 1e6 {
+        format!(
+            "the latent's largest magnitude is {max:.3e}: activations overflow the {range} range (was the latent \
+             scaled twice, or by a tiny scaling factor?)"
+        )
+    } else {
+        format!(
+            "the latent is finite (largest magnitude {max:.3e}), so a weight is NaN or infinite, or activations \
+             overflowed the {range} range"
+        )
     }
 }
 

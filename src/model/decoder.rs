@@ -13,7 +13,7 @@ use super::spatial_norm::SpatialNorm3d;
 use super::upsample::Upsample3d;
 use crate::error::Result;
 use crate::io::VarPath;
-use crate::kernels::Float;
+use crate::kernels::{Act, Float};
 use crate::tensor::Tensor;
 
 /// `mid`: two resnet blocks at the lowest resolution (no mid attention in the 3D decoder).
@@ -39,6 +39,8 @@ pub struct Decoder<T> {
     up: Vec<UpLevel<T>>, // index = level; up[L-1] runs first
     norm_out: SpatialNorm3d<T>,
     conv_out: CausalConv3d<T>,
+    /// Whether a decode fails on NaN / infinite output (the default) or hands it out.
+    pub(crate) check_finite: bool,
 }
 
 impl<T: Float> Decoder<T> {
@@ -85,11 +87,19 @@ impl<T: Float> Decoder<T> {
             up,
             norm_out: SpatialNorm3d::load(&vp.pp("norm_out"), c0, m)?,
             conv_out: CausalConv3d::load(&vp.pp("conv_out"), c0, plan.out_ch, 3, pm)?,
+            check_finite: true,
         })
     }
 
     pub fn plan(&self) -> &DecoderPlan {
         &self.plan
+    }
+
+    /// By default a decode whose output holds NaN or infinite values fails with
+    /// [`crate::Error::NonFinite`] and hands out no frame from the first bad batch on; `true`
+    /// hands such output out as it is.
+    pub fn allow_nonfinite(&mut self, allow: bool) {
+        self.check_finite = !allow;
     }
 
     /// One decoder call (upstream `decoder(z)`), calling `on_stage` as each stage finishes.
@@ -134,7 +144,8 @@ impl<T: Float> Decoder<T> {
             on_stage(Stage::Level(i_level));
         }
         if !self.plan.give_pre_end {
-            let plan = self.norm_out.plan(&h, zq, true)?;
+            // conv_act after norm_out is SiLU whatever act_fn is (diffusers builds nn.SiLU()).
+            let plan = self.norm_out.plan(&h, zq, Act::Silu)?;
             let input = ConvInput { norm: Some(&plan), ..ConvInput::plain(&h) };
             h = self.conv_out.forward(input, cache.map(|c| &mut c.conv_out))?;
         }

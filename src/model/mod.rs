@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod config;
+pub mod config_keys;
 pub mod conv;
 pub mod decode;
 pub mod decoder;

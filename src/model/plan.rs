@@ -4,7 +4,7 @@
 //! shares. Loading, the forward pass, FLOP counting, the memory estimate, progress stages and
 //! config inference read the plan; nothing else re-derives levels, channels or frame doubling.
 
-use super::config::{DecoderClass, DecoderConfig, FrameRule, NORM_EPS, NORM_GROUPS, PadMode};
+use super::config::{Act, DecoderClass, DecoderConfig, FrameRule, NORM_EPS, PadMode};
 use super::schedule::Stage;
 use crate::error::{Error, Result};
 use crate::tensor::Shape;
@@ -22,6 +22,8 @@ pub struct ModuleOptions {
     pub rule: FrameRule,
     pub norm_groups: usize,
     pub norm_eps: f64,
+    /// The resnet blocks' nonlinearity (norm_out's is always SiLU).
+    pub act: Act,
 }
 
 /// An upsampler: nearest 2x in space, in time too when `time` (spec 6), then a 3x3 conv when
@@ -123,19 +125,19 @@ impl DecoderPlan {
                         super::config::MAX_CHANNELS
                     )));
                 }
-                if ch % NORM_GROUPS != 0 {
+                if ch % c.norm_num_groups != 0 {
                     return Err(Error::GroupCount {
                         place: format!("level {i} (ch {} * ch_mult[{i}] {m})", c.ch),
                         channels: ch,
-                        groups: NORM_GROUPS,
+                        groups: c.norm_num_groups,
                     });
                 }
                 Ok(ch)
             })
             .collect::<Result<_>>()?;
         let rule = match c.class {
-            DecoderClass::CogVideoXDecoder3d => FrameRule::Diffusers,
-            _ => FrameRule::Movq,
+            DecoderClass::CogVideoXDecoder3d | DecoderClass::ContextParallelDecoder3d => FrameRule::Diffusers,
+            DecoderClass::MovqDecoder3d | DecoderClass::NewDecoder3d => FrameRule::Movq,
         };
         // int(log2(temporal_compress_times)), truncated as upstream; levels i >= L - tcl double time.
         let tcl = c.temporal_compress_times.ilog2() as usize;
@@ -160,8 +162,9 @@ impl DecoderPlan {
                 add_conv: c.add_conv,
                 pad_mode: c.pad_mode,
                 rule,
-                norm_groups: NORM_GROUPS,
+                norm_groups: c.norm_num_groups,
                 norm_eps: NORM_EPS,
+                act: c.act_fn,
             },
             z_channels: c.z_channels,
             post_quant_conv: c.uses_post_quant_conv(),

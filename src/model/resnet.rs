@@ -1,4 +1,4 @@
-//! `ResnetBlock3D` (movq_dec_3d.py @ 7a1af715, spec section 4): two SpatialNorm + SiLU +
+//! `ResnetBlock3D` (movq_dec_3d.py @ 7a1af715, spec section 4): two SpatialNorm + activation (SiLU upstream) +
 //! CausalConv3d stages and a residual, through a plain 1x1x1 `nin_shortcut` when channels change.
 
 use super::conv::{CausalConv3d, Conv3d, ConvCache, ConvInput};
@@ -6,7 +6,7 @@ use super::plan::ModuleOptions;
 use super::spatial_norm::SpatialNorm3d;
 use crate::error::Result;
 use crate::io::VarPath;
-use crate::kernels::Float;
+use crate::kernels::{Act, Float};
 use crate::tensor::Tensor;
 
 pub struct ResnetBlock3d<T> {
@@ -15,6 +15,8 @@ pub struct ResnetBlock3d<T> {
     norm2: SpatialNorm3d<T>,
     conv2: CausalConv3d<T>,
     nin_shortcut: Option<Conv3d<T>>, // 1x1x1, present iff c_in != c_out
+    /// The nonlinearity after each norm: SiLU upstream, diffusers' `act_fn`.
+    act: Act,
 }
 
 impl<T: Float> ResnetBlock3d<T> {
@@ -30,12 +32,13 @@ impl<T: Float> ResnetBlock3d<T> {
             } else {
                 None
             },
+            act: m.act,
         })
     }
 
     /// x: (n, c_in, d, h, w); zq: (n, c_zq, d_z, h_z, w_z) -> (n, c_out, d, h, w)
     ///
-    /// Each norm + SiLU is fused into the convolution that follows it, and conv2 accumulates
+    /// Each norm + activation is fused into the convolution that follows it, and conv2 accumulates
     /// into the shortcut, so at most x, h and the shortcut are alive at once. With `cache`, x is
     /// one chunk of a clip and the causal convs continue from the previous chunk.
     pub fn forward(
@@ -44,12 +47,12 @@ impl<T: Float> ResnetBlock3d<T> {
         zq: &Tensor<T>,
         mut cache: Option<&mut ResnetCache<T>>,
     ) -> Result<Tensor<T>> {
-        let plan1 = self.norm1.plan(&x, zq, true)?;
+        let plan1 = self.norm1.plan(&x, zq, self.act)?;
         let input = ConvInput { norm: Some(&plan1), ..ConvInput::plain(&x) };
         let h = self.conv1.forward(input, cache.as_deref_mut().map(|c| &mut c.conv1))?;
         drop(plan1);
         // Dropout (p = 0 / eval) is the identity.
-        let plan2 = self.norm2.plan(&h, zq, true)?;
+        let plan2 = self.norm2.plan(&h, zq, self.act)?;
         let s = match &self.nin_shortcut {
             Some(conv) => conv.forward(&x)?,
             None => x,

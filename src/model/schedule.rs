@@ -46,14 +46,40 @@ pub struct TileConfig {
     pub keep: (usize, usize),
 }
 
+/// diffusers' `enable_tiling(tile_sample_min_height, tile_sample_min_width,
+/// tile_overlap_factor_height, tile_overlap_factor_width)`, as (height, width) pairs; `None`
+/// keeps diffusers' default (half the sample size; overlaps 1/6 and 1/5).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Tiling {
+    pub sample_min: (Option<usize>, Option<usize>),
+    pub overlap: (Option<f64>, Option<f64>),
+}
+
 impl TileConfig {
     /// diffusers' defaults for a model whose `sample_height` x `sample_width` is `sample` and
     /// whose decoder upsamples space by `scale`: tiles of half the sample size, overlap factors
     /// 1/6 (height) and 1/5 (width), with Python's int() truncations. For CogVideoX (480 x 720,
     /// scale 8): latent tiles 30 x 45, strides 25 x 36, blends 40 x 72 px, kept 200 x 288 px.
     pub fn diffusers(sample: (usize, usize), scale: usize) -> Result<Self> {
-        let (sh, sw) = (sample.0 / 2, sample.1 / 2);
-        let (fh, fw) = (1.0f64 / 6.0, 1.0f64 / 5.0);
+        Self::from_tiling(sample, &Tiling::default(), scale)
+    }
+
+    /// The geometry of `vae.enable_tiling(...)` with `tiling`'s values, on a model of sample
+    /// size `sample` whose decoder upsamples space by `scale` (diffusers 0.42
+    /// `AutoencoderKLCogVideoX.tiled_decode`): latent tile = int(sample_min / scale), stride =
+    /// int(latent tile * (1 - overlap)), blend = int(sample_min * overlap), kept = sample_min -
+    /// blend. (diffusers' `x or default` also turns an explicit 0 into the default; here 0
+    /// means no overlap.)
+    pub fn from_tiling(sample: (usize, usize), tiling: &Tiling, scale: usize) -> Result<Self> {
+        let sh = tiling.sample_min.0.unwrap_or(sample.0 / 2);
+        let sw = tiling.sample_min.1.unwrap_or(sample.1 / 2);
+        let fh = tiling.overlap.0.unwrap_or(1.0 / 6.0);
+        let fw = tiling.overlap.1.unwrap_or(1.0 / 5.0);
+        for (name, f) in [("tile_overlap_factor_height", fh), ("tile_overlap_factor_width", fw)] {
+            if !(0.0..1.0).contains(&f) {
+                return Err(Error::InvalidConfig(format!("{name} {f} is not in [0, 1)")));
+            }
+        }
         let (th, tw) = (sh / scale.max(1), sw / scale.max(1));
         let tc = TileConfig {
             tile_latent: (th, tw),

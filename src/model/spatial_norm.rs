@@ -6,7 +6,7 @@ use super::conv::{CausalConv3d, ConvInput};
 use super::plan::ModuleOptions;
 use crate::error::{Error, Result};
 use crate::io::{Param, VarPath};
-use crate::kernels::Float;
+use crate::kernels::{Act, Float};
 use crate::ops::norm::{GroupNormParams, Modulation, NormPlan};
 use crate::ops::resample::{IndexMaps, resize};
 use crate::tensor::Tensor;
@@ -56,10 +56,10 @@ impl<T: Float> SpatialNorm3d<T> {
         })
     }
 
-    /// The normalisation of f conditioned on zq (statistics and modulation), followed by SiLU
-    /// if `silu`; apply it in place or fused into the next convolution.
+    /// The normalisation of f conditioned on zq (statistics and modulation), followed by `act`;
+    /// apply it in place or fused into the next convolution.
     /// f: (n, c_f, d, h, w); zq: (n, c_zq, d_z, h_z, w_z)
-    pub fn plan(&self, f: &Tensor<T>, zq: &Tensor<T>, silu: bool) -> Result<NormPlan<T>> {
+    pub fn plan(&self, f: &Tensor<T>, zq: &Tensor<T>, act: Act) -> Result<NormPlan<T>> {
         let (fs, zs) = (f.shape(), zq.shape());
         if fs.n != zs.n {
             return Err(Error::ShapeMismatch {
@@ -80,12 +80,12 @@ impl<T: Float> SpatialNorm3d<T> {
                 Modulation::Gather { scale: plain(&self.conv_y, zq)?, shift: plain(&self.conv_b, zq)?, maps }
             }
         };
-        NormPlan::new(f, (&self.norm_layer.weight, &self.norm_layer.bias), self.norm, modulation, silu)
+        NormPlan::new(f, (&self.norm_layer.weight, &self.norm_layer.bias), self.norm, modulation, act)
     }
 
     /// norm(f, zq), in place. f: (n, c_f, d, h, w); zq: (n, c_zq, d_z, h_z, w_z)
     pub fn forward(&self, mut f: Tensor<T>, zq: &Tensor<T>) -> Result<Tensor<T>> {
-        self.plan(&f, zq, false)?.apply_inplace(&mut f)?;
+        self.plan(&f, zq, Act::Identity)?.apply_inplace(&mut f)?;
         Ok(f)
     }
 }

@@ -3,10 +3,10 @@
 
 use super::resample::IndexMaps;
 use crate::error::{Error, Result};
-use crate::kernels::Float;
 use crate::kernels::group_norm::{affine_coeffs, group_stats};
 use crate::kernels::input_norm::{InputNorm, RowModulation};
 use crate::kernels::resample::gather_plane;
+use crate::kernels::{Act, Float};
 use crate::tensor::{Shape, Tensor};
 use rayon::prelude::*;
 
@@ -42,7 +42,7 @@ pub struct NormPlan<T> {
     coeffs: Vec<(T, T)>, // (n, c)
     modulation: Modulation<T>,
     identity: IndexMaps, // maps of a full-resolution modulation
-    silu: bool,
+    act: Act,
 }
 
 impl<T: Float> NormPlan<T> {
@@ -52,7 +52,7 @@ impl<T: Float> NormPlan<T> {
         affine: (&[T], &[T]),
         p: GroupNormParams,
         modulation: Modulation<T>,
-        silu: bool,
+        act: Act,
     ) -> Result<Self> {
         let (gamma, beta) = affine;
         let s = x.shape();
@@ -86,7 +86,7 @@ impl<T: Float> NormPlan<T> {
             })
             .collect();
         let identity = IndexMaps { t: (0..s.d).collect(), h: (0..s.h).collect(), w: (0..s.w).collect() };
-        Ok(NormPlan { shape: s, coeffs, modulation, identity, silu })
+        Ok(NormPlan { shape: s, coeffs, modulation, identity, act })
     }
 
     /// The shape the plan was computed for.
@@ -94,7 +94,7 @@ impl<T: Float> NormPlan<T> {
         self.shape
     }
 
-    /// In place: x = silu?((x * a + b) * scale + shift). x must be the planned tensor's shape.
+    /// In place: x = act((x * a + b) * scale + shift). x must be the planned tensor's shape.
     pub fn apply_inplace(&self, x: &mut Tensor<T>) -> Result<()> {
         x.expect_shape("GroupNorm apply", self.shape)?;
         let plane = self.shape.plane_len();
@@ -107,7 +107,7 @@ impl<T: Float> NormPlan<T> {
             |(sc_buf, sh_buf), (idx, buf)| {
                 let (a, b) = self.coeffs[idx];
                 match self.sample_modulation(idx / c) {
-                    None => T::norm_apply(buf, a, b, None, self.silu),
+                    None => T::norm_apply(buf, a, b, None, self.act),
                     Some(m) => {
                         let ch = idx % c;
                         let src_plane = m.dims.0 * m.dims.1 * m.dims.2;
@@ -116,7 +116,7 @@ impl<T: Float> NormPlan<T> {
                         let r = ch * src_plane..(ch + 1) * src_plane;
                         gather_plane(sc_buf, &m.scale[r.clone()], m.dims, m.tmap, m.hmap, m.wmap);
                         gather_plane(sh_buf, &m.shift[r], m.dims, m.tmap, m.hmap, m.wmap);
-                        T::norm_apply(buf, a, b, Some((sc_buf, sh_buf)), self.silu)
+                        T::norm_apply(buf, a, b, Some((sc_buf, sh_buf)), self.act)
                     }
                 }
             },
@@ -149,7 +149,7 @@ impl<T: Float> NormPlan<T> {
         InputNorm {
             coeffs: &self.coeffs[b * c..(b + 1) * c],
             modulation: self.sample_modulation(b),
-            silu: self.silu,
+            act: self.act,
         }
     }
 }

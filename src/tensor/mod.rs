@@ -40,6 +40,9 @@ pub trait Element:
     fn from_f64(x: f64) -> Self;
     fn to_f64(self) -> f64;
     fn exp(self) -> Self;
+    fn erf(self) -> Self;
+    fn tanh(self) -> Self;
+    fn ln_1p(self) -> Self;
     fn mul_add(self, a: Self, b: Self) -> Self;
     fn max(self, other: Self) -> Self;
     fn is_finite(self) -> bool;
@@ -62,6 +65,15 @@ impl Element for f32 {
     }
     fn exp(self) -> Self {
         f32::exp(self)
+    }
+    fn erf(self) -> Self {
+        libm::erff(self)
+    }
+    fn tanh(self) -> Self {
+        f32::tanh(self)
+    }
+    fn ln_1p(self) -> Self {
+        f32::ln_1p(self)
     }
     fn mul_add(self, a: Self, b: Self) -> Self {
         f32::mul_add(self, a, b)
@@ -92,6 +104,15 @@ impl Element for f64 {
     }
     fn exp(self) -> Self {
         f64::exp(self)
+    }
+    fn erf(self) -> Self {
+        libm::erf(self)
+    }
+    fn tanh(self) -> Self {
+        f64::tanh(self)
+    }
+    fn ln_1p(self) -> Self {
+        f64::ln_1p(self)
     }
     fn mul_add(self, a: Self, b: Self) -> Self {
         f64::mul_add(self, a, b)
