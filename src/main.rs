@@ -85,6 +85,9 @@ enum Command {
     /// Compare tensor A with reference B (.npy or .safetensors): shapes, max-abs error and where,
     /// relative L2, PSNR, optionally per frame; exit code 1 if --max-rel / --max-abs is exceeded.
     Compare(cli::compare::CompareArgs),
+    /// Rewrite a weight file (a PyTorch .pt / .pth / .bin / .ckpt checkpoint, read without
+    /// executing anything) as safetensors, every tensor bit for bit in its stored dtype.
+    Convert(cli::convert::ConvertArgs),
     /// Run golden reference files (or directories of them) in f32 and f64 and check them
     /// against the tolerance rule; exit code 1 if any case fails.
     Verify {
@@ -322,6 +325,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             cli::inspect::inspect(&args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Convert(args) => cli::convert::convert(&args).map(|()| ExitCode::SUCCESS),
         Command::Compare(args) => {
             Ok(if cli::compare::compare(&args)? { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }

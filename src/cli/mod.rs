@@ -2,6 +2,7 @@
 
 pub mod cleanup;
 pub mod compare;
+pub mod convert;
 pub mod decode;
 pub mod demo;
 pub mod inspect;

@@ -13,7 +13,7 @@ mod video;
 
 pub use frame_writer::{Container, FrameWriter};
 pub use npy::{npy_shape, parse_npy, read_npy, write_npy};
-pub use safetensors::{TensorInfo, WeightFile, write_safetensors, write_tensors};
+pub use safetensors::{TensorInfo, WeightFile, convert_to_safetensors, write_safetensors, write_tensors};
 pub use safetensors_header::MAX_HEADER_BYTES;
 pub use torch::MAX_PICKLE_BYTES;
 pub use var_path::{Loader, Param, VarPath};

@@ -176,6 +176,45 @@ impl WeightFile {
     }
 }
 
+/// Writes every tensor of `src` (a safetensors or `torch.save` file, tensors named as read:
+/// wrappers unwrapped) whose name passes `keep` to a safetensors file at `path`, each in its
+/// stored dtype and bytes, with `metadata`. Written atomically. Returns the tensor count.
+pub fn convert_to_safetensors(
+    src: &WeightFile,
+    path: &Path,
+    keep: impl Fn(&str) -> bool,
+    metadata: &BTreeMap<String, String>,
+) -> Result<usize> {
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert("__metadata__".into(), serde_json::to_value(metadata).expect("string map"));
+    }
+    let names: Vec<&str> = src.names().filter(|n| keep(n)).collect();
+    let mut offset = 0usize;
+    for name in &names {
+        let info = src.info(name).expect("listed name");
+        let end = offset + (info.end - info.start);
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": info.dtype, "shape": info.shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    let mut text = serde_json::to_string(&header).expect("json of plain values");
+    while (8 + text.len()) % 8 != 0 {
+        text.push(' ');
+    }
+    crate::io::atomic_write(path, |w| {
+        w.write_all(&(text.len() as u64).to_le_bytes())?;
+        w.write_all(text.as_bytes())?;
+        for name in &names {
+            w.write_all(src.raw(src.info(name).expect("listed name")))?;
+        }
+        Ok(())
+    })?;
+    Ok(names.len())
+}
+
 /// Writes `tensor` as a safetensors file holding the single tensor `name`, in the tensor's
 /// element type (F32 or F64), with `metadata` in the header. Written atomically.
 pub fn write_safetensors<T: Element>(
