@@ -12,7 +12,7 @@ use crate::kernels::Float;
 use crate::metrics::{Distance, distance};
 use crate::model::attention::AttnBlock2d;
 use crate::model::config::{Act, NORM_EPS, NORM_GROUPS, PadMode};
-use crate::model::conv::{CausalConv3d, ConvInput, TimeStep, causal_params_strided};
+use crate::model::conv::{CausalConv3d, ConvInput, Kernel3, TimeStep, causal_params_strided};
 use crate::model::plan::{ModuleOptions, UpsamplePlan};
 use crate::model::resnet::ResnetBlock3d;
 use crate::model::schedule::FRAME_BATCH;
@@ -107,6 +107,23 @@ fn cfg_usize(cfg: &Value, key: &str) -> Result<usize> {
         .ok_or_else(|| Error::InvalidConfig(format!("golden config has no integer `{key}`")))
 }
 
+/// `kernel_size` as upstream's `cast_tuple` reads it: an int (a cube) or a (kt, kh, kw) list.
+fn cfg_kernel(cfg: &Value) -> Result<Kernel3> {
+    let bad = || Error::InvalidConfig("golden config `kernel_size` is not an integer or 3 integers".into());
+    match cfg.get("kernel_size") {
+        Some(Value::Array(a)) => {
+            let k: Vec<usize> =
+                a.iter().map(|v| v.as_u64().map(|v| v as usize).ok_or_else(bad)).collect::<Result<_>>()?;
+            match k[..] {
+                [t, h, w] => Ok(Kernel3 { t, h, w }),
+                _ => Err(bad()),
+            }
+        }
+        Some(v) => v.as_u64().map(|k| Kernel3::cube(k as usize)).ok_or_else(bad),
+        None => Err(bad()),
+    }
+}
+
 fn cfg_bool(cfg: &Value, key: &str, default: bool) -> bool {
     cfg.get(key).and_then(Value::as_bool).unwrap_or(default)
 }
@@ -157,7 +174,7 @@ fn run<T: Float>(path: &Path, file: &WeightFile, case: &Case) -> Result<Vec<f64>
             let p = causal_params_strided(
                 cfg_usize(c, "chan_in")?,
                 cfg_usize(c, "chan_out")?,
-                cfg_usize(c, "kernel_size")?,
+                cfg_kernel(c)?,
                 cfg_pad(c)?,
                 TimeStep {
                     stride: cfg_usize(c, "stride").unwrap_or(1),

@@ -138,11 +138,13 @@ impl ConvAlgo {
     /// The algorithm that runs `p`: the process-wide choice ([`conv_algo`]) where Winograd
     /// applies (3x3 spatial taps), im2col otherwise. The one place the choice is made.
     pub fn for_params(p: &Conv3dParams) -> ConvAlgo {
-        if conv_algo() == ConvAlgo::Winograd && p.has_3x3_taps() {
-            ConvAlgo::Winograd
-        } else {
-            ConvAlgo::Im2col
-        }
+        Self::for_params_under(conv_algo(), p)
+    }
+
+    /// What [`ConvAlgo::for_params`] picks for `p` under the process-wide choice `chosen`:
+    /// Winograd F(2x2, 3x3) exists only for 3x3 spatial taps, whatever k_d and the paddings.
+    pub fn for_params_under(chosen: ConvAlgo, p: &Conv3dParams) -> ConvAlgo {
+        if chosen == ConvAlgo::Winograd && p.has_3x3_taps() { ConvAlgo::Winograd } else { ConvAlgo::Im2col }
     }
 }
 
@@ -179,4 +181,25 @@ pub struct AttentionParams {
     pub n_tokens: usize,
     pub ch_stride: usize,
     pub scale: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Winograd only where the spatial taps are 3x3: never for kh != kw, nor for 1x1, 5x5, 1x3,
+    /// 3x5 taps; any k_d.
+    #[test]
+    fn winograd_only_for_3x3_spatial_taps() {
+        for k_d in 1..=5 {
+            for k_h in 1..=5 {
+                for k_w in 1..=5 {
+                    let p = Conv3dParams::plain(2, 2, (k_d, k_h, k_w));
+                    let want = if (k_h, k_w) == (3, 3) { ConvAlgo::Winograd } else { ConvAlgo::Im2col };
+                    assert_eq!(ConvAlgo::for_params_under(ConvAlgo::Winograd, &p), want, "{p:?}");
+                    assert_eq!(ConvAlgo::for_params_under(ConvAlgo::Im2col, &p), ConvAlgo::Im2col, "{p:?}");
+                }
+            }
+        }
+    }
 }

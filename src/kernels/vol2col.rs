@@ -61,30 +61,44 @@ pub fn vol2col<T: Element>(
 mod tests {
     use super::*;
     use crate::kernels::reference;
-    use crate::testing::{CONV_RAW, conv_problem};
+    use crate::testing::{CONV_RAW, ConvProblem, conv_problem, noncubic_conv_problem};
     use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
 
-    fn params() -> impl Strategy<Value = (Conv3dParams, (usize, usize, usize))> {
-        any::<[usize; CONV_RAW]>().prop_map(|raw| {
-            let c = conv_problem(raw, 3);
+    fn params(
+        make: fn([usize; CONV_RAW], usize) -> ConvProblem,
+    ) -> impl Strategy<Value = (Conv3dParams, (usize, usize, usize))> {
+        any::<[usize; CONV_RAW]>().prop_map(move |raw| {
+            let c = make(raw, 3);
             (c.p, c.dims)
         })
+    }
+
+    /// The fast tile of columns `split % n_out ..` (at most `split` of them) equals the reference.
+    fn check(p: &Conv3dParams, dims: (usize, usize, usize), split: usize) -> Result<(), TestCaseError> {
+        let (d_out, h_out, w_out) = p.out_dims(dims.0, dims.1, dims.2).expect("valid by construction");
+        let x: Vec<f32> = (0..p.c_in * dims.0 * dims.1 * dims.2).map(|i| i as f32 + 1.0).collect();
+        let n_out = d_out * h_out * w_out;
+        let p0 = split % n_out;
+        let n_cols = (n_out - p0).min(split);
+        let mut fast = vec![f32::NAN; p.k_len() * n_cols];
+        let mut slow = vec![f32::NAN; p.k_len() * n_cols];
+        vol2col(&mut fast, &x, p, dims, p0);
+        reference::vol2col(&mut slow, &x, p, dims, p0);
+        prop_assert_eq!(fast, slow);
+        Ok(())
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(crate::testing::proptest_cases(64)))]
         #[test]
-        fn vol2col_matches_reference((p, dims) in params(), split in 1usize..50) {
-            let (d_out, h_out, w_out) = p.out_dims(dims.0, dims.1, dims.2).expect("valid by construction");
-            let x: Vec<f32> = (0..p.c_in * dims.0 * dims.1 * dims.2).map(|i| i as f32 + 1.0).collect();
-            let n_out = d_out * h_out * w_out;
-            let p0 = split % n_out;
-            let n_cols = (n_out - p0).min(split);
-            let mut fast = vec![f32::NAN; p.k_len() * n_cols];
-            let mut slow = vec![f32::NAN; p.k_len() * n_cols];
-            vol2col(&mut fast, &x, &p, dims, p0);
-            reference::vol2col(&mut slow, &x, &p, dims, p0);
-            prop_assert_eq!(fast, slow);
+        fn vol2col_matches_reference((p, dims) in params(conv_problem), split in 1usize..50) {
+            check(&p, dims, split)?;
+        }
+
+        #[test]
+        fn vol2col_noncubic_matches_reference((p, dims) in params(noncubic_conv_problem), split in 1usize..50) {
+            check(&p, dims, split)?;
         }
     }
 }

@@ -68,15 +68,54 @@ impl<T: Float> Conv2d<T> {
     }
 }
 
-/// `CausalConv3d(chan_in, chan_out, kernel_size, pad_mode)` with stride 1 and dilation 1.
-/// Parameters live at `<name>.conv.weight` / `.bias`.
+/// `CausalConv3d(chan_in, chan_out, kernel_size, pad_mode, stride, dilation)`.
+/// Parameters live at `<name>.conv.weight` (c_out, c_in, k.t, k.h, k.w) / `.bias` (c_out,).
 pub struct CausalConv3d<T> {
     conv: Conv3d<T>,
 }
 
-/// The padding upstream's CausalConv3d applies for kernel `k` (cubic), stride 1, dilation 1,
+/// A CausalConv3d kernel size: upstream's `kernel_size`, an int (a cube, `From<usize>`) or a
+/// `(kt, kh, kw)` tuple (`From<(usize, usize, usize)>`), as its `cast_tuple` reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kernel3 {
+    pub t: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl Kernel3 {
+    /// A `k x k x k` kernel.
+    pub const fn cube(k: usize) -> Self {
+        Kernel3 { t: k, h: k, w: k }
+    }
+}
+
+impl From<usize> for Kernel3 {
+    fn from(k: usize) -> Self {
+        Kernel3::cube(k)
+    }
+}
+
+impl From<(usize, usize, usize)> for Kernel3 {
+    fn from((t, h, w): (usize, usize, usize)) -> Self {
+        Kernel3 { t, h, w }
+    }
+}
+
+impl std::fmt::Display for Kernel3 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "({}, {}, {})", self.t, self.h, self.w)
+    }
+}
+
+/// The geometry of upstream's CausalConv3d for kernel `k` with stride 1 and dilation 1,
 /// reproducing the "constant" pad-order quirk (spec section 2).
-pub fn causal_params(c_in: usize, c_out: usize, k: usize, pad_mode: PadMode) -> Result<Conv3dParams> {
+pub fn causal_params(
+    c_in: usize,
+    c_out: usize,
+    k: impl Into<Kernel3>,
+    pad_mode: PadMode,
+) -> Result<Conv3dParams> {
     causal_params_strided(c_in, c_out, k, pad_mode, TimeStep::UNIT)
 }
 
@@ -92,29 +131,49 @@ impl TimeStep {
     pub const UNIT: TimeStep = TimeStep { stride: 1, dilation: 1 };
 }
 
-/// [`causal_params`] with upstream's temporal stride and dilation:
-/// `time_pad = dilation * (k - 1) + (1 - stride)`.
+/// [`causal_params`] with upstream's temporal stride and dilation. With kernel (kt, kh, kw),
+/// upstream derives `time_pad = dilation * (kt - 1) + (1 - stride)`, `height_pad = kh / 2`,
+/// `width_pad = kw / 2`, and pads (movq_enc_3d.py `CausalConv3d.forward`, spec section 2):
+///
+/// | pad_mode | T (before, after) | H | W |
+/// | --- | --- | --- | --- |
+/// | first | time_pad copies of frame 0, 0 | (kh/2, kh/2) | (kw/2, kw/2) |
+/// | reflect | frames time_pad..1 (zeros where T is too short), 0 | (kh/2, kh/2) | (kw/2, kw/2) |
+/// | constant | zeros (kh/2, kh/2) | (kw/2, kw/2) | (time_pad, 0) |
+///
+/// "constant" is upstream's pad-order quirk, which changes the output shape whenever
+/// kt - 1 != 2 * (kh / 2) or kh != kw: T' = T + 2 * (kh/2) - dilation * (kt - 1) (before
+/// striding), H' = H + 2 * (kw/2) - kh + 1, W' = W + time_pad - kw + 1.
+/// Errors: `InvalidConfig` for a zero size, an even kh or kw (upstream asserts both odd; kt may
+/// be even), a zero stride or dilation; `Unsupported` where upstream raises or crops (mode
+/// "first" with time_pad 0, a negative time_pad).
 pub fn causal_params_strided(
     c_in: usize,
     c_out: usize,
-    k: usize,
+    k: impl Into<Kernel3>,
     pad_mode: PadMode,
     time: TimeStep,
 ) -> Result<Conv3dParams> {
+    let k = k.into();
     let TimeStep { stride, dilation } = time;
-    if k % 2 == 0 {
-        return Err(Error::InvalidConfig(format!("CausalConv3d kernel {k} must be odd (upstream asserts)")));
+    if k.t == 0 || k.h == 0 || k.w == 0 {
+        return Err(Error::InvalidConfig(format!("CausalConv3d kernel {k} has a zero size")));
+    }
+    if k.h % 2 == 0 || k.w % 2 == 0 {
+        return Err(Error::InvalidConfig(format!(
+            "CausalConv3d kernel {k}: height and width sizes must be odd (upstream asserts)"
+        )));
     }
     if stride == 0 || dilation == 0 {
         return Err(Error::InvalidConfig("CausalConv3d stride and dilation must be positive".into()));
     }
-    let time_pad = (dilation * (k - 1) + 1).checked_sub(stride).ok_or_else(|| {
+    let time_pad = (dilation * (k.t - 1) + 1).checked_sub(stride).ok_or_else(|| {
         Error::Unsupported(format!(
-            "CausalConv3d stride {stride} > dilation * (k - 1) + 1 gives a negative time pad (upstream crops)"
+            "CausalConv3d stride {stride} > dilation * (kt - 1) + 1 gives a negative time pad (upstream crops)"
         ))
     })?;
-    let (hp, wp) = (k / 2, k / 2);
-    let mut p = Conv3dParams::plain(c_in, c_out, (k, k, k));
+    let (hp, wp) = (k.h / 2, k.w / 2);
+    let mut p = Conv3dParams::plain(c_in, c_out, (k.t, k.h, k.w));
     p.stride_d = stride;
     p.dilation_d = dilation;
     match pad_mode {
@@ -137,8 +196,9 @@ pub fn causal_params_strided(
             p.pad_w = (wp, wp);
         }
         PadMode::Constant => {
-            // F.pad gets (time_pad, 0, wp, wp, hp, hp), read from the last axis: W (time_pad, 0),
-            // H (wp, wp), T (hp, hp).
+            // F.pad gets (time_pad, 0, wp, wp, hp, hp) and reads pairs from the last axis:
+            // W (time_pad, 0), H (wp, wp), T (hp, hp). Upstream's unused
+            // `time_causal_padding` holds the intended order.
             p.pad_w = (time_pad, 0);
             p.pad_h = (wp, wp);
             p.pad_d = (hp, hp);
@@ -149,16 +209,21 @@ pub fn causal_params_strided(
 }
 
 impl<T: Float> CausalConv3d<T> {
-    pub fn load(vp: &VarPath, c_in: usize, c_out: usize, k: usize, pad_mode: PadMode) -> Result<Self> {
+    /// `CausalConv3d(c_in, c_out, k, pad_mode)`; `k` an int or (kt, kh, kw) ([`Kernel3`]).
+    pub fn load(
+        vp: &VarPath,
+        c_in: usize,
+        c_out: usize,
+        k: impl Into<Kernel3>,
+        pad_mode: PadMode,
+    ) -> Result<Self> {
         Self::load_params(vp, causal_params(c_in, c_out, k, pad_mode)?)
     }
 
     /// Loads a CausalConv3d with explicit geometry (e.g. from [`causal_params_strided`]).
     pub fn load_params(vp: &VarPath, p: Conv3dParams) -> Result<Self> {
-        let (c_in, c_out, k) = (p.c_in, p.c_out, p.k_d);
-        Ok(CausalConv3d {
-            conv: Conv3d::load_with(&vp.pp("conv"), p, &[c_out, c_in, k, k, k], "CausalConv3d")?,
-        })
+        let shape = [p.c_out, p.c_in, p.k_d, p.k_h, p.k_w];
+        Ok(CausalConv3d { conv: Conv3d::load_with(&vp.pp("conv"), p, &shape, "CausalConv3d")? })
     }
 
     pub fn params(&self) -> &Conv3dParams {
@@ -168,9 +233,11 @@ impl<T: Float> CausalConv3d<T> {
     /// conv(norm(x)) (+ residual), with the normalisation fused into the convolution's input
     /// (see [`ConvInput`]). With `cache` this is one chunk of a clip (diffusers' `conv_cache`):
     /// an empty cache pads with frame 0 as usual; a filled one supplies the frames in front of
-    /// x instead, and afterwards holds the last k_d - 1 frames of this call's (normalised)
-    /// input. Caches need pad_mode "first" with time stride 1 (the CogVideoX convs).
-    /// x: (n, c_in, d, h, w) -> (n, c_out, d, h, w)
+    /// x instead, and afterwards holds the last time_pad (= pad_d.0) frames of this call's
+    /// (normalised) input. Caches need pad_mode "first" with time stride 1 (the CogVideoX convs).
+    /// x: (n, c_in, d, h, w) -> (n, c_out, d', h', w') as [`Conv3dParams::out_dims`] gives:
+    /// (d, h, w) for "first" and "reflect" at stride 1; "constant" can change all three
+    /// ([`causal_params_strided`]).
     pub fn forward(&self, input: ConvInput<'_, T>, cache: Option<&mut ConvCache<T>>) -> Result<Tensor<T>> {
         let c = &self.conv;
         let Some(cache) = cache else { return conv3d(&c.layer(), input) };
@@ -202,8 +269,8 @@ impl<T: Float> CausalConv3d<T> {
     }
 }
 
-/// What a causal conv carries from one chunk of a clip to the next: the last k_d - 1 frames of
-/// its time-padded input, after any normalisation. Empty before the first chunk.
+/// What a causal conv carries from one chunk of a clip to the next: the last time_pad frames
+/// (pad_d.0 = dilation * (k_d - 1)) of its time-padded input, after any normalisation. Empty before the first chunk.
 pub struct ConvCache<T>(Option<Tensor<T>>);
 
 impl<T> Default for ConvCache<T> {
@@ -213,7 +280,7 @@ impl<T> Default for ConvCache<T> {
 }
 
 impl<T: Float> ConvCache<T> {
-    /// The carried frames, if any. (n, c, k_d - 1, h, w)
+    /// The carried frames, if any. (n, c, time_pad, h, w)
     pub fn frames(&self) -> Option<&Tensor<T>> {
         self.0.as_ref()
     }
