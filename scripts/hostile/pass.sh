@@ -51,7 +51,7 @@ case_ "weights empty file" 2 "truncated file" -- $D --weights empty.safetensors 
 printf 'abcdefg' > seven.safetensors
 case_ "weights 7 bytes" 2 "truncated file" -- $D --weights seven.safetensors --latent z.npy --output out.npy
 mkdir -p emptydir
-case_ "weights an empty directory" 2 "no .safetensors weights" -- $D --weights emptydir --latent z.npy --output out.npy
+case_ "weights an empty directory" 2 "no weights in the model folder" -- $D --weights emptydir --latent z.npy --output out.npy
 mkfifo fifo.safetensors
 case_ "weights a FIFO (no writer)" 2 "is a named pipe" -- $D --weights fifo.safetensors --latent z.npy --output out.npy
 ln -s loop1 loop2; ln -s loop2 loop1
