@@ -132,6 +132,11 @@ fn convert_pt_writes_the_safetensors_twin_bit_for_bit() {
         .unwrap();
     assert!(st.status.success());
     assert!(WeightFile::open(&dec).unwrap().names().all(|n| n.starts_with("decoder.")));
+    // Without the encoder the tensors fit MOVQDecoder3D too: the class told from the whole file
+    // travels in the metadata.
+    let v = inspect(&[], &dec);
+    assert_eq!(v["class"], "ContextParallelDecoder3D");
+    assert!(v["class_reason"].as_str().unwrap().contains("movq_class"), "{}", v["class_reason"]);
     let st = movq().arg("convert").arg(&out).arg(&out).output().unwrap();
     assert_eq!(st.status.code(), Some(2), "{}", String::from_utf8_lossy(&st.stderr));
     let st = movq().arg("convert").arg(&out).arg(tmp.path().join("x.pt")).output().unwrap();

@@ -346,6 +346,10 @@ impl Checkpoint {
     }
 }
 
+/// Safetensors metadata key naming the decoder class of a file whose tensors alone cannot tell
+/// it (e.g. a decoder cut out of a whole VAE by `movq convert --only decoder.`).
+pub const CLASS_METADATA_KEY: &str = "movq_class";
+
 /// Settles `config.class` for the tensors in `files` and returns why; `Err` (a message) when
 /// the structure fits several classes and neither the config nor the hints say which.
 fn choose_class(
@@ -370,6 +374,19 @@ fn choose_class(
     if let Some(class) = opts.hints.class {
         config.class = class;
         return Ok(format!("given ({})", class.name()));
+    }
+    if let Some(name) = files[0].metadata().get(CLASS_METADATA_KEY) {
+        let class: DecoderClass = serde_json::from_value(Value::String(name.clone())).map_err(|_| {
+            format!("metadata `{CLASS_METADATA_KEY}` names no decoder class movq knows: {name:?}")
+        })?;
+        config.class = class;
+        if class == DecoderClass::ContextParallelDecoder3d {
+            config.pad_mode = PadMode::First;
+        }
+        return Ok(format!(
+            "the file's metadata `{CLASS_METADATA_KEY}` ({}), recorded by `movq convert` from the whole checkpoint",
+            class.name()
+        ));
     }
     let shapes: BTreeMap<String, Vec<usize>> = files
         .iter()

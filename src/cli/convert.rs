@@ -35,6 +35,12 @@ pub fn convert(a: &ConvertArgs) -> Result<()> {
     let mut meta: BTreeMap<String, String> =
         src.metadata().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     meta.insert("producer".into(), format!("movq {} convert", env!("CARGO_PKG_VERSION")));
+    // The class told from the whole file, kept for a decoder cut out of it with --only.
+    let shapes = src.names().filter_map(|n| Some((n.to_string(), src.info(n)?.shape.clone()))).collect();
+    let sat_names = src.names().any(|n| n.starts_with("decoder.mid.") || n.starts_with("decoder.up."));
+    if let Some(c) = movq::checkpoint::detect_upstream_class(&shapes, "decoder.").filter(|_| sat_names) {
+        meta.insert(movq::checkpoint::CLASS_METADATA_KEY.into(), c.class.name().into());
+    }
     let n = convert_to_safetensors(&src, &a.output, keep, &meta)
         .with_context(|| format!("writing {}", a.output.display()))?;
     eprintln!("wrote {n} tensors of {} to {}", a.input.display(), a.output.display());
