@@ -147,3 +147,63 @@ fn sat_decoder_only_file_is_an_unknown_class_unless_named() {
     let ck = Checkpoint::open(&path, &opts).unwrap();
     assert_eq!(ck.config().class, DecoderClass::ContextParallelDecoder3d);
 }
+
+#[test]
+fn weights_file_in_a_diffusers_folder_reads_the_config_beside_it() {
+    // Without vae/config.json the relu config would be inferred as SiLU with 32 groups.
+    let ck = Checkpoint::open(
+        &fixture("diffusers_relu_bin/vae/diffusion_pytorch_model.bin"),
+        &OpenOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(ck.config().act_fn, movq::kernels::Act::Relu);
+    assert_eq!(ck.config().norm_num_groups, 4);
+    assert!(ck.scaling_factor.is_some());
+}
+
+/// The SAT decoder's tensors without the encoder (as `decoder.state_dict()` saves them, no
+/// prefix) and a config, in a temporary directory.
+fn unprefixed_sat_decoder(dir: &Path, config: &str) -> (PathBuf, PathBuf) {
+    let src = WeightFile::open(fixture("sat_cogvideox/3d-vae.safetensors")).unwrap();
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = src
+        .names()
+        .filter_map(|n| {
+            let (dims, data) = src.read::<f32>(n).unwrap();
+            Some((n.strip_prefix("decoder.")?.to_string(), dims, data))
+        })
+        .collect();
+    let path = dir.join("decoder.safetensors");
+    let refs: Vec<(&str, &[usize], &[f32])> =
+        tensors.iter().map(|(n, s, d)| (n.as_str(), s.as_slice(), d.as_slice())).collect();
+    movq::io::write_tensors(&path, &refs, &Default::default()).unwrap();
+    let cfg = dir.join("config.json");
+    std::fs::write(&cfg, config).unwrap();
+    (path, cfg)
+}
+
+#[test]
+fn sat_yaml_config_with_gather_norm_is_context_parallel_and_pads_first() {
+    let refs = WeightFile::open(fixture("sat_cogvideox/reference.safetensors")).unwrap();
+    let meta: Value = serde_json::from_str(&refs.metadata()["meta"]).unwrap();
+    let mut dec = meta["config"]["decoder_config"].clone();
+    assert!(dec.get("gather_norm").is_some(), "the SAT yaml's decoder params: {dec}");
+    // pad_mode is not a ContextParallelDecoder3D argument; upstream would ignore it, so must movq.
+    dec["pad_mode"] = "constant".into();
+    let dir = tempfile::tempdir().unwrap();
+    let (w, cfg) = unprefixed_sat_decoder(dir.path(), &dec.to_string());
+    let ck = Checkpoint::open(&w, &OpenOptions { config: Some(&cfg), ..Default::default() }).unwrap();
+    assert_eq!(ck.config().class, DecoderClass::ContextParallelDecoder3d, "{}", ck.class_reason);
+    assert_eq!(ck.config().pad_mode, movq::PadMode::First);
+    let y =
+        ck.load::<f64>().unwrap().decode(&tensor::<f64>(&refs, "z.whole_t5"), &DecodeMode::Whole).unwrap();
+    let e = distance(y.data(), tensor::<f64>(&refs, "f64.whole_t5").data());
+    assert!(e.rel_l2 < F64_REL_L2, "rel_l2 {:.3e}", e.rel_l2);
+    // Without gather_norm and without a class the unprefixed file is read as MOVQDecoder3D,
+    // and says so.
+    dec.as_object_mut().unwrap().remove("gather_norm");
+    dec.as_object_mut().unwrap().remove("pad_mode");
+    std::fs::write(&cfg, dec.to_string()).unwrap();
+    let ck = Checkpoint::open(&w, &OpenOptions { config: Some(&cfg), ..Default::default() }).unwrap();
+    assert_eq!(ck.config().class, DecoderClass::MovqDecoder3d);
+    assert!(ck.class_assumed && ck.class_reason.contains("fit the SAT CogVideoX"), "{}", ck.class_reason);
+}

@@ -45,6 +45,30 @@ fn sat_pt_decodes_to_the_sat_loop_frames_without_flags() {
     assert!(d.rel_l2 < 4e-6, "f32 decode vs the f64 SAT loop: rel_l2 {:.3e}", d.rel_l2);
 }
 
+#[test]
+fn sat_checkpoint_needs_to_be_told_how_the_latent_is_scaled() {
+    // The SAT scale_factor lives in the yaml, not in 3d-vae.pt: no silent unscaled decode.
+    let tmp = tempfile::tempdir().unwrap();
+    let (dims, z) = reference("sat_cogvideox", "z.sat_t5");
+    let z: Vec<f32> = z.iter().map(|&v| v as f32).collect();
+    let zp = tmp.path().join("z.npy");
+    write_npy(&zp, &dims, &z).unwrap();
+    let out = tmp.path().join("out.npy");
+    let st = movq()
+        .args(["decode", "--weights"])
+        .arg(fixture("sat_cogvideox/3d-vae.pt"))
+        .arg("--latent")
+        .arg(&zp)
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(st.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(err.contains("scale_factor in the SAT yaml") && err.contains("--no-scale"), "{err}");
+    assert!(!out.exists());
+}
+
 fn inspect(args: &[&str], weights: &Path) -> Value {
     let out = movq().arg("inspect").arg(weights).args(args).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -108,3 +108,21 @@ fn upstream_typo_names_the_closest_key() {
     let m = DecoderConfig::from_json(json).unwrap_err().to_string();
     assert!(m.contains("key `ch`: expected a non-negative integer, found the string \"32\""), "{m}");
 }
+
+#[test]
+fn context_parallel_with_add_conv_is_refused() {
+    let json = r#"{"class": "ContextParallelDecoder3D", "ch": 32, "out_ch": 3, "ch_mult": [1, 2], "num_res_blocks": 0,
+        "attn_resolutions": [], "resolution": 32, "z_channels": 4, "add_conv": true}"#;
+    let e = DecoderConfig::from_json(json).unwrap_err();
+    assert!(matches!(&e, Error::Unsupported(m) if m.contains("add_conv")), "{e}");
+}
+
+#[test]
+fn upstream_act_fn_is_case_insensitive_and_named_when_unknown() {
+    let base = r#"{"ch": 32, "out_ch": 3, "ch_mult": [1, 2], "num_res_blocks": 0, "attn_resolutions": [],
+        "resolution": 32, "z_channels": 4, "act_fn": "ACT"}"#;
+    let c = DecoderConfig::from_json(&base.replace("ACT", "GELU")).unwrap();
+    assert_eq!(c.act_fn, movq::kernels::Act::Gelu);
+    let m = DecoderConfig::from_json(&base.replace("ACT", "tanh")).unwrap_err().to_string();
+    assert!(m.contains("act_fn \"tanh\""), "{m}");
+}

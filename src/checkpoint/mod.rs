@@ -51,6 +51,9 @@ pub struct Checkpoint {
     pub config_source: ConfigSource,
     /// Why the decoder class ([`DecoderConfig::class`]) was chosen.
     pub class_reason: String,
+    /// True when the tensors also fit another class and neither the config nor the caller
+    /// named it (an unprefixed decoder state dict read as upstream MOVQDecoder3D's).
+    pub class_assumed: bool,
     /// Name prefixes outside the decoder that strict loading leaves alone.
     ignore: Vec<String>,
 }
@@ -88,8 +91,10 @@ pub struct ModelConfig {
     pub scaling_factor: Option<f64>,
     /// diffusers (`sample_height`, `sample_width`).
     pub sample_size: Option<(usize, usize)>,
-    /// True if the file names the class (a diffusers config, or an upstream config's `class`).
-    pub class_given: bool,
+    /// Why the class is what the config says, when the config settles it (a diffusers config,
+    /// an upstream config's `class`, or a key only one class takes); `None` leaves it to the
+    /// tensors.
+    pub class_reason: Option<String>,
 }
 
 /// A decoder config read from JSON: diffusers `config.json` (has `block_out_channels`) or the
@@ -108,16 +113,21 @@ fn config_from_value(v: &Value, path: &Path) -> Result<ModelConfig> {
             config: cfg,
             scaling_factor: Some(scaling),
             sample_size: Some((num("sample_height", 480), num("sample_width", 720))),
-            class_given: true,
+            class_reason: Some("a diffusers config.json: AutoencoderKLCogVideoX's decoder".into()),
         })
     } else {
-        let config = DecoderConfig::from_value(v).map_err(with_path)?;
-        Ok(ModelConfig {
-            config,
-            scaling_factor: None,
-            sample_size: None,
-            class_given: v.get("class").is_some(),
-        })
+        let mut config = DecoderConfig::from_value(v).map_err(with_path)?;
+        let class_reason = if v.get("class").is_some() {
+            Some(format!("the config's `class` ({})", config.class.name()))
+        } else if v.get("gather_norm").is_some() {
+            // Only cp_enc_dec.py's classes take gather_norm (SAT CogVideoX yamls set it).
+            config.class = DecoderClass::ContextParallelDecoder3d;
+            config.validate().map_err(with_path)?;
+            Some("the config has `gather_norm`, an argument only the SAT CogVideoX classes take".into())
+        } else {
+            None
+        };
+        Ok(ModelConfig { config, scaling_factor: None, sample_size: None, class_reason })
     }
 }
 
@@ -222,6 +232,23 @@ fn folder_contents(dir: &Path) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
     ))
 }
 
+/// The `config.json` of the diffusers model folder that holds `file`, when `file` is one of
+/// its weight files (`diffusion_pytorch_model*`, or a shard index): `save_pretrained` writes
+/// the two side by side, and the weights alone cannot tell act_fn, norm_num_groups or the
+/// scaling factor.
+fn config_beside(file: &Path) -> Result<Option<PathBuf>> {
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if !(name.starts_with("diffusion_pytorch_model") || name.ends_with(".index.json")) {
+        return Ok(None);
+    }
+    let cfg = file.parent().unwrap_or(Path::new(".")).join("config.json");
+    if !(cfg.exists() || cfg.is_symlink()) {
+        return Ok(None);
+    }
+    crate::io::paths::open_regular(&cfg, "config")?;
+    Ok(Some(cfg))
+}
+
 impl Checkpoint {
     /// Locates and opens the checkpoint at `path` (file, shard index or model folder).
     /// Without a config file or metadata config, the config is inferred from the tensors
@@ -230,9 +257,9 @@ impl Checkpoint {
         let (files, folder_config) = if path.is_dir() {
             folder_contents(path)?
         } else if path.to_string_lossy().ends_with(".index.json") {
-            (shards_of_index(path)?, None)
+            (shards_of_index(path)?, config_beside(path)?)
         } else {
-            (vec![path.to_path_buf()], None)
+            (vec![path.to_path_buf()], config_beside(path)?)
         };
         let opened: Vec<Arc<WeightFile>> =
             files.iter().map(|p| WeightFile::open(p).map(Arc::new)).collect::<Result<_>>()?;
@@ -283,15 +310,20 @@ impl Checkpoint {
                         config: inferred.config,
                         scaling_factor: None,
                         sample_size: None,
-                        class_given: false,
+                        class_reason: None,
                     };
                     (mc, ConfigSource::Inferred(inferred.not_inferred))
                 }
             },
         };
-        let ModelConfig { mut config, scaling_factor, sample_size, class_given } = mc;
-        let class_reason = choose_class(&mut config, &opened, naming, &prefix, class_given, opts)
-            .map_err(|m| Error::UnknownClass(format!("{}: {m}", path.display())))?;
+        let ModelConfig { mut config, scaling_factor, sample_size, class_reason } = mc;
+        let (class_reason, class_assumed) =
+            choose_class(&mut config, &opened, naming, &prefix, class_reason, opts)
+                .map_err(|m| Error::UnknownClass(format!("{}: {m}", path.display())))?;
+        if config.class == DecoderClass::ContextParallelDecoder3d {
+            // ContextParallelCausalConv3d takes no pad_mode: it always repeats frame 0 (spec 9).
+            config.pad_mode = PadMode::First;
+        }
         let plan = DecoderPlan::new(&config)?;
         let mut ignore: Vec<String> = opts.ignore.iter().map(|s| s.to_string()).collect();
         if prefix.is_empty() {
@@ -307,6 +339,7 @@ impl Checkpoint {
             sample_size,
             config_source,
             class_reason,
+            class_assumed,
             ignore,
         })
     }
@@ -357,36 +390,37 @@ fn choose_class(
     files: &[Arc<WeightFile>],
     naming: Naming,
     prefix: &str,
-    class_given: bool,
+    config_reason: Option<String>,
     opts: &OpenOptions,
-) -> std::result::Result<String, String> {
+) -> std::result::Result<(String, bool), String> {
     if naming == Naming::Diffusers {
-        return Ok(if config.class.is_cogvideox() {
-            "diffusers tensor names (`decoder.up_blocks`, `mid_block`): AutoencoderKLCogVideoX's decoder"
-                .into()
-        } else {
-            format!("the config's `class` ({})", config.class.name())
-        });
+        return Ok((
+            if config.class.is_cogvideox() {
+                "diffusers tensor names (`decoder.up_blocks`, `mid_block`): AutoencoderKLCogVideoX's decoder"
+                    .into()
+            } else {
+                format!("the config's `class` ({})", config.class.name())
+            },
+            false,
+        ));
     }
-    if class_given {
-        return Ok(format!("the config's `class` ({})", config.class.name()));
+    if let Some(reason) = config_reason {
+        return Ok((reason, false));
     }
     if let Some(class) = opts.hints.class {
         config.class = class;
-        return Ok(format!("given ({})", class.name()));
+        return Ok((format!("given ({})", class.name()), false));
     }
     if let Some(name) = files[0].metadata().get(CLASS_METADATA_KEY) {
         let class: DecoderClass = serde_json::from_value(Value::String(name.clone())).map_err(|_| {
             format!("metadata `{CLASS_METADATA_KEY}` names no decoder class movq knows: {name:?}")
         })?;
         config.class = class;
-        if class == DecoderClass::ContextParallelDecoder3d {
-            config.pad_mode = PadMode::First;
-        }
-        return Ok(format!(
+        let reason = format!(
             "the file's metadata `{CLASS_METADATA_KEY}` ({}), recorded by `movq convert` from the whole checkpoint",
             class.name()
-        ));
+        );
+        return Ok((reason, false));
     }
     let shapes: BTreeMap<String, Vec<usize>> = files
         .iter()
@@ -395,29 +429,25 @@ fn choose_class(
     match detect_upstream_class(&shapes, prefix) {
         Some(ClassChoice { class, reason }) => {
             config.class = class;
-            if class == DecoderClass::ContextParallelDecoder3d {
-                // ContextParallelCausalConv3d ignores pad_mode: it always replicates frame 0 (spec 9).
-                config.pad_mode = PadMode::First;
-            }
-            Ok(format!("{}: {reason}", class.name()))
+            Ok((format!("{}: {reason}", class.name()), false))
         }
         None if !matches!(config.class, DecoderClass::MovqDecoder3d) => {
-            Ok(format!("the config's fields ({})", config.class.name()))
+            Ok((format!("the config's fields ({})", config.class.name()), false))
         }
         // A module's own state dict, as upstream's MOVQDecoder3D saves it and the golden files
         // hold it; the SAT release keeps its decoder under `decoder.` inside a whole VAE.
-        None if prefix.is_empty() => Ok(
-            "MOVQDecoder3D: a decoder state dict without a prefix (upstream MOVQDecoder3D's own names; the SAT \
-             CogVideoX release keeps its decoder under `decoder.` in a whole VAE with an encoder); the tensors \
-             fit ContextParallelDecoder3D too, name the class to decode it as that"
+        None if prefix.is_empty() => Ok((
+            "MOVQDecoder3D: a decoder state dict without a prefix, read as upstream MOVQDecoder3D's own \
+             names; the tensors fit the SAT CogVideoX ContextParallelDecoder3D too (name the class to decode \
+             it as that)"
                 .into(),
-        ),
-        None => Err(
-            "cannot tell the decoder class: the tensors fit both MOVQDecoder3D and the SAT CogVideoX \
-             ContextParallelDecoder3D (no attention, add_conv or post_quant_conv, and no encoder or \
-             quantizer to tell a KL from a VQ model), and the config has no `class`; name the class \
-             (\"class\": \"MOVQDecoder3D\" or \"ContextParallelDecoder3D\" in the config)"
-        .to_string()),
+            true,
+        )),
+        None => Err("cannot tell the decoder class: the tensors fit both MOVQDecoder3D and the SAT CogVideoX \
+             ContextParallelDecoder3D (no attention or post_quant_conv, and no encoder or quantizer to tell a \
+             KL from a VQ model), and the config has no `class`; name the class (\"class\": \"MOVQDecoder3D\" \
+             or \"ContextParallelDecoder3D\" in the config)"
+            .to_string()),
     }
 }
 

@@ -6,8 +6,8 @@ use clap::{Args, ValueEnum};
 use movq::io::paths::Stamp;
 use movq::io::{Chroma, Container, FrameWriter, VideoFormat, VideoOptions, VideoWriter, read_latent};
 use movq::kernels::Float;
-use movq::model::DecodeMode;
 use movq::model::memory::{Footprint, available_bytes, estimate_peak_bytes};
+use movq::model::{DecodeMode, DecoderClass};
 use movq::{Checkpoint, Shape, Tensor};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -141,7 +141,8 @@ pub enum Layout {
 
 #[derive(Args)]
 pub struct DecodeArgs {
-    /// Decoder weights: a .safetensors file (upstream, sat or diffusers names), a shard index
+    /// Decoder weights: a .safetensors file (upstream, sat or diffusers names), a PyTorch
+    /// checkpoint (.pt, .pth, .bin, .ckpt, e.g. the SAT release's 3d-vae.pt), a shard index
     /// (*.safetensors.index.json), or a diffusers model folder (with vae/config.json).
     #[arg(long)]
     pub weights: PathBuf,
@@ -327,6 +328,13 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
                     ck.scaling_factor.unwrap_or(1.0)
                 );
             }
+            if ck.config().class == DecoderClass::ContextParallelDecoder3d {
+                bail!(
+                    "say how the latent is scaled: a SAT CogVideoX checkpoint keeps its scale_factor in the \
+                     SAT yaml, not in the weights (2b: 1.15258426; 5b, 5b-I2V, 1.5: 0.7); pass --latent-scaled \
+                     --scaling-factor F for latents straight from the sampler, or --no-scale"
+                );
+            }
             None
         }
     };
@@ -336,6 +344,14 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
         }
         let inv = T::from_f64(1.0 / f);
         z.data_mut().iter_mut().for_each(|v| *v = *v * inv);
+        let bad = z.data().iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 && !a.allow_nonfinite {
+            bail!(
+                "dividing the latent by the scaling factor {f} gives {bad} non-finite value(s) ({} overflows); \
+                 nothing was decoded",
+                T::NAME
+            );
+        }
     }
     let mut decoder =
         ck.load::<T>().with_context(|| format!("loading decoder weights from {}", a.weights.display()))?;
@@ -413,6 +429,9 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
 
 pub fn decode(a: &DecodeArgs) -> Result<()> {
     let ck = super::inspect::open_checkpoint(&a.weights, a.config.as_deref(), a.prefix.as_deref(), &a.hints)?;
+    if ck.class_assumed {
+        eprintln!("note: {}", ck.class_reason);
+    }
     let mode = super::inspect::mode_for(a.mode, &ck, &a.tile)?;
     match a.precision {
         Precision::F32 => run::<f32>(a, &ck, &mode),

@@ -139,7 +139,8 @@ impl HintArgs {
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// Weights: a .safetensors file, a shard index, or a diffusers model folder.
+    /// Weights: a .safetensors file, a PyTorch checkpoint (.pt, .pth, .bin, .ckpt), a shard
+    /// index, or a diffusers model folder.
     pub weights: PathBuf,
     /// Config JSON to use instead of the one found (or inferred).
     #[arg(long)]

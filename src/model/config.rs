@@ -167,7 +167,19 @@ impl DecoderConfig {
     /// [`Self::from_json`] on parsed JSON.
     pub fn from_value(v: &serde_json::Value) -> Result<Self> {
         check_keys(v, UPSTREAM_KEYS, false, "config")?;
-        let cfg = DecoderConfig::deserialize(v).map_err(|e| Error::InvalidConfig(format!("config: {e}")))?;
+        // act_fn is matched as diffusers' get_activation does: case-insensitively.
+        let mut v = v.clone();
+        if let Some(a) = v.get_mut("act_fn") {
+            let name = a.as_str().unwrap_or_default();
+            let act = Act::from_diffusers(name).ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "config: act_fn {name:?} (known: {})",
+                    Act::DIFFUSERS_NAMES.join(", ")
+                ))
+            })?;
+            *a = serde_json::Value::String(act.name().into());
+        }
+        let cfg = DecoderConfig::deserialize(&v).map_err(|e| Error::InvalidConfig(format!("config: {e}")))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -209,6 +221,15 @@ impl DecoderConfig {
             if v > MAX_CHANNELS {
                 return err(format!("{name} {v} is above {MAX_CHANNELS} channels"));
             }
+        }
+        if self.class == DecoderClass::ContextParallelDecoder3d && self.add_conv {
+            // cp_enc_dec.py's SpatialNorm conv is a ContextParallelCausalConv3d that repeats
+            // frame 0; MOVQ's pads "constant" with the pad-order quirk (spec 9, 12.2).
+            return Err(Error::Unsupported(
+                "ContextParallelDecoder3D with add_conv = true (its SpatialNorm conv pads time by repeating frame 0; \
+                 not implemented)"
+                    .into(),
+            ));
         }
         if self.norm_num_groups == 0 {
             return err("norm_num_groups must be positive".into());

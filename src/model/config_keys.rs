@@ -115,6 +115,7 @@ pub fn check_keys(v: &Value, keys: &[(&str, Kind)], underscore_ok: bool, what: &
             }
             None => {
                 let hint = closest(key, keys.iter().map(|(k, _)| *k))
+                    .filter(|k| edit_distance(&key.to_lowercase().replace('-', "_"), k) <= 2 + key.len() / 4)
                     .map(|k| format!(" (did you mean `{k}`?)"))
                     .unwrap_or_default();
                 return bad(format!("unknown key `{key}`{hint}"));
@@ -146,6 +147,12 @@ mod tests {
         );
         assert!(check(r#"{"scalingfactor": 1}"#).contains("did you mean `scaling_factor`"));
         assert_eq!(check(r#"{"_class_name": "x", "ch": 3}"#), "ok");
+        // No hint when nothing is close.
+        assert!(
+            check(r#"{"dropout": 0}"#).ends_with("unknown key `dropout`"),
+            "{}",
+            check(r#"{"dropout": 0}"#)
+        );
     }
 
     #[test]

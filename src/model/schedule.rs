@@ -68,13 +68,13 @@ impl TileConfig {
     /// size `sample` whose decoder upsamples space by `scale` (diffusers 0.42
     /// `AutoencoderKLCogVideoX.tiled_decode`): latent tile = int(sample_min / scale), stride =
     /// int(latent tile * (1 - overlap)), blend = int(sample_min * overlap), kept = sample_min -
-    /// blend. (diffusers' `x or default` also turns an explicit 0 into the default; here 0
-    /// means no overlap.)
+    /// blend. As diffusers' `x or default`, a 0 size or overlap means the default.
     pub fn from_tiling(sample: (usize, usize), tiling: &Tiling, scale: usize) -> Result<Self> {
-        let sh = tiling.sample_min.0.unwrap_or(sample.0 / 2);
-        let sw = tiling.sample_min.1.unwrap_or(sample.1 / 2);
-        let fh = tiling.overlap.0.unwrap_or(1.0 / 6.0);
-        let fw = tiling.overlap.1.unwrap_or(1.0 / 5.0);
+        // Python's `x or default`: 0 (and 0.0) also mean the default.
+        let sh = tiling.sample_min.0.filter(|&v| v != 0).unwrap_or(sample.0 / 2);
+        let sw = tiling.sample_min.1.filter(|&v| v != 0).unwrap_or(sample.1 / 2);
+        let fh = tiling.overlap.0.filter(|&f| f != 0.0).unwrap_or(1.0 / 6.0);
+        let fw = tiling.overlap.1.filter(|&f| f != 0.0).unwrap_or(1.0 / 5.0);
         for (name, f) in [("tile_overlap_factor_height", fh), ("tile_overlap_factor_width", fw)] {
             if !(0.0..1.0).contains(&f) {
                 return Err(Error::InvalidConfig(format!("{name} {f} is not in [0, 1)")));
@@ -238,6 +238,19 @@ mod tests {
             assert_eq!(s.last().unwrap().end, t);
             assert!(s.windows(2).all(|w| w[0].end == w[1].start));
         }
+    }
+
+    #[test]
+    fn zero_tiling_values_mean_the_default_as_in_diffusers() {
+        let zero = Tiling { sample_min: (Some(0), Some(0)), overlap: (Some(0.0), Some(0.0)) };
+        assert_eq!(
+            TileConfig::from_tiling((480, 720), &zero, 8).unwrap(),
+            TileConfig::diffusers((480, 720), 8).unwrap()
+        );
+        let bad = Tiling { overlap: (Some(1.0), None), ..Tiling::default() };
+        assert!(TileConfig::from_tiling((480, 720), &bad, 8).is_err());
+        let nan = Tiling { overlap: (None, Some(f64::NAN)), ..Tiling::default() };
+        assert!(TileConfig::from_tiling((480, 720), &nan, 8).is_err());
     }
 
     #[test]
