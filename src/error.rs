@@ -122,6 +122,20 @@ pub enum Error {
     #[error("{}: the output is the input {} (the same file); refusing to overwrite an input", output.display(), input.display())]
     OutputIsInput { output: PathBuf, input: PathBuf },
 
+    /// A module pattern (`movq trace --modules`) matches no module of the decoder.
+    #[error("module pattern `{}` matches no module of this decoder (its modules: {})", escape(pattern), escape(known))]
+    NoSuchModule { pattern: String, known: String },
+
+    /// Two traces (or a reference set and a port's outputs) cannot be compared entry by entry:
+    /// an entry is missing from one, or the shapes differ.
+    #[error("{} vs {}: entry `{}`: {}", a.display(), b.display(), escape(name), escape(reason))]
+    TraceMismatch { a: PathBuf, b: PathBuf, name: String, reason: String },
+
+    /// A file's SHA-256 is not the one a manifest pins (the file changed since the manifest
+    /// was written, or the manifest was edited).
+    #[error("{}: SHA-256 {got} differs from {expected} pinned by {}", path.display(), manifest.display())]
+    Checksum { path: PathBuf, manifest: PathBuf, expected: String, got: String },
+
     /// A feature or case movq does not implement.
     #[error("unsupported: {}", escape(.0))]
     Unsupported(String),
