@@ -10,6 +10,7 @@ use std::path::Path;
 /// An opened trace: a safetensors file whose metadata key [`META_KEY`] holds JSON with
 /// `order`, the names of its entries in execution order (each a tensor of the file, each once).
 /// movq's traces and PyTorch-hook traces (README) both have it.
+#[derive(Debug)]
 pub struct TraceFile {
     pub file: WeightFile,
     /// The description stored under [`META_KEY`].
