@@ -123,7 +123,11 @@ pub enum Error {
     OutputIsInput { output: PathBuf, input: PathBuf },
 
     /// A module pattern (`movq trace --modules`) matches no module of the decoder.
-    #[error("module pattern `{}` matches no module of this decoder (its modules: {})", escape(pattern), escape(known))]
+    #[error(
+        "module pattern `{}` matches no module of this decoder (its modules: {})",
+        escape(pattern),
+        escape(known)
+    )]
     NoSuchModule { pattern: String, known: String },
 
     /// Two traces (or a reference set and a port's outputs) cannot be compared entry by entry:

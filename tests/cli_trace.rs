@@ -89,7 +89,11 @@ fn cli_trace_refuses_bad_requests() {
     };
     let o = base(&[&"--modules", &"up.*", &"--output", &out]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).contains("`up.*` matches no module") && text(&o).contains("decoder.conv_in"), "{}", text(&o));
+    assert!(
+        text(&o).contains("`up.*` matches no module") && text(&o).contains("decoder.conv_in"),
+        "{}",
+        text(&o)
+    );
     let o = base(&[&"--crop-rows", &"5:5", &"--output", &out]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let o = base(&[&"--output", &z]);
@@ -113,7 +117,8 @@ fn cli_golden_writes_checks_and_detects_tampering() {
     std::fs::create_dir(&lat).unwrap();
     latent(&golden, &lat);
     let set = dir.path().join("set");
-    let o = run(&[&"golden", &"--weights", &golden, &"--latents", &lat, &"--output", &set, &"--mode", &"whole"]);
+    let o =
+        run(&[&"golden", &"--weights", &golden, &"--latents", &lat, &"--output", &set, &"--mode", &"whole"]);
     assert!(o.status.success(), "{}", text(&o));
     // PyTorch's float32 output as the port's: passes.
     let port = dir.path().join("port");

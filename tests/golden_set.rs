@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 /// are ignored) and its latent as z.npy in `dir/latents`.
 fn setup(case: &str, dir: &Path) -> Option<(Checkpoint, PathBuf, Vec<PathBuf>)> {
     let path = common::golden(case)?;
-    let ck = Checkpoint::open(&path, &OpenOptions { ignore: &["input.", "output"], ..Default::default() }).unwrap();
+    let ck = Checkpoint::open(&path, &OpenOptions { ignore: &["input.", "output"], ..Default::default() })
+        .unwrap();
     let (dims, z) = WeightFile::open(&path).unwrap().read::<f32>("input.z").unwrap();
     let latents = dir.join("latents");
     std::fs::create_dir(&latents).unwrap();

@@ -7,7 +7,7 @@ mod common;
 use movq::checkpoint::{Checkpoint, OpenOptions};
 use movq::io::WeightFile;
 use movq::metrics::distance;
-use movq::model::DecodeMode;
+use movq::model::{DecodeMode, TileConfig};
 use movq::trace::{Bounds, Crop, TraceFile, TraceOptions, compare_traces, module_names, trace};
 use movq::{Error, Tensor};
 use std::collections::BTreeMap;
@@ -46,7 +46,13 @@ fn perturbed(src: &Path, dst: &Path, name: &str, delta: f32) {
     movq::io::write_tensors(dst, &entries, &md).unwrap();
 }
 
-fn trace_file<T: movq::kernels::Float>(ck: &Checkpoint, z: &Tensor<T>, mode: &DecodeMode, dir: &Path, name: &str) -> PathBuf {
+fn trace_file<T: movq::kernels::Float>(
+    ck: &Checkpoint,
+    z: &Tensor<T>,
+    mode: &DecodeMode,
+    dir: &Path,
+    name: &str,
+) -> PathBuf {
     let dec = ck.load::<T>().unwrap();
     let t = trace(ck, &dec, z, mode, &TraceOptions::default()).unwrap();
     let p = dir.join(name);
@@ -68,7 +74,9 @@ fn trace_names_every_module_in_order_and_leaves_the_decode_unchanged() {
     for n in ["conv_in", "mid.block_1.norm1", "up.3.block.0", "up.2.attn.0", "up.1.upsample", "conv_out"] {
         assert!(names.contains(&n), "{n} not traced: {names:?}");
     }
-    assert!(names.iter().position(|n| *n == "up.3.block.0") < names.iter().position(|n| *n == "up.0.block.0"));
+    assert!(
+        names.iter().position(|n| *n == "up.3.block.0") < names.iter().position(|n| *n == "up.0.block.0")
+    );
     let out = t.get("conv_out").unwrap();
     assert_eq!(out.tensor.shape(), movq::Shape::new(1, 3, 2, 3, 64));
     assert_eq!(out.tensor, t.output.crop(&movq::tensor::Region { d: 0..2, h: 1..4, w: 0..64 }).unwrap());
@@ -81,7 +89,8 @@ fn trace_names_every_module_in_order_and_leaves_the_decode_unchanged() {
     let e = trace(&ck, &dec, &z, &DecodeMode::Whole, &none).unwrap_err();
     assert!(matches!(e, Error::NoSuchModule { .. }), "{e}");
     assert!(e.to_string().contains("decoder.up_blocks.*"), "{e}");
-    let past = TraceOptions { crop: Crop { frames: Some(40..41), ..Default::default() }, ..Default::default() };
+    let past =
+        TraceOptions { crop: Crop { frames: Some(40..41), ..Default::default() }, ..Default::default() };
     assert!(trace(&ck, &dec, &z, &DecodeMode::Whole, &past).is_err());
 }
 
@@ -96,14 +105,46 @@ fn trace_chunked_names_each_frame_batch() {
     let names: Vec<&str> = t.entries.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(
         names,
-        ["decoder.conv_in@chunk0", "decoder.conv_out@chunk0", "decoder.conv_in@chunk1", "decoder.conv_out@chunk1"]
+        [
+            "decoder.conv_in@chunk0",
+            "decoder.conv_out@chunk0",
+            "decoder.conv_in@chunk1",
+            "decoder.conv_out@chunk1"
+        ]
     );
     assert_eq!(t.output, dec.decode(&z, &DecodeMode::Chunked).unwrap(), "tracing changed the decode");
     // The two batches' outputs are the decode's frames, in order.
-    let (a, b) = (&t.get("decoder.conv_out@chunk0").unwrap().tensor, &t.get("decoder.conv_out@chunk1").unwrap().tensor);
+    let (a, b) = (
+        &t.get("decoder.conv_out@chunk0").unwrap().tensor,
+        &t.get("decoder.conv_out@chunk1").unwrap().tensor,
+    );
     let s = t.output.shape();
     assert_eq!(a.shape().d + b.shape().d, s.d);
-    assert_eq!(*b, t.output.crop(&movq::tensor::Region { d: a.shape().d..s.d, h: 0..s.h, w: 0..s.w }).unwrap());
+    assert_eq!(
+        *b,
+        t.output.crop(&movq::tensor::Region { d: a.shape().d..s.d, h: 0..s.h, w: 0..s.w }).unwrap()
+    );
+}
+
+#[test]
+fn trace_tiled_names_each_tile_and_batch() {
+    let Some(path) = common::golden("diffusers_vae_decode_t4") else { return };
+    let ck = open(&path);
+    let dec = ck.load::<f32>().unwrap();
+    let z = latent::<f32>(&path); // (1, 4, 4, 6, 6): 2 x 2 tiles of 4 x 4 latents, 2 batches each
+    let tc = TileConfig { tile_latent: (4, 4), stride_latent: (3, 3), blend: (8, 8), keep: (24, 24) };
+    let mode = DecodeMode::Tiled(tc);
+    let opts = TraceOptions { modules: vec!["decoder.conv_out".into()], ..Default::default() };
+    let t = trace(&ck, &dec, &z, &mode, &opts).unwrap();
+    let names: Vec<&str> = t.entries.iter().map(|e| e.name.as_str()).collect();
+    let mut expected = Vec::new();
+    for tile in ["0_0", "0_1", "1_0", "1_1"] {
+        for k in 0..2 {
+            expected.push(format!("decoder.conv_out@tile{tile}@chunk{k}"));
+        }
+    }
+    assert_eq!(names, expected);
+    assert_eq!(t.output, dec.decode(&z, &mode).unwrap(), "tracing changed the decode");
 }
 
 #[test]
@@ -121,7 +162,9 @@ fn trace_perturbed_weight_is_the_first_divergence() {
         let dir = tempfile::tempdir().unwrap();
         let bad = dir.path().join("bad.safetensors");
         perturbed(&path, &bad, weight, 1e-3);
-        let z = latent::<f64>(&path);
+        // f32: the decode is deterministic, so everything before the perturbed module is
+        // bitwise the same.
+        let z = latent::<f32>(&path);
         let a = trace_file(&open(&bad), &z, &DecodeMode::Whole, dir.path(), "a.safetensors");
         let b = trace_file(&open(&path), &z, &DecodeMode::Whole, dir.path(), "b.safetensors");
         let c = compare_traces(&TraceFile::open(&a).unwrap(), &TraceFile::open(&b).unwrap()).unwrap();
@@ -141,8 +184,10 @@ fn trace_f32_error_grows_layer_by_layer() {
     let Some(path) = common::golden("diffusers_decoder_whole_t3") else { return };
     let ck = open(&path);
     let (t32, t64) = (
-        trace(&ck, &ck.load::<f32>().unwrap(), &latent(&path), &DecodeMode::Whole, &TraceOptions::default()).unwrap(),
-        trace(&ck, &ck.load::<f64>().unwrap(), &latent(&path), &DecodeMode::Whole, &TraceOptions::default()).unwrap(),
+        trace(&ck, &ck.load::<f32>().unwrap(), &latent(&path), &DecodeMode::Whole, &TraceOptions::default())
+            .unwrap(),
+        trace(&ck, &ck.load::<f64>().unwrap(), &latent(&path), &DecodeMode::Whole, &TraceOptions::default())
+            .unwrap(),
     );
     let rel: Vec<f64> = t32
         .entries
@@ -169,7 +214,8 @@ fn trace_f32_error_grows_layer_by_layer() {
 #[test]
 fn trace_matches_pytorch_forward_hooks() {
     let Some(path) = common::golden("diffusers_decoder_whole_t3") else { return };
-    let torch = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/trace/diffusers_decoder_whole_t3.torch.safetensors");
+    let torch = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/trace/diffusers_decoder_whole_t3.torch.safetensors");
     let torch = TraceFile::open(&torch).unwrap();
     let ck = open(&path);
     let crop = Crop { frames: Some(0..3), rows: Some(3..5), cols: Some(2..5) };
@@ -213,7 +259,8 @@ fn compare_traces_names_missing_entries_and_shape_changes() {
         let t: Vec<(&str, &[usize], &[f64])> =
             entries.iter().zip(&data).map(|((n, d), v)| (*n, d.as_slice(), v.as_slice())).collect();
         let order: Vec<&str> = entries.iter().map(|e| e.0).collect();
-        let md = BTreeMap::from([("movq_trace".to_string(), serde_json::json!({"order": order}).to_string())]);
+        let md =
+            BTreeMap::from([("movq_trace".to_string(), serde_json::json!({"order": order}).to_string())]);
         movq::io::write_tensors(&p, &t, &md).unwrap();
         TraceFile::open(&p).unwrap()
     };

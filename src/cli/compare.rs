@@ -49,7 +49,13 @@ fn compare_traces(args: &CompareArgs, a: TraceFile, b: TraceFile) -> Result<bool
         (max_abs, max_rel) => Bounds { max_abs, max_rel },
     };
     let c = movq::trace::compare_traces(&a, &b)?;
-    println!("A {} ({} entries), B {} ({} entries)", a.path().display(), a.order.len(), b.path().display(), b.order.len());
+    println!(
+        "A {} ({} entries), B {} ({} entries)",
+        a.path().display(),
+        a.order.len(),
+        b.path().display(),
+        b.order.len()
+    );
     let width = c.rows.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
     println!("{:<width$} {:>22} {:>12} {:>12}  worst index", "module", "shape", "max_abs", "rel_l2");
     for r in &c.rows {

@@ -48,7 +48,11 @@ impl SelectArgs {
     fn options(&self) -> TraceOptions {
         TraceOptions {
             modules: self.modules.clone(),
-            crop: Crop { frames: self.crop_frames.clone(), rows: self.crop_rows.clone(), cols: self.crop_cols.clone() },
+            crop: Crop {
+                frames: self.crop_frames.clone(),
+                rows: self.crop_rows.clone(),
+                cols: self.crop_cols.clone(),
+            },
         }
     }
 }
@@ -118,7 +122,7 @@ fn run_trace<T: Float>(a: &TraceArgs, ck: &Checkpoint) -> Result<()> {
     extra.insert("weights".to_string(), serde_json::json!(ck.paths()));
     extra.insert("latent".to_string(), serde_json::json!(latent));
     t.write_with(output, &extra)?;
-    let bytes: usize = t.entries.iter().map(|e| e.tensor.data().len() * std::mem::size_of::<T>()).sum();
+    let bytes: usize = t.entries.iter().map(|e| std::mem::size_of_val(e.tensor.data())).sum();
     eprintln!(
         "traced {} module outputs ({:.1} MiB, {}) of decoding z {} -> {}; wrote {}",
         t.entries.len(),
@@ -177,7 +181,8 @@ fn latent_files(dir: &Path) -> Result<Vec<PathBuf>> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.is_file()
-                && p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy") || e.eq_ignore_ascii_case("safetensors"))
+                && p.extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("npy") || e.eq_ignore_ascii_case("safetensors"))
         })
         .collect();
     v.sort();

@@ -134,7 +134,9 @@ impl<T: Float> Decoder<T> {
             }
         };
         tap.record("conv_in", &h)?;
-        for (k, (name, block)) in [("block_1", &self.mid.block_1), ("block_2", &self.mid.block_2)].into_iter().enumerate() {
+        for (k, (name, block)) in
+            [("block_1", &self.mid.block_1), ("block_2", &self.mid.block_2)].into_iter().enumerate()
+        {
             let mut mid = tap.pp("mid");
             h = block.forward(h, zq, cache.as_deref_mut().map(|c| &mut c.mid[k]), mid.pp(name))?;
             mid.record(name, &h)?;

@@ -22,5 +22,5 @@ pub mod upsample;
 pub use config::{DecoderClass, DecoderConfig, FrameRule, PadMode};
 pub use decoder::{Decoder, DecoderCache};
 pub use plan::DecoderPlan;
-pub use trace::{Tap, Tracer};
 pub use schedule::{DecodeMode, Progress, Stage, TileConfig, chunk_schedule};
+pub use trace::{Tap, Tracer};

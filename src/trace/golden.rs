@@ -204,10 +204,13 @@ fn fill_set(
 pub fn read_set(dir: &Path) -> Result<Manifest> {
     let path = dir.join(MANIFEST);
     let text = crate::io::paths::read_small_text(&path, "manifest", crate::io::paths::MAX_JSON_BYTES)?;
-    let m: Manifest =
-        serde_json::from_str(&text).map_err(|e| Error::invalid_file(&path, format!("not a manifest: {e}")))?;
+    let m: Manifest = serde_json::from_str(&text)
+        .map_err(|e| Error::invalid_file(&path, format!("not a manifest: {e}")))?;
     if m.format != MANIFEST_FORMAT {
-        return Err(Error::invalid_file(&path, format!("format `{}`, expected `{MANIFEST_FORMAT}`", m.format)));
+        return Err(Error::invalid_file(
+            &path,
+            format!("format `{}`, expected `{MANIFEST_FORMAT}`", m.format),
+        ));
     }
     for c in &m.cases {
         for p in [Some(&c.latent), Some(&c.output), c.trace.as_ref()].into_iter().flatten() {
@@ -276,7 +279,12 @@ fn read_port_output(other: &Path, name: &str) -> Result<(PathBuf, Vec<usize>, Ve
             let names: Vec<&str> = f.names().collect();
             match names.as_slice() {
                 [one] => one.to_string(),
-                _ => return Err(Error::invalid_file(&st, "holds no `sample` tensor and not exactly one tensor")),
+                _ => {
+                    return Err(Error::invalid_file(
+                        &st,
+                        "holds no `sample` tensor and not exactly one tensor",
+                    ));
+                }
             }
         }
     };

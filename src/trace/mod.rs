@@ -179,9 +179,11 @@ impl<T: Float> Tracer<T> for Collect<'_, T> {
         let module = self.rec.selected.get(path).cloned().unwrap_or_else(|| module_name(self.rec.ck, path));
         let name = format!("{module}{}", self.rec.suffix);
         let s = x.shape();
-        let region = self.rec.opts.crop.region(s).ok_or_else(|| Error::TooLarge {
-            what: format!("trace entry `{name}` of shape {s}"),
-            reason: format!("the crop {} leaves nothing of it", self.rec.opts.crop.to_json()),
+        let region = self.rec.opts.crop.region(s).ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "the trace crop {} leaves nothing of `{name}` (shape {s})",
+                self.rec.opts.crop.to_json()
+            ))
         })?;
         if self.entries.iter().any(|e| e.name == name) {
             // A module runs once per decoder call; a repeat would be a tracing bug.
@@ -238,7 +240,9 @@ pub fn trace<T: Float>(
     let entries: BTreeMap<&str, Value> = c
         .entries
         .iter()
-        .map(|e| (e.name.as_str(), json!({"module": e.module, "shape": e.full_shape.dims(), "offset": e.offset})))
+        .map(|e| {
+            (e.name.as_str(), json!({"module": e.module, "shape": e.full_shape.dims(), "offset": e.offset}))
+        })
         .collect();
     let meta = json!({
         "format": FORMAT,
@@ -282,12 +286,8 @@ impl<T: Float> Trace<T> {
     /// [`Self::write`] with `extra` fields in the description (e.g. the weights and latent).
     pub fn write_with(&self, path: &Path, extra: &BTreeMap<String, Value>) -> Result<()> {
         let dims: Vec<[usize; 5]> = self.entries.iter().map(|e| e.tensor.shape().dims()).collect();
-        let tensors: Vec<(&str, &[usize], &[T])> = self
-            .entries
-            .iter()
-            .zip(&dims)
-            .map(|(e, d)| (e.name.as_str(), &d[..], e.tensor.data()))
-            .collect();
+        let tensors: Vec<(&str, &[usize], &[T])> =
+            self.entries.iter().zip(&dims).map(|(e, d)| (e.name.as_str(), &d[..], e.tensor.data())).collect();
         let mut md = BTreeMap::new();
         md.insert(META_KEY.to_string(), self.metadata(extra).to_string());
         crate::io::write_tensors(path, &tensors, &md)
