@@ -38,7 +38,7 @@ fn golden_set_judges_ports_and_detects_changed_files() {
     assert!(case.f32_rel_l2_err > 0.0 && case.f32_rel_l2_err < 1e-5, "{case:?}");
     assert!(set.join("z.trace.safetensors").exists() && set.join("latents/z.npy").exists());
     assert_eq!(read_set(&set).unwrap(), m);
-    check_weights(&set, &m, &[weights.clone()]).unwrap();
+    check_weights(&set, &m, std::slice::from_ref(&weights)).unwrap();
     // The set's reference is the golden f64 output (PyTorch's) within the f64 bound.
     let y = WeightFile::open(set.join("z.safetensors")).unwrap().read::<f64>("sample").unwrap().1;
     let r = WeightFile::open(&weights).unwrap().read::<f64>("output.f64").unwrap().1;
