@@ -135,6 +135,48 @@ fn cli_golden_writes_checks_and_detects_tampering() {
     let o = run(&[&"golden", &"--check", &set, &port]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("FAIL"));
+    // Traces: a set made with --trace, and a port's f32 trace with one weight moved, beside its
+    // (passing) output: the first divergent module is named.
+    let tset = dir.path().join("tset");
+    let sel: [&dyn AsRef<std::ffi::OsStr>; 6] =
+        [&"--modules", &"decoder.up_blocks.3.*", &"--crop-rows", &"0:4", &"--mode", &"whole"];
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+        vec![&"golden", &"--weights", &golden, &"--latents", &lat, &"--output", &tset, &"--trace"];
+    args.extend_from_slice(&sel);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    write_npy(&port.join("z.npy"), &dims, &y).unwrap();
+    let f = WeightFile::open(&golden).unwrap();
+    let mut tensors = Vec::new();
+    for n in f.names() {
+        let (d, mut v) = f.read::<f32>(n).unwrap();
+        if n == "decoder.up_blocks.3.resnets.1.conv1.conv.bias" {
+            v[0] += 1e-3;
+        }
+        tensors.push((n.to_string(), d, v));
+    }
+    let entries: Vec<(&str, &[usize], &[f32])> =
+        tensors.iter().map(|(n, d, v)| (n.as_str(), d.as_slice(), v.as_slice())).collect();
+    let md = f.metadata().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let bad = dir.path().join("bad.safetensors");
+    movq::io::write_tensors(&bad, &entries, &md).unwrap();
+    let (pt, zl) = (port.join("z.trace.safetensors"), lat.join("z.npy"));
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+        vec![&"trace", &"--weights", &bad, &"--latent", &zl, &"--precision", &"f32", &"--output", &pt];
+    args.extend_from_slice(&sel);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&[&"golden", &"--check", &tset, &port]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(
+            "z: trace: first module over --trace-max-rel 1e-5: decoder.up_blocks.3.resnets.1.conv1 ("
+        ),
+        "{}",
+        text(&o)
+    );
+    std::fs::remove_file(&pt).unwrap();
+
     // A reference output changed after the set was made: exit code 2, the file named.
     let reference = set.join("z.safetensors");
     let mut b = std::fs::read(&reference).unwrap();

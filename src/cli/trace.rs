@@ -9,8 +9,8 @@ use movq::checkpoint::Checkpoint;
 use movq::io::paths::{Stamp, refuse_overwriting_inputs};
 use movq::io::read_latent;
 use movq::kernels::Float;
-use movq::trace::golden::{check_outputs, check_weights, read_set, write_set};
-use movq::trace::{Crop, TraceOptions, module_names, trace};
+use movq::trace::golden::{Manifest, check_outputs, check_weights, read_set, write_set};
+use movq::trace::{Bounds, Crop, TraceFile, TraceOptions, compare_traces, module_names, trace};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -173,6 +173,36 @@ pub struct GoldenArgs {
     pub trace: bool,
     #[command(flatten)]
     pub select: SelectArgs,
+    /// With --check: for every case where the set and the port both have a trace
+    /// (NAME.trace.safetensors), name the first module whose rel-L2 exceeds this (a diagnosis;
+    /// the verdict is the outputs').
+    #[arg(long, default_value_t = super::compare::TRACE_DEFAULT_MAX_REL)]
+    pub trace_max_rel: f64,
+}
+
+/// For each case with a trace in both the set `dir` and the port's `other`: the first module
+/// over `max_rel`, or that there is none.
+fn diagnose_traces(dir: &Path, m: &Manifest, other: &Path, max_rel: f64) -> Result<()> {
+    let bounds = Bounds { max_abs: None, max_rel: Some(max_rel) };
+    for c in &m.cases {
+        let port = other.join(format!("{}.trace.safetensors", c.name));
+        let Some(pin) = c.trace.as_ref().filter(|_| port.exists()) else { continue };
+        let (a, b) = (TraceFile::open(&port)?, TraceFile::open(&dir.join(&pin.path))?);
+        let cmp = compare_traces(&a, &b)?;
+        let name = movq::error::escape(&c.name);
+        match cmp.first_over(&bounds) {
+            Some(r) => println!(
+                "{name}: trace: first module over --trace-max-rel {max_rel:e}: {} (max_abs {:.4e}, rel_l2 {:.4e})",
+                movq::error::escape(&r.name),
+                r.dist.max_abs,
+                r.dist.rel_l2
+            ),
+            None => {
+                println!("{name}: trace: all {} modules within --trace-max-rel {max_rel:e}", cmp.rows.len())
+            }
+        }
+    }
+    Ok(())
 }
 
 fn latent_files(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -219,6 +249,8 @@ pub fn golden_cmd(a: &GoldenArgs) -> Result<bool> {
                 if r.pass { "PASS" } else { "FAIL" }
             );
         }
+        super::safety::check_bound("--trace-max-rel", Some(a.trace_max_rel))?;
+        diagnose_traces(dir, &m, other, a.trace_max_rel)?;
         let failed = results.iter().filter(|r| !r.pass).count();
         println!("{} passed, {failed} failed", results.len() - failed);
         return Ok(failed == 0);

@@ -143,8 +143,8 @@ impl<T: Float> Decoder<T> {
         }
         on_stage(Stage::Mid);
         for (i_level, level) in self.up.iter().enumerate().rev() {
-            let mut up = tap.pp("up");
-            let mut lv = up.pp(i_level);
+            let mut up_tap = tap.pp("up");
+            let mut lv = up_tap.pp(i_level);
             for (j, block) in level.block.iter().enumerate() {
                 let c = cache.as_deref_mut().map(|c| &mut c.up[i_level][j]);
                 let mut blocks = lv.pp("block");
