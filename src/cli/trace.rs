@@ -261,7 +261,12 @@ pub fn golden_cmd(a: &GoldenArgs) -> Result<bool> {
     let files = latent_files(latents)?;
     let mode = mode_for(a.mode, &ck)?;
     let opts = a.select.options();
-    let m = write_set(&ck, &files, output, &mode, a.trace.then_some(&opts), &mut |l| eprintln!("{l}"))?;
+    // Ctrl-C removes the set's hidden temporary directory (write_set removes it on errors).
+    super::cleanup::install();
+    super::cleanup::track(vec![movq::trace::golden::temporary_dir(output)?]);
+    let m = write_set(&ck, &files, output, &mode, a.trace.then_some(&opts), &mut |l| eprintln!("{l}"));
+    super::cleanup::track(Vec::new());
+    let m = m?;
     println!("wrote the reference set {} ({} cases, manifest.json)", output.display(), m.cases.len());
     Ok(true)
 }

@@ -149,10 +149,10 @@ impl<T: Float> Decoder<T> {
                 let c = cache.as_deref_mut().map(|c| &mut c.up[i_level][j]);
                 let mut blocks = lv.pp("block");
                 h = block.forward(h, zq, c, blocks.pp(j))?;
-                blocks.record(&j.to_string(), &h)?;
+                blocks.record(j, &h)?;
                 if let Some(attn) = level.attn.get(j) {
                     h = attn.forward(h, zq)?;
-                    lv.pp("attn").record(&j.to_string(), &h)?;
+                    lv.pp("attn").record(j, &h)?;
                 }
             }
             if let Some(up) = &level.upsample {

@@ -73,11 +73,11 @@ impl<'a, T> Tap<'a, T> {
     }
 
     /// Records child `name`'s output `x` if wanted.
-    pub fn record(&mut self, name: &str, x: &Tensor<T>) -> Result<()> {
+    pub fn record(&mut self, name: impl std::fmt::Display, x: &Tensor<T>) -> Result<()> {
         if self.tracer.is_none() {
             return Ok(());
         }
-        let path = self.join(name);
+        let path = self.join(&name.to_string());
         match self.tracer.as_deref_mut() {
             Some(t) if t.wants(&path) => t.record(&path, x),
             _ => Ok(()),

@@ -112,7 +112,7 @@ pub fn write_set(
             return Err(Error::invalid_file(l, "two latents give the same case name"));
         }
     }
-    let tmp = crate::io::tmp_sibling(out)?;
+    let tmp = temporary_dir(out)?;
     std::fs::create_dir(&tmp).map_err(crate::io::not_writable(out))?;
     let result = fill_set(ck, latents, &tmp, mode, trace_opts, log)
         .and_then(|m| std::fs::rename(&tmp, out).map(|_| m).map_err(|e| Error::io(out, e)));
@@ -120,6 +120,12 @@ pub fn write_set(
         let _ = std::fs::remove_dir_all(&tmp);
     }
     result
+}
+
+/// The hidden directory beside `out` where [`write_set`] builds the set (to remove if
+/// interrupted).
+pub fn temporary_dir(out: &Path) -> Result<PathBuf> {
+    crate::io::tmp_sibling(out)
 }
 
 fn fill_set(
