@@ -211,14 +211,14 @@ fn trace_f32_error_grows_layer_by_layer() {
     assert!(mean(&rel[half..]) > 1.5 * mean(&rel[..half]), "{rel:?}");
 }
 
-#[test]
-fn trace_matches_pytorch_forward_hooks() {
-    let Some(path) = common::golden("diffusers_decoder_whole_t3") else { return };
-    let torch = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/trace/diffusers_decoder_whole_t3.torch.safetensors");
-    let torch = TraceFile::open(&torch).unwrap();
+/// movq's traces of a golden case against the fixture written by PyTorch forward hooks on
+/// diffusers' AutoencoderKLCogVideoX in float64 (scripts/fixtures/hook_trace.py), same crop.
+fn check_against_hooks(case: &str, mode: DecodeMode, crop: Crop) {
+    let Some(path) = common::golden(case) else { return };
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/trace/{case}.torch.safetensors"));
+    let torch = TraceFile::open(&fixture).unwrap();
     let ck = open(&path);
-    let crop = Crop { frames: Some(0..3), rows: Some(3..5), cols: Some(2..5) };
     let opts = TraceOptions { modules: vec![], crop };
     let dir = tempfile::tempdir().unwrap();
     let meta = golden_meta(&path);
@@ -234,20 +234,31 @@ fn trace_matches_pytorch_forward_hooks() {
         let p = dir.path().join(format!("{precision}.safetensors"));
         if precision == "f64" {
             let dec = ck.load::<f64>().unwrap();
-            trace(&ck, &dec, &latent::<f64>(&path), &DecodeMode::Whole, &opts).unwrap().write(&p).unwrap();
+            trace(&ck, &dec, &latent::<f64>(&path), &mode, &opts).unwrap().write(&p).unwrap();
         } else {
             let dec = ck.load::<f32>().unwrap();
-            trace(&ck, &dec, &latent::<f32>(&path), &DecodeMode::Whole, &opts).unwrap().write(&p).unwrap();
+            trace(&ck, &dec, &latent::<f32>(&path), &mode, &opts).unwrap().write(&p).unwrap();
         }
         let c = compare_traces(&TraceFile::open(&p).unwrap(), &torch).unwrap();
-        assert_eq!(c.rows.len(), torch.order.len(), "every hooked module compared");
-        assert!(c.only_in_b.is_empty());
+        assert!(c.only_in_b.is_empty(), "{case}: every hooked module compared");
         let names: Vec<&String> = c.rows.iter().map(|r| &r.name).collect();
-        assert_eq!(names, torch.order.iter().collect::<Vec<_>>(), "hooks fire in movq's order");
+        assert_eq!(names, torch.order.iter().collect::<Vec<_>>(), "{case}: hooks fire in movq's order");
         if let Some(r) = c.first_over(&bounds) {
-            panic!("{precision}: {} differs from PyTorch by {:?} (bounds {bounds:?})", r.name, r.dist);
+            panic!("{case} {precision}: {} differs from PyTorch by {:?} (bounds {bounds:?})", r.name, r.dist);
         }
     }
+}
+
+#[test]
+fn trace_matches_pytorch_forward_hooks() {
+    let crop = Crop { frames: Some(0..3), rows: Some(3..5), cols: Some(2..5) };
+    check_against_hooks("diffusers_decoder_whole_t3", DecodeMode::Whole, crop);
+}
+
+#[test]
+fn trace_chunked_matches_pytorch_forward_hooks() {
+    let crop = Crop { frames: Some(0..2), rows: Some(3..5), cols: Some(2..4) };
+    check_against_hooks("diffusers_vae_decode_t4", DecodeMode::Chunked, crop);
 }
 
 #[test]
