@@ -22,6 +22,7 @@ LAYERS = [
     {"model"},
     {"checkpoint"},
     {"verify"},
+    {"trace"},
     {"lib"},
     {"main", "cli"},
 ]

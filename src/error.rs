@@ -132,6 +132,24 @@ pub enum Error {
     )]
     NonFinite { count: u64, first: [usize; 5], cause: String },
 
+    /// A module pattern (`movq trace --modules`) matches no module of the decoder.
+    #[error(
+        "module pattern `{}` matches no module of this decoder (its modules: {})",
+        escape(pattern),
+        escape(known)
+    )]
+    NoSuchModule { pattern: String, known: String },
+
+    /// Two traces (or a reference set and a port's outputs) cannot be compared entry by entry:
+    /// an entry is missing from one, or the shapes differ.
+    #[error("{} vs {}: entry `{}`: {}", a.display(), b.display(), escape(name), escape(reason))]
+    TraceMismatch { a: PathBuf, b: PathBuf, name: String, reason: String },
+
+    /// A file's SHA-256 is not the one a manifest pins (the file changed since the manifest
+    /// was written, or the manifest was edited).
+    #[error("{}: SHA-256 {got} differs from {expected} pinned by {}", path.display(), manifest.display())]
+    Checksum { path: PathBuf, manifest: PathBuf, expected: String, got: String },
+
     /// A feature or case movq does not implement.
     #[error("unsupported: {}", escape(.0))]
     Unsupported(String),

@@ -6,6 +6,9 @@
 //! [`Shape`], [`Error`] and [`Result`]. The `ops`, `kernels` and `io` modules are public so that
 //! benches, fuzz targets and tools can reach them, but they may change.
 //!
+//! Per-module traces of a decode (for checking ports layer by layer) and reference sets are in
+//! [`trace`].
+//!
 //! ```no_run
 //! use movq::Checkpoint;
 //! use movq::checkpoint::OpenOptions;
@@ -32,6 +35,7 @@ pub mod ops;
 pub mod tensor;
 #[doc(hidden)]
 pub mod testing;
+pub mod trace;
 pub mod verify;
 
 pub use checkpoint::Checkpoint;

@@ -88,6 +88,15 @@ enum Command {
     /// Rewrite a weight file (a PyTorch .pt / .pth / .bin / .ckpt checkpoint, read without
     /// executing anything) as safetensors, every tensor bit for bit in its stored dtype.
     Convert(cli::convert::ConvertArgs),
+    /// Decode a latent and write the output of every module (or of the modules --modules
+    /// selects), named by module path in the checkpoint's naming, as safetensors; compare two
+    /// traces with `movq compare`.
+    Trace(cli::trace::TraceArgs),
+    /// Write a reference set for ports (f64 outputs, optionally traces, latents, a manifest of
+    /// SHA-256s) from weights and a directory of latents; or with --check DIR OTHER_OUTPUTS,
+    /// judge a port's outputs against a set with the golden tolerance rule (exit code 1 if one
+    /// fails, 2 if a file of the set changed).
+    Golden(cli::trace::GoldenArgs),
     /// Run golden reference files (or directories of them) in f32 and f64 and check them
     /// against the tolerance rule; exit code 1 if any case fails.
     Verify {
@@ -328,6 +337,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Convert(args) => cli::convert::convert(&args).map(|()| ExitCode::SUCCESS),
         Command::Compare(args) => {
             Ok(if cli::compare::compare(&args)? { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Trace(args) => {
+            cli::trace::trace_cmd(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Golden(args) => {
+            Ok(if cli::trace::golden_cmd(&args)? { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Verify { paths } => Ok(if verify(&paths)? { ExitCode::SUCCESS } else { ExitCode::from(1) }),
     }

@@ -68,7 +68,7 @@ fn check_case(case: &str, weights: &str, expect_class: DecoderClass) {
         assert!(e64.rel_l2 < F64_REL_L2, "{case} {name}: f64 rel_l2 {:.3e}", e64.rel_l2);
         let torch = distance(torch32.data(), reference.data());
         let absmax = reference.data().iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        let (tol_abs, tol_rel) = f32_tolerance((torch.max_abs, torch.rel_l2), absmax);
+        let (tol_abs, tol_rel) = f32_tolerance(torch.max_abs, torch.rel_l2, absmax);
         let y32: Vec<f64> = y32.data().iter().map(|&v| v as f64).collect();
         let e32 = distance(&y32, reference.data());
         assert!(

@@ -1,10 +1,12 @@
 //! `movq compare A B`: how far tensor A (e.g. a GPU backend's output) is from the reference B
-//! (e.g. movq's f64 output). Both in float64; exit code 1 when a bound is exceeded.
+//! (e.g. movq's f64 output). Both in float64; exit code 1 when a bound is exceeded. Two traces
+//! (`movq trace`, or PyTorch forward hooks) are compared module by module.
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use movq::io::{WeightFile, read_npy};
 use movq::metrics::{distance, psnr};
+use movq::trace::{Bounds, TraceFile};
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
@@ -31,6 +33,89 @@ pub struct CompareArgs {
     /// Also print one line per frame (axis 2 of a rank-5 (b, c, t, h, w) tensor).
     #[arg(long)]
     pub per_frame: bool,
+}
+
+/// The per-module bound of a trace comparison when neither --max-rel nor --max-abs is given.
+pub const TRACE_DEFAULT_MAX_REL: f64 = 1e-5;
+
+/// Two traces, module by module: one line per entry of A in A's execution order, then the
+/// first module over the bounds. Returns false if one is.
+fn compare_traces(args: &CompareArgs, a: TraceFile, b: TraceFile) -> Result<bool> {
+    if args.per_frame || args.key_a.is_some() || args.key_b.is_some() || args.data_range.is_some() {
+        bail!("--per-frame, --key-a, --key-b and --data-range are for tensors, not traces");
+    }
+    let bounds = match (args.max_abs, args.max_rel) {
+        (None, None) => Bounds { max_abs: None, max_rel: Some(TRACE_DEFAULT_MAX_REL) },
+        (max_abs, max_rel) => Bounds { max_abs, max_rel },
+    };
+    let c = movq::trace::compare_traces(&a, &b)?;
+    println!(
+        "A {} ({} entries), B {} ({} entries)",
+        a.path().display(),
+        a.order.len(),
+        b.path().display(),
+        b.order.len()
+    );
+    let width = c.rows.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
+    println!("{:<width$} {:>22} {:>12} {:>12}  worst index", "module", "shape", "max_abs", "rel_l2");
+    for r in &c.rows {
+        let over = if bounds.exceeded(&r.dist) { "  over" } else { "" };
+        println!(
+            "{:<width$} {:>22} {:>12.4e} {:>12.4e}  {:?}{over}",
+            movq::error::escape(&r.name),
+            format!("{:?}", r.dims),
+            r.dist.max_abs,
+            r.dist.rel_l2,
+            r.worst_index
+        );
+    }
+    if !c.only_in_b.is_empty() {
+        let shown: Vec<&str> = c.only_in_b.iter().take(4).map(String::as_str).collect();
+        println!(
+            "not compared: {} entries of B that A has not ({}{})",
+            c.only_in_b.len(),
+            movq::error::escape(&shown.join(", ")),
+            if c.only_in_b.len() > 4 { ", ..." } else { "" }
+        );
+    }
+    let shown = |b: Option<f64>, flag: &str| b.map(|v| format!("{flag} {v:e}")).unwrap_or_default();
+    let text = [shown(bounds.max_rel, "--max-rel"), shown(bounds.max_abs, "--max-abs")]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ");
+    match c.first_over(&bounds) {
+        Some(r) => {
+            println!(
+                "FAIL: first module over the bounds ({text}): {} (max_abs {:.4e}, rel_l2 {:.4e})",
+                movq::error::escape(&r.name),
+                r.dist.max_abs,
+                r.dist.rel_l2
+            );
+            Ok(false)
+        }
+        None => {
+            println!("PASS: every module within the bounds ({text})");
+            Ok(true)
+        }
+    }
+}
+
+/// Both files opened as traces if both are; an error if only one is.
+fn as_traces(args: &CompareArgs) -> Result<Option<(TraceFile, TraceFile)>> {
+    let is_st = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    if !is_st(&args.a) || !is_st(&args.b) {
+        return Ok(None);
+    }
+    let (fa, fb) = (WeightFile::open(&args.a)?, WeightFile::open(&args.b)?);
+    match (TraceFile::is_trace(&fa), TraceFile::is_trace(&fb)) {
+        (true, true) => Ok(Some((TraceFile::from_file(fa)?, TraceFile::from_file(fb)?))),
+        (false, false) => Ok(None),
+        (ta, _) => {
+            let (t, n) = if ta { (&args.a, &args.b) } else { (&args.b, &args.a) };
+            bail!("{} is a trace but {} is not; compare two traces or two tensors", t.display(), n.display())
+        }
+    }
 }
 
 /// Refuses, from its header's dims alone, a tensor whose f64 copy would not fit in the memory
@@ -77,6 +162,9 @@ pub fn compare(args: &CompareArgs) -> Result<bool> {
     super::safety::check_bound("--max-rel", args.max_rel)?;
     super::safety::check_bound("--max-abs", args.max_abs)?;
     super::safety::check_bound("--data-range", args.data_range)?;
+    if let Some((a, b)) = as_traces(args)? {
+        return compare_traces(args, a, b);
+    }
     let (da, a) =
         read_any(&args.a, args.key_a.as_deref()).with_context(|| format!("reading {}", args.a.display()))?;
     let (db, b) =

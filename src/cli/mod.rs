@@ -9,3 +9,4 @@ pub mod inspect;
 pub mod progress;
 pub mod safety;
 pub mod signals;
+pub mod trace;

@@ -271,6 +271,7 @@ impl<T: Float> CausalConv3d<T> {
 
 /// What a causal conv carries from one chunk of a clip to the next: the last time_pad frames
 /// (pad_d.0 = dilation * (k_d - 1)) of its time-padded input, after any normalisation. Empty before the first chunk.
+#[derive(Clone)]
 pub struct ConvCache<T>(Option<Tensor<T>>);
 
 impl<T> Default for ConvCache<T> {

@@ -8,6 +8,7 @@
 use super::config::DecoderClass;
 use super::decoder::{Decoder, DecoderCache};
 use super::schedule::{Call, DecodeMode, Progress, Stage, calls};
+use super::trace::Tracer;
 use crate::error::{Error, Result};
 use crate::kernels::Float;
 use crate::ops::blend::blend_tiles;
@@ -68,41 +69,61 @@ impl<T: Float> Decoder<T> {
         z: &Tensor<T>,
         mode: &DecodeMode,
         progress: &mut dyn FnMut(&Progress),
+        sink: impl FnMut(usize, Tensor<T>) -> Result<()>,
+    ) -> Result<()> {
+        self.decode_stream_traced(z, mode, progress, sink, None)
+    }
+
+    /// [`Self::decode_stream`], showing every decoder call's module outputs to `tracer`
+    /// ([`Tracer::begin_call`] before each call); the frames are bitwise the same as without.
+    pub fn decode_stream_traced<'a>(
+        &self,
+        z: &Tensor<T>,
+        mode: &DecodeMode,
+        progress: &'a mut dyn FnMut(&Progress),
         mut sink: impl FnMut(usize, Tensor<T>) -> Result<()>,
+        tracer: Option<&'a mut dyn Tracer<T>>,
     ) -> Result<()> {
         if !self.check_finite {
-            return self.stream(z, mode, progress, &mut sink);
+            return self.stream(z, mode, progress, &mut sink, tracer);
         }
         let mut bad: Option<(u64, [usize; 5])> = None;
-        self.stream(z, mode, progress, &mut |first, frames: Tensor<T>| {
-            let fs = frames.shape();
-            let mut count = 0u64;
-            let mut first_bad = None;
-            for (i, v) in frames.data().iter().enumerate() {
-                if !v.is_finite() {
-                    count += 1;
-                    first_bad.get_or_insert(i);
+        self.stream(
+            z,
+            mode,
+            progress,
+            &mut |first, frames: Tensor<T>| {
+                let fs = frames.shape();
+                let mut count = 0u64;
+                let mut first_bad = None;
+                for (i, v) in frames.data().iter().enumerate() {
+                    if !v.is_finite() {
+                        count += 1;
+                        first_bad.get_or_insert(i);
+                    }
                 }
-            }
-            if let Some(i) = first_bad {
-                let [b, c, t, h, w] = fs.unravel(i);
-                let entry = bad.get_or_insert((0, [b, c, first + t, h, w]));
-                entry.0 += count;
-            }
-            if bad.is_none() { sink(first, frames) } else { Ok(()) }
-        })?;
+                if let Some(i) = first_bad {
+                    let [b, c, t, h, w] = fs.unravel(i);
+                    let entry = bad.get_or_insert((0, [b, c, first + t, h, w]));
+                    entry.0 += count;
+                }
+                if bad.is_none() { sink(first, frames) } else { Ok(()) }
+            },
+            tracer,
+        )?;
         match bad {
             None => Ok(()),
             Some((count, first)) => Err(Error::NonFinite { count, first, cause: nonfinite_cause(z) }),
         }
     }
 
-    fn stream(
+    fn stream<'a>(
         &self,
         z: &Tensor<T>,
         mode: &DecodeMode,
-        progress: &mut dyn FnMut(&Progress),
+        progress: &'a mut dyn FnMut(&Progress),
         sink: &mut dyn FnMut(usize, Tensor<T>) -> Result<()>,
+        tracer: Option<&'a mut dyn Tracer<T>>,
     ) -> Result<()> {
         let s = z.shape();
         self.decoded_shape(s, mode)?;
@@ -111,6 +132,7 @@ impl<T: Float> Decoder<T> {
             self.plan().check_chunkable()?;
         }
         let mut run = Runner::new(self, s, &calls, progress)?;
+        run.tracer = tracer.map(|t| t as &mut dyn Tracer<T>);
         let DecodeMode::Tiled(tc) = mode else {
             let mut first = 0;
             for call in &calls {
@@ -212,6 +234,9 @@ struct Runner<'a, T> {
     stage_flops: Vec<(Shape, Vec<(Stage, u128)>)>,
     p: Progress,
     f: &'a mut dyn FnMut(&Progress),
+    tracer: Option<&'a mut dyn Tracer<T>>,
+    /// Index of the running call's frame batch within its clip.
+    batch: usize,
 }
 
 impl<'a, T: Float> Runner<'a, T> {
@@ -227,7 +252,7 @@ impl<'a, T: Float> Runner<'a, T> {
             total += stages.iter().map(|(_, f)| f).sum::<u128>();
         }
         let p = Progress { call: 0, calls: calls.len(), stage: Stage::Mid, flop_done: 0, flop_total: total };
-        Ok(Runner { dec, cache: dec.new_cache(), stage_flops, p, f })
+        Ok(Runner { dec, cache: dec.new_cache(), stage_flops, p, f, tracer: None, batch: 0 })
     }
 
     /// One decoder call on the part of z that `call` reads.
@@ -243,16 +268,24 @@ impl<'a, T: Float> Runner<'a, T> {
         };
         if call.starts_clip {
             self.cache = self.dec.new_cache();
+            self.batch = 0;
+        } else {
+            self.batch += 1;
+        }
+        if let Some(t) = self.tracer.as_deref_mut() {
+            t.begin_call(call, self.batch);
         }
         let stages = &self.stage_flops.iter().find(|(k, _)| *k == call.shape(s)).expect("planned call").1;
         self.p.call += 1;
         let (p, f) = (&mut self.p, &mut self.f);
         let cache = if call.cached { Some(&mut self.cache) } else { None };
-        self.dec.forward(input, cache, &mut |stage| {
+        let mut on_stage = |stage| {
             let flop = stages.iter().find(|(s, _)| *s == stage).map_or(0, |(_, f)| *f);
             p.stage = stage;
             p.flop_done = (p.flop_done + flop).min(p.flop_total);
             f(p);
-        })
+        };
+        let tracer = self.tracer.as_mut().map(|t| &mut **t as &mut dyn Tracer<T>);
+        self.dec.forward_traced(input, cache, &mut on_stage, tracer)
     }
 }

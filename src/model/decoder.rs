@@ -10,6 +10,7 @@ use super::plan::DecoderPlan;
 use super::resnet::{ResnetBlock3d, ResnetCache};
 use super::schedule::Stage;
 use super::spatial_norm::SpatialNorm3d;
+use super::trace::{Tap, Tracer};
 use super::upsample::Upsample3d;
 use crate::error::Result;
 use crate::io::VarPath;
@@ -110,48 +111,113 @@ impl<T: Float> Decoder<T> {
     pub fn forward(
         &self,
         z: &Tensor<T>,
+        cache: Option<&mut DecoderCache<T>>,
+        on_stage: &mut dyn FnMut(Stage),
+    ) -> Result<Tensor<T>> {
+        self.forward_traced(z, cache, on_stage, None)
+    }
+
+    /// [`Self::forward`], showing every module's output to `tracer` (see `trace.rs`); the
+    /// result is bitwise the same as without.
+    pub fn forward_traced(
+        &self,
+        z: &Tensor<T>,
         mut cache: Option<&mut DecoderCache<T>>,
         on_stage: &mut dyn FnMut(Stage),
+        tracer: Option<&mut dyn Tracer<T>>,
     ) -> Result<Tensor<T>> {
         let out_shape = self.plan.output_shape(z.shape())?;
         if cache.is_some() {
             self.plan.check_chunkable()?;
         }
+        let mut tap = Tap::root(tracer);
         let zq = z;
         let mut h = match &self.post_quant_conv {
             Some(pqc) => {
                 let z =
                     pqc.forward(ConvInput::plain(z), cache.as_deref_mut().map(|c| &mut c.post_quant_conv))?;
+                tap.record("post_quant_conv", &z)?;
                 self.conv_in.forward(ConvInput::plain(&z), cache.as_deref_mut().map(|c| &mut c.conv_in))?
             }
             None => {
                 self.conv_in.forward(ConvInput::plain(z), cache.as_deref_mut().map(|c| &mut c.conv_in))?
             }
         };
-        h = self.mid.block_1.forward(h, zq, cache.as_deref_mut().map(|c| &mut c.mid[0]))?;
-        h = self.mid.block_2.forward(h, zq, cache.as_deref_mut().map(|c| &mut c.mid[1]))?;
+        tap.record("conv_in", &h)?;
+        for (k, (name, block)) in
+            [("block_1", &self.mid.block_1), ("block_2", &self.mid.block_2)].into_iter().enumerate()
+        {
+            let mut mid = tap.pp("mid");
+            h = block.forward(h, zq, cache.as_deref_mut().map(|c| &mut c.mid[k]), mid.pp(name))?;
+            mid.record(name, &h)?;
+        }
         on_stage(Stage::Mid);
         for (i_level, level) in self.up.iter().enumerate().rev() {
+            let mut up_tap = tap.pp("up");
+            let mut lv = up_tap.pp(i_level);
             for (j, block) in level.block.iter().enumerate() {
-                h = block.forward(h, zq, cache.as_deref_mut().map(|c| &mut c.up[i_level][j]))?;
+                let c = cache.as_deref_mut().map(|c| &mut c.up[i_level][j]);
+                let mut blocks = lv.pp("block");
+                h = block.forward(h, zq, c, blocks.pp(j))?;
+                blocks.record(j, &h)?;
                 if let Some(attn) = level.attn.get(j) {
                     h = attn.forward(h, zq)?;
+                    lv.pp("attn").record(j, &h)?;
                 }
             }
             if let Some(up) = &level.upsample {
                 h = up.forward(&h)?;
+                lv.record("upsample", &h)?;
             }
             on_stage(Stage::Level(i_level));
         }
         if !self.plan.give_pre_end {
+            tap.record_with("norm_out", || self.norm_out.forward(h.clone(), zq))?;
             // conv_act after norm_out is SiLU whatever act_fn is (diffusers builds nn.SiLU()).
             let plan = self.norm_out.plan(&h, zq, Act::Silu)?;
             let input = ConvInput { norm: Some(&plan), ..ConvInput::plain(&h) };
             h = self.conv_out.forward(input, cache.map(|c| &mut c.conv_out))?;
+            tap.record("conv_out", &h)?;
         }
         on_stage(Stage::Out);
         debug_assert_eq!(h.shape(), out_shape);
         Ok(h)
+    }
+
+    /// The paths (upstream naming) of the modules whose outputs a tracer sees, in execution
+    /// order (see `trace.rs`).
+    pub fn module_paths(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.post_quant_conv.is_some() {
+            out.push("post_quant_conv".to_string());
+        }
+        out.push("conv_in".to_string());
+        let block = |out: &mut Vec<String>, path: String, b: &ResnetBlock3d<T>| {
+            for child in ["norm1", "conv1", "norm2", "conv2"] {
+                out.push(format!("{path}.{child}"));
+            }
+            if b.has_shortcut() {
+                out.push(format!("{path}.nin_shortcut"));
+            }
+            out.push(path);
+        };
+        block(&mut out, "mid.block_1".into(), &self.mid.block_1);
+        block(&mut out, "mid.block_2".into(), &self.mid.block_2);
+        for (i, level) in self.up.iter().enumerate().rev() {
+            for (j, b) in level.block.iter().enumerate() {
+                block(&mut out, format!("up.{i}.block.{j}"), b);
+                if level.attn.get(j).is_some() {
+                    out.push(format!("up.{i}.attn.{j}"));
+                }
+            }
+            if level.upsample.is_some() {
+                out.push(format!("up.{i}.upsample"));
+            }
+        }
+        if !self.plan.give_pre_end {
+            out.extend(["norm_out".to_string(), "conv_out".to_string()]);
+        }
+        out
     }
 
     /// Empty caches for a clip's first chunk (see [`Self::forward`]).

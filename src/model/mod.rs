@@ -17,9 +17,11 @@ pub mod plan;
 pub mod resnet;
 pub mod schedule;
 pub mod spatial_norm;
+pub mod trace;
 pub mod upsample;
 
 pub use config::{DecoderClass, DecoderConfig, FrameRule, PadMode};
 pub use decoder::{Decoder, DecoderCache};
 pub use plan::DecoderPlan;
 pub use schedule::{DecodeMode, Progress, Stage, TileConfig, chunk_schedule};
+pub use trace::{Tap, Tracer};

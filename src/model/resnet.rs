@@ -4,6 +4,7 @@
 use super::conv::{CausalConv3d, Conv3d, ConvCache, ConvInput};
 use super::plan::ModuleOptions;
 use super::spatial_norm::SpatialNorm3d;
+use super::trace::Tap;
 use crate::error::Result;
 use crate::io::VarPath;
 use crate::kernels::{Act, Float};
@@ -36,25 +37,45 @@ impl<T: Float> ResnetBlock3d<T> {
         })
     }
 
+    /// True if the block projects its input (`nin_shortcut`: c_in != c_out).
+    pub fn has_shortcut(&self) -> bool {
+        self.nin_shortcut.is_some()
+    }
+
     /// x: (n, c_in, d, h, w); zq: (n, c_zq, d_z, h_z, w_z) -> (n, c_out, d, h, w)
     ///
     /// Each norm + activation is fused into the convolution that follows it, and conv2 accumulates
     /// into the shortcut, so at most x, h and the shortcut are alive at once. With `cache`, x is
-    /// one chunk of a clip and the causal convs continue from the previous chunk.
+    /// one chunk of a clip and the causal convs continue from the previous chunk. `tap` sees
+    /// norm1, conv1, norm2, conv2 (without the residual) and nin_shortcut (see `trace.rs`).
     pub fn forward(
         &self,
         x: Tensor<T>,
         zq: &Tensor<T>,
         mut cache: Option<&mut ResnetCache<T>>,
+        mut tap: Tap<'_, T>,
     ) -> Result<Tensor<T>> {
+        tap.record_with("norm1", || self.norm1.forward(x.clone(), zq))?;
         let plan1 = self.norm1.plan(&x, zq, self.act)?;
         let input = ConvInput { norm: Some(&plan1), ..ConvInput::plain(&x) };
         let h = self.conv1.forward(input, cache.as_deref_mut().map(|c| &mut c.conv1))?;
         drop(plan1);
+        tap.record("conv1", &h)?;
         // Dropout (p = 0 / eval) is the identity.
+        tap.record_with("norm2", || self.norm2.forward(h.clone(), zq))?;
         let plan2 = self.norm2.plan(&h, zq, self.act)?;
+        tap.record_with("conv2", || {
+            // conv2 alone, on a copy of its cache: the fused call below carries the real one.
+            let mut c = cache.as_deref().map(|c| c.conv2.clone());
+            let input = ConvInput { norm: Some(&plan2), ..ConvInput::plain(&h) };
+            self.conv2.forward(input, c.as_mut())
+        })?;
         let s = match &self.nin_shortcut {
-            Some(conv) => conv.forward(&x)?,
+            Some(conv) => {
+                let s = conv.forward(&x)?;
+                tap.record("nin_shortcut", &s)?;
+                s
+            }
             None => x,
         };
         let input = ConvInput { norm: Some(&plan2), residual: Some(s), ..ConvInput::plain(&h) };
@@ -63,6 +84,7 @@ impl<T: Float> ResnetBlock3d<T> {
 }
 
 /// The conv caches of one resnet block (diffusers' `conv_cache["conv1"]`, `["conv2"]`).
+#[derive(Clone)]
 pub struct ResnetCache<T> {
     pub conv1: ConvCache<T>,
     pub conv2: ConvCache<T>,

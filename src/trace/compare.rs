@@ -1,0 +1,142 @@
+//! Reading trace files and comparing two of them module by module.
+
+use super::META_KEY;
+use crate::error::{Error, Result};
+use crate::io::WeightFile;
+use crate::metrics::{Distance, distance};
+use serde_json::Value;
+use std::path::Path;
+
+/// An opened trace: a safetensors file whose metadata key [`META_KEY`] holds JSON with
+/// `order`, the names of its entries in execution order (each a tensor of the file, each once).
+/// movq's traces and PyTorch-hook traces (README) both have it.
+#[derive(Debug)]
+pub struct TraceFile {
+    pub file: WeightFile,
+    /// The description stored under [`META_KEY`].
+    pub meta: Value,
+    /// Entry names in execution order.
+    pub order: Vec<String>,
+}
+
+impl TraceFile {
+    /// True if `file` is a trace (has the [`META_KEY`] metadata).
+    pub fn is_trace(file: &WeightFile) -> bool {
+        file.metadata().contains_key(META_KEY)
+    }
+
+    /// Opens `path` and checks its `order` against its tensors.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::from_file(WeightFile::open(path)?)
+    }
+
+    /// Checks an opened file as a trace.
+    pub fn from_file(file: WeightFile) -> Result<Self> {
+        let bad = |m: String| Error::invalid_file(file.path(), m);
+        let text = file
+            .metadata()
+            .get(META_KEY)
+            .ok_or_else(|| bad(format!("not a trace: no `{META_KEY}` key in the safetensors metadata")))?;
+        let meta: Value =
+            serde_json::from_str(text).map_err(|e| bad(format!("metadata `{META_KEY}` is not JSON: {e}")))?;
+        let order: Vec<String> = meta
+            .get("order")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad(format!("metadata `{META_KEY}` has no `order` list")))?
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| bad("`order` holds a non-string".into())))
+            .collect::<Result<_>>()?;
+        let mut seen = std::collections::BTreeSet::new();
+        for name in &order {
+            if !seen.insert(name.as_str()) {
+                return Err(bad(format!("`order` names entry `{name}` twice")));
+            }
+            if file.info(name).is_none() {
+                return Err(bad(format!("`order` names entry `{name}`, which is not a tensor of the file")));
+            }
+        }
+        if let Some(extra) = file.names().find(|n| !seen.contains(n)) {
+            return Err(bad(format!("tensor `{extra}` is not in `order`")));
+        }
+        drop(seen);
+        Ok(TraceFile { file, meta, order })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// The stored shape of entry `name`.
+    pub fn dims(&self, name: &str) -> Option<&[usize]> {
+        self.file.info(name).map(|i| i.shape.as_slice())
+    }
+}
+
+/// Bounds a module's difference must stay within; `None` bounds nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Bounds {
+    pub max_abs: Option<f64>,
+    pub max_rel: Option<f64>,
+}
+
+impl Bounds {
+    /// True if `d` exceeds a bound (a NaN difference always does).
+    pub fn exceeded(&self, d: &Distance) -> bool {
+        let over = |v: f64, b: Option<f64>| b.is_some_and(|b| v.is_nan() || v > b);
+        over(d.max_abs, self.max_abs) || over(d.rel_l2, self.max_rel)
+    }
+}
+
+/// One module's difference: A's entry against B's.
+#[derive(Clone, Debug)]
+pub struct ModuleDiff {
+    pub name: String,
+    pub dims: Vec<usize>,
+    pub dist: Distance,
+    /// Index of the largest difference in the stored (possibly cropped) tensor.
+    pub worst_index: Vec<usize>,
+}
+
+/// Every entry of A against B's entry of the same name, in A's execution order.
+#[derive(Clone, Debug)]
+pub struct TraceComparison {
+    pub rows: Vec<ModuleDiff>,
+    /// B's entries A has not (B may trace more modules, e.g. a PyTorch hook on every module).
+    pub only_in_b: Vec<String>,
+}
+
+impl TraceComparison {
+    /// The first module, in execution order, over `bounds`.
+    pub fn first_over(&self, bounds: &Bounds) -> Option<&ModuleDiff> {
+        self.rows.iter().find(|r| bounds.exceeded(&r.dist))
+    }
+}
+
+/// Compares trace `a` (e.g. a port's, or an f32 decode's) with the reference `b`: every entry
+/// of A must be in B with the same shape ([`Error::TraceMismatch`] otherwise, naming both files,
+/// the entry and the shapes). Differences are taken in f64.
+pub fn compare_traces(a: &TraceFile, b: &TraceFile) -> Result<TraceComparison> {
+    let mismatch = |name: &str, reason: String| Error::TraceMismatch {
+        a: a.path().to_path_buf(),
+        b: b.path().to_path_buf(),
+        name: name.to_string(),
+        reason,
+    };
+    let mut rows = Vec::with_capacity(a.order.len());
+    for name in &a.order {
+        let da = a.dims(name).expect("order checked on opening");
+        let Some(db) = b.dims(name) else {
+            return Err(mismatch(name, format!("in A with shape {da:?}, missing from B")));
+        };
+        if da != db {
+            return Err(mismatch(name, format!("shapes differ: A {da:?}, B {db:?}")));
+        }
+        let (dims, va) = a.file.read::<f64>(name)?;
+        let (_, vb) = b.file.read::<f64>(name)?;
+        let dist = distance(&va, &vb);
+        let worst_index = crate::tensor::unravel(dist.worst, &dims);
+        rows.push(ModuleDiff { name: name.clone(), dims, dist, worst_index });
+    }
+    let only_in_b = b.order.iter().filter(|n| a.file.info(n).is_none()).cloned().collect();
+    Ok(TraceComparison { rows, only_in_b })
+}
