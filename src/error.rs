@@ -122,6 +122,11 @@ pub enum Error {
     #[error("{}: the output is the input {} (the same file); refusing to overwrite an input", output.display(), input.display())]
     OutputIsInput { output: PathBuf, input: PathBuf },
 
+    /// The caller stopped the decode (its progress callback returned this error, e.g. on
+    /// Ctrl-C); nothing after the stage that had finished was computed.
+    #[error("interrupted: {}", escape(.0))]
+    Interrupted(String),
+
     /// A feature or case movq does not implement.
     #[error("unsupported: {}", escape(.0))]
     Unsupported(String),

@@ -46,19 +46,20 @@ impl<T: Float> Decoder<T> {
     pub fn decode(&self, z: &Tensor<T>, mode: &DecodeMode) -> Result<Tensor<T>> {
         let shape = self.decoded_shape(z.shape(), mode)?;
         let mut out = Tensor::zeros(shape)?;
-        self.decode_stream(z, mode, &mut |_| {}, |first, frames| out.paste(&frames, (first, 0, 0)))?;
+        self.decode_stream(z, mode, &mut |_| Ok(()), |first, frames| out.paste(&frames, (first, 0, 0)))?;
         Ok(out)
     }
 
     /// Decodes z with `mode`, handing out frames as they are ready: `sink(first, frames)` gets
     /// output frames `first .. first + frames.d`, in order, each exactly once (chunked: per
     /// frame batch; whole and tiled: once). `progress` is called after every stage of every
-    /// decoder call. z: (b, zq_ch, t, h, w); frames: (b, out_ch, k, H, W)
+    /// decoder call; an error it returns (e.g. [`Error::Interrupted`] when the user cancels)
+    /// stops the decode there and is returned. z: (b, zq_ch, t, h, w); frames: (b, out_ch, k, H, W)
     pub fn decode_stream(
         &self,
         z: &Tensor<T>,
         mode: &DecodeMode,
-        progress: &mut dyn FnMut(&Progress),
+        progress: &mut dyn FnMut(&Progress) -> Result<()>,
         mut sink: impl FnMut(usize, Tensor<T>) -> Result<()>,
     ) -> Result<()> {
         let s = z.shape();
@@ -128,11 +129,16 @@ struct Runner<'a, T> {
     /// FLOPs per stage of each distinct call shape (a decode has at most a few).
     stage_flops: Vec<(Shape, Vec<(Stage, u128)>)>,
     p: Progress,
-    f: &'a mut dyn FnMut(&Progress),
+    f: &'a mut dyn FnMut(&Progress) -> Result<()>,
 }
 
 impl<'a, T: Float> Runner<'a, T> {
-    fn new(dec: &'a Decoder<T>, z: Shape, calls: &[Call], f: &'a mut dyn FnMut(&Progress)) -> Result<Self> {
+    fn new(
+        dec: &'a Decoder<T>,
+        z: Shape,
+        calls: &[Call],
+        f: &'a mut dyn FnMut(&Progress) -> Result<()>,
+    ) -> Result<Self> {
         let mut stage_flops: Vec<(Shape, Vec<(Stage, u128)>)> = Vec::new();
         let mut total = 0u128;
         for c in calls {
@@ -169,7 +175,7 @@ impl<'a, T: Float> Runner<'a, T> {
             let flop = stages.iter().find(|(s, _)| *s == stage).map_or(0, |(_, f)| *f);
             p.stage = stage;
             p.flop_done = (p.flop_done + flop).min(p.flop_total);
-            f(p);
+            f(p)
         })
     }
 }

@@ -92,7 +92,8 @@ impl<T: Float> Decoder<T> {
         &self.plan
     }
 
-    /// One decoder call (upstream `decoder(z)`), calling `on_stage` as each stage finishes.
+    /// One decoder call (upstream `decoder(z)`), calling `on_stage` as each stage finishes; an
+    /// error from `on_stage` (e.g. [`crate::Error::Interrupted`]) ends the call with that error.
     /// With `cache`, z is one chunk of a clip: it is its own zq, and the causal convs continue
     /// from the previous chunk (diffusers `decoder(z_chunk, conv_cache=...)`; spec 11.1).
     /// z: (b, zq_ch, t, h, w) -> (b, out_ch, t', h * 2^(L-1), w * 2^(L-1)) with t' from
@@ -101,7 +102,7 @@ impl<T: Float> Decoder<T> {
         &self,
         z: &Tensor<T>,
         mut cache: Option<&mut DecoderCache<T>>,
-        on_stage: &mut dyn FnMut(Stage),
+        on_stage: &mut dyn FnMut(Stage) -> Result<()>,
     ) -> Result<Tensor<T>> {
         let out_shape = self.plan.output_shape(z.shape())?;
         if cache.is_some() {
@@ -120,7 +121,7 @@ impl<T: Float> Decoder<T> {
         };
         h = self.mid.block_1.forward(h, zq, cache.as_deref_mut().map(|c| &mut c.mid[0]))?;
         h = self.mid.block_2.forward(h, zq, cache.as_deref_mut().map(|c| &mut c.mid[1]))?;
-        on_stage(Stage::Mid);
+        on_stage(Stage::Mid)?;
         for (i_level, level) in self.up.iter().enumerate().rev() {
             for (j, block) in level.block.iter().enumerate() {
                 h = block.forward(h, zq, cache.as_deref_mut().map(|c| &mut c.up[i_level][j]))?;
@@ -131,14 +132,14 @@ impl<T: Float> Decoder<T> {
             if let Some(up) = &level.upsample {
                 h = up.forward(&h)?;
             }
-            on_stage(Stage::Level(i_level));
+            on_stage(Stage::Level(i_level))?;
         }
         if !self.plan.give_pre_end {
             let plan = self.norm_out.plan(&h, zq, true)?;
             let input = ConvInput { norm: Some(&plan), ..ConvInput::plain(&h) };
             h = self.conv_out.forward(input, cache.map(|c| &mut c.conv_out))?;
         }
-        on_stage(Stage::Out);
+        on_stage(Stage::Out)?;
         debug_assert_eq!(h.shape(), out_shape);
         Ok(h)
     }
