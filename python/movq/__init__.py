@@ -311,6 +311,46 @@ class Decoder:
         )
         return FrameStream(native, was_torch)
 
+    def decode_to_file(
+        self,
+        z: Any,
+        path: PathLike,
+        *,
+        mode: Optional[str] = None,
+        tile: Optional[Tile] = None,
+        layout: str = "bcthw",
+        latent_scaled: bool = False,
+        scaling_factor: Optional[float] = None,
+        allow_nonfinite: bool = False,
+        max_memory: Optional[float] = None,
+        progress: Optional[ProgressCallback] = None,
+        fps: int = 8,
+        chroma: str = "420",
+    ) -> list:
+        """Decodes ``z`` into the file ``path``, as ``movq decode --output`` does: ``.npy`` or
+        ``.safetensors`` (the tensor in the decode precision) or ``.y4m`` / ``.apng`` video
+        (8-bit, ``x / 2 + 0.5`` clamped as the pipelines map it; one file per sample,
+        ``name_b0.y4m``..., for a batch of several). Frames are written as they are decoded into
+        a hidden temporary beside ``path`` that is renamed into place only when complete: an
+        error, Ctrl-C or a killed process never leaves a partial file under the name. Returns
+        the paths written. Other arguments as for :meth:`decode`."""
+        a, bf16, _ = _as_array(z)
+        paths = self._native.decode_to_file(
+            a,
+            os.fspath(path),
+            mode=mode,
+            tile=tile,
+            layout=layout,
+            bf16=bf16,
+            scale=self._scale(latent_scaled, scaling_factor),
+            allow_nonfinite=allow_nonfinite,
+            max_memory=max_memory,
+            progress=progress,
+            fps=fps,
+            chroma=chroma,
+        )
+        return [os.fspath(p) for p in paths]
+
     def __repr__(self) -> str:
         c = self._config
         return (

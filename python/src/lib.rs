@@ -4,6 +4,7 @@
 
 mod errors;
 mod latent;
+mod output;
 mod run;
 
 use errors::{named, to_py};
@@ -265,6 +266,37 @@ impl NativeDecoder {
             Loaded::F64(d) => self.stream_in(py, d, z, req, progress),
         }
     }
+
+    /// Decodes z into the file `path` (`.npy`, `.safetensors`, `.y4m`, `.apng`), writing frames
+    /// as they are decoded into a temporary renamed into place when complete. Returns the
+    /// files written (one per sample for a video of several samples).
+    #[pyo3(signature = (z, path, *, mode=None, tile=None, layout="bcthw", bf16=false, scale=None,
+        allow_nonfinite=false, max_memory=None, progress=None, fps=8, chroma="420"))]
+    #[allow(clippy::too_many_arguments)]
+    fn decode_to_file(
+        &self,
+        py: Python<'_>,
+        z: &Bound<'_, PyAny>,
+        path: PathBuf,
+        mode: Option<&str>,
+        tile: Option<TileTuple>,
+        layout: &str,
+        bf16: bool,
+        scale: Option<f64>,
+        allow_nonfinite: bool,
+        max_memory: Option<f64>,
+        progress: Option<&Bound<'_, PyAny>>,
+        fps: u32,
+        chroma: &str,
+    ) -> PyResult<Vec<PathBuf>> {
+        let req = self.request(py, mode, tile, layout, bf16, scale, allow_nonfinite, max_memory)?;
+        let chroma = output::chroma(chroma)
+            .ok_or_else(|| named(py, "ConfigError", format!("chroma {chroma:?}: use \"420\" or \"444\"")))?;
+        match &self.dec {
+            Loaded::F32(d) => self.to_file(py, d, z, &req, &path, (fps, chroma), progress),
+            Loaded::F64(d) => self.to_file(py, d, z, &req, &path, (fps, chroma), progress),
+        }
+    }
 }
 
 impl NativeDecoder {
@@ -378,6 +410,33 @@ impl NativeDecoder {
             Ok(out)
         })?;
         run::to_numpy(py, out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn to_file<T: Precision>(
+        &self,
+        py: Python<'_>,
+        dec: &Arc<Decoder<T>>,
+        z: &Bound<'_, PyAny>,
+        req: &Request,
+        path: &std::path::Path,
+        video: (u32, movq::io::Chroma),
+        progress: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<PathBuf>> {
+        let z = self.prepare(py, dec, z, req, false)?;
+        let mode = &req.mode;
+        let mut meta = std::collections::BTreeMap::new();
+        meta.insert("producer".to_string(), format!("movq-python {}", env!("CARGO_PKG_VERSION")));
+        meta.insert("precision".to_string(), T::NAME.to_string());
+        meta.insert("mode".to_string(), format!("{mode:?}"));
+        run::blocking(py, &self.pool, progress, |hook| {
+            let shape = dec.decoded_shape(z.shape(), mode)?;
+            let mut sink = output::Sink::create::<T>(path, shape, video.0, video.1, &meta)?;
+            dec.decode_stream(&z, mode, hook, |first, y| sink.write(first, &y))?;
+            let paths = sink.paths();
+            sink.finish()?;
+            Ok(paths)
+        })
     }
 
     fn stream_in<T: Precision>(
