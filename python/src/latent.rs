@@ -27,7 +27,11 @@ impl Layout {
         match s.to_ascii_lowercase().as_str() {
             "bcthw" => Ok(Layout::Bcthw),
             "btchw" => Ok(Layout::Btchw),
-            _ => Err(named(py, "LatentError", format!("unknown latent layout {s:?}; use \"bcthw\" or \"btchw\""))),
+            _ => Err(named(
+                py,
+                "LatentError",
+                format!("unknown latent layout {s:?}; use \"bcthw\" or \"btchw\""),
+            )),
         }
     }
 
@@ -89,7 +93,11 @@ pub fn latent<T: Float>(
 ) -> PyResult<Tensor<T>> {
     let mul = match scale {
         Some(f) if !(f.is_finite() && f != 0.0) => {
-            return Err(named(py, "LatentError", format!("scaling factor {f} is not a finite non-zero number")));
+            return Err(named(
+                py,
+                "LatentError",
+                format!("scaling factor {f} is not a finite non-zero number"),
+            ));
         }
         Some(f) => Some(1.0 / f),
         None => None,
@@ -98,7 +106,8 @@ pub fn latent<T: Float>(
     if bf16_bits {
         if let Ok(a) = z.cast::<PyArrayDyn<u16>>() {
             let r = a.try_readonly()?;
-            return convert(r.as_array(), layout, mul, |x| T::from_f32(bf16::from_bits(x).to_f32())).map_err(err);
+            return convert(r.as_array(), layout, mul, |x| T::from_f32(bf16::from_bits(x).to_f32()))
+                .map_err(err);
         }
         return Err(named(py, "LatentError", "bfloat16 latents are passed as uint16 bit patterns".into()));
     }

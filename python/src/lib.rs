@@ -79,7 +79,11 @@ impl NativeDecoder {
             Some("constant") => Some(PadMode::Constant),
             Some("reflect") => Some(PadMode::Reflect),
             Some(p) => {
-                return Err(named(py, "ConfigError", format!("pad_mode {p:?}: use first, constant or reflect")));
+                return Err(named(
+                    py,
+                    "ConfigError",
+                    format!("pad_mode {p:?}: use first, constant or reflect"),
+                ));
             }
         };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -120,7 +124,8 @@ impl NativeDecoder {
 
     /// The decoder config (upstream argument names) as JSON.
     fn config_json(&self) -> PyResult<String> {
-        serde_json::to_string(self.ck.config()).map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))
+        serde_json::to_string(self.ck.config())
+            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))
     }
 
     /// "f32" or "f64".
@@ -315,10 +320,16 @@ impl NativeDecoder {
                 Ok(DecodeMode::Tiled(tc))
             }
             ("tiled", None) => Ok(DecodeMode::Tiled(tile_config(self.default_tile(py)?))),
-            ("whole" | "chunked", Some(_)) => {
-                Err(named(py, "ConfigError", format!("a tile geometry was given with mode {m:?}; use mode \"tiled\"")))
-            }
-            _ => Err(named(py, "ConfigError", format!("unknown decode mode {m:?}: use whole, chunked or tiled"))),
+            ("whole" | "chunked", Some(_)) => Err(named(
+                py,
+                "ConfigError",
+                format!("a tile geometry was given with mode {m:?}; use mode \"tiled\""),
+            )),
+            _ => Err(named(
+                py,
+                "ConfigError",
+                format!("unknown decode mode {m:?}: use whole, chunked or tiled"),
+            )),
         }
     }
 
@@ -326,7 +337,11 @@ impl NativeDecoder {
         if dims.len() != 5 {
             return Err(to_py(
                 py,
-                movq::Error::LatentRank { path: latent::ARRAY.into(), name: "shape".into(), shape: dims.to_vec() },
+                movq::Error::LatentRank {
+                    path: latent::ARRAY.into(),
+                    name: "shape".into(),
+                    shape: dims.to_vec(),
+                },
             ));
         }
         Shape::from_dims(&layout.bcthw(dims)).map_err(|e| to_py(py, e))

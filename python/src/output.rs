@@ -25,9 +25,8 @@ impl Sink {
         meta: &BTreeMap<String, String>,
     ) -> movq::Result<Self> {
         let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
-        let video = |format| {
-            VideoWriter::create(path, shape, VideoOptions { format, fps, chroma }).map(Sink::Video)
-        };
+        let video =
+            |format| VideoWriter::create(path, shape, VideoOptions { format, fps, chroma }).map(Sink::Video);
         match ext.as_deref() {
             Some("npy") => FrameWriter::create::<T>(path, Container::Npy, shape, meta).map(Sink::Tensor),
             Some("safetensors") => {

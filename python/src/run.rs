@@ -58,7 +58,13 @@ impl From<&MovqProgress> for Progress {
             Stage::Out => "out".to_string(),
         };
         let sat = |x: u128| x.min(u64::MAX as u128) as u64;
-        Progress { call: p.call, calls: p.calls, stage, flop_done: sat(p.flop_done), flop_total: sat(p.flop_total) }
+        Progress {
+            call: p.call,
+            calls: p.calls,
+            stage,
+            flop_done: sat(p.flop_done),
+            flop_total: sat(p.flop_total),
+        }
     }
 }
 

@@ -129,13 +129,13 @@ def test_exception_in_progress_stops_the_decode(movq_golden):
 
 @pytest.fixture(scope="module")
 def slow_decoder(tiny_vae_dir):
-    """The tiny CogVideoX VAE: a chunked decode of a 64x64-latent clip takes seconds."""
+    """The tiny CogVideoX VAE: a chunked decode of a 13 x 16 x 16 latent takes seconds."""
     d, _ = tiny_vae_dir
     return movq.Decoder(d, threads=2)
 
 
 def test_gil_is_released(slow_decoder):
-    z = rng_latent((1, 4, 3, 32, 32), 1)
+    z = rng_latent((1, 4, 3, 16, 16), 1)
     t0 = time.perf_counter()
     slow_decoder.decode(z)
     alone = time.perf_counter() - t0
@@ -152,7 +152,7 @@ def test_gil_is_released(slow_decoder):
 
 
 def test_ctrl_c_interrupts_a_decode(slow_decoder):
-    z = rng_latent((1, 4, 13, 32, 32), 2)
+    z = rng_latent((1, 4, 13, 16, 16), 2)
     seen = []
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
     t0 = time.perf_counter()
