@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -39,8 +40,9 @@ _NUMPY_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16
 
 
 def _is_torch(z: Any) -> bool:
-    mod = type(z).__module__
-    return mod.startswith("torch") and type(z).__name__ in ("Tensor", "Parameter")
+    # A tensor exists only if torch was imported: no import of torch for numpy users.
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(z, torch.Tensor)
 
 
 def _as_array(z: Any) -> Tuple[np.ndarray, bool, bool]:

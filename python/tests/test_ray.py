@@ -86,7 +86,7 @@ def test_kill_a_worker_then_rerun(ray_cluster, tiny_vae_dir, tmp_path):
     written = [o for r in read_log(out) if r["event"] == "written" for o in r["outputs"]]
     assert sorted(written) == sorted(str(out / f"z{i:02d}.npy") for i in range(N))
 
-    # A third run has nothing to do and starts no worker.
+    # A third run finds every output complete and writes nothing.
     r3 = batch.decode_batch(src, out, weights, **kwargs)
     assert r3.written == [] and len(r3.skipped) == N
 
