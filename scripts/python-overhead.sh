@@ -3,7 +3,8 @@
 # random weights, latent and thread count; CLI and Python runs alternate, ROUNDS of each.
 # Both decode into a .npy file (decode_stream + the atomic frame writer). Prints, per run, the
 # decode time (the CLI's own "decode" figure; Python: the decode_to_file call, latent
-# conversion included) and the whole process's wall time.
+# conversion included), the whole process's wall time, and its CPU time (user + system, all
+# threads; less disturbed than wall time by other work on a shared machine).
 # Usage: scripts/python-overhead.sh [THREADS=2] [ROUNDS=2]   (with `movq` importable by python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,13 +25,14 @@ movq=target/release/movq
 for r in $(seq 1 "$rounds"); do
   rm -f "$work/cli.npy" "$work/py.npy"
   s=$(date +%s.%N)
-  line=$("$movq" --threads "$threads" decode --weights "$work/w.safetensors" --latent "$work/z.npy" \
+  line=$(/usr/bin/time -o "$work/cpu" -f "%U %S" "$movq" --threads "$threads" decode --weights "$work/w.safetensors" --latent "$work/z.npy" \
     --output "$work/cli.npy" --quiet 2>&1 | grep '^wrote')
   e=$(date +%s.%N)
   dec=$(sed -E 's/.*decode ([0-9.]+) s.*/\1/' <<<"$line")
-  echo "round $r cli:    decode $dec s, process wall $(echo "$e - $s" | bc) s"
+  cpu=$(awk '{print $1 + $2}' "$work/cpu")
+  echo "round $r cli:    decode $dec s, process wall $(echo "$e - $s" | bc) s, process CPU $cpu s"
   s=$(date +%s.%N)
-  dec=$("$py" - "$work" "$threads" <<'PY'
+  dec=$(/usr/bin/time -o "$work/cpu" -f "%U %S" "$py" - "$work" "$threads" <<'PY'
 import sys, time
 import numpy as np
 import movq
@@ -43,6 +45,7 @@ print(f"{time.perf_counter() - t:.2f}")
 PY
 )
   e=$(date +%s.%N)
-  echo "round $r python: decode $dec s, process wall $(echo "$e - $s" | bc) s"
+  cpu=$(awk '{print $1 + $2}' "$work/cpu")
+  echo "round $r python: decode $dec s, process wall $(echo "$e - $s" | bc) s, process CPU $cpu s"
   cmp "$work/cli.npy" "$work/py.npy" && echo "round $r: outputs identical"
 done
