@@ -40,18 +40,12 @@ def read_log(out_dir):
     return [json.loads(line) for line in p.read_text().splitlines()]
 
 
-def test_kill_a_worker_then_rerun(ray_cluster, tiny_vae_dir, tmp_path):
-    weights, _ = tiny_vae_dir
-    src, out = tmp_path / "latents", tmp_path / "out"
-    src.mkdir()
-    for i in range(N):
-        np.save(src / f"z{i:02d}.npy", rng_latent((1, 4, 5, 12, 12), 100 + i))
-    kwargs = dict(workers=2, threads_per_worker=1, fmt="npy", max_retries=0)
+def run_and_kill_a_worker(src, out, weights, **kwargs):
+    """Runs decode_batch on a thread and SIGKILLs a worker while it is decoding (it has started
+    a latent it has not written, after at least one output is complete). Returns the report."""
     result = {}
-    run = threading.Thread(target=lambda: result.update(r1=batch.decode_batch(src, out, weights, **kwargs)))
+    run = threading.Thread(target=lambda: result.update(r=batch.decode_batch(src, out, weights, **kwargs)))
     run.start()
-    # Kill a worker while it is decoding: it has started a latent it has not written, after at
-    # least one output is complete.
     victim = None
     deadline = time.time() + 300
     while victim is None and time.time() < deadline and run.is_alive():
@@ -67,7 +61,21 @@ def test_kill_a_worker_then_rerun(ray_cluster, tiny_vae_dir, tmp_path):
         time.sleep(0.05)
     run.join()
     assert victim is not None, "the run ended before a worker could be killed"
-    r1 = result["r1"]
+    return result["r"]
+
+
+def make_latents(src, n=N):
+    src.mkdir()
+    for i in range(n):
+        np.save(src / f"z{i:02d}.npy", rng_latent((1, 4, 5, 12, 12), 100 + i))
+
+
+def test_kill_a_worker_then_rerun(ray_cluster, tiny_vae_dir, tmp_path):
+    weights, _ = tiny_vae_dir
+    src, out = tmp_path / "latents", tmp_path / "out"
+    make_latents(src)
+    kwargs = dict(workers=2, threads_per_worker=1, fmt="npy", max_retries=0)
+    r1 = run_and_kill_a_worker(src, out, weights, **kwargs)
     assert r1.workers_lost == 1 and r1.failed == []
     assert 1 <= len(r1.missing) < N and len(r1.written) + len(r1.missing) == N
     # The killed worker's latent has no file under its output name (at most a hidden temporary).
@@ -97,6 +105,16 @@ def test_kill_a_worker_then_rerun(ray_cluster, tiny_vae_dir, tmp_path):
         z = np.load(latent)
         got = np.load(out / (os.path.basename(latent)[:-4] + ".npy"))
         np.testing.assert_array_equal(got, dec.decode(z), err_msg=latent)
+
+
+def test_a_killed_worker_is_restarted_and_its_latent_retried(ray_cluster, tiny_vae_dir, tmp_path):
+    weights, _ = tiny_vae_dir
+    src, out = tmp_path / "latents", tmp_path / "out"
+    make_latents(src, 6)
+    r = run_and_kill_a_worker(src, out, weights, workers=2, threads_per_worker=1, fmt="npy", max_retries=1)
+    assert r.ok and r.workers_lost == 0 and len(r.written) == 6
+    written = [o for x in read_log(out) if x["event"] == "written" for o in x["outputs"]]
+    assert sorted(written) == sorted(str(out / f"z{i:02d}.npy") for i in range(6))
 
 
 def test_manifest_and_input_safety(tiny_vae_dir, tmp_path):
