@@ -86,6 +86,9 @@ impl NativeDecoder {
                 ));
             }
         };
+        if !matches!(precision, "f32" | "float32" | "f64" | "float64") {
+            return Err(named(py, "ConfigError", format!("precision {precision:?}: use \"f32\" or \"f64\"")));
+        }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = threads.unwrap_or(cores);
         if threads == 0 || threads > 4 * cores {
@@ -115,9 +118,6 @@ impl NativeDecoder {
             };
             Ok((ck, dec))
         });
-        if !matches!(precision, "f32" | "float32" | "f64" | "float64") {
-            return Err(named(py, "ConfigError", format!("precision {precision:?}: use \"f32\" or \"f64\"")));
-        }
         let (ck, dec) = opened.map_err(|e| to_py(py, e))?;
         Ok(NativeDecoder { ck, dec, pool: Arc::new(pool) })
     }
