@@ -2,13 +2,19 @@
 # The Python package's CI: a fresh virtual environment, the registry packages the tests need
 # (numpy, torch, diffusers, transformers, ray, pytest, maturin; plain PyPI, CPU torch), the
 # abi3 wheel built with maturin and installed, then pytest over python/tests.
-# Usage: bash scripts/ci-python.sh [VENV_DIR]   (default: a new temporary directory)
+# Usage: bash scripts/ci-python.sh [VENV_DIR]   (default: a temporary directory, removed at exit)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 step() { echo; echo "== python: $* ($(( $(date +%s) - start )) s)"; }
 
-venv=${1:-$(mktemp -d /tmp/movq-ci-venv.XXXXXX)}
+if [ $# -ge 1 ]; then
+  venv=$1
+else
+  # A temporary venv (torch with its CUDA wheels is several GB) is removed at exit.
+  venv=$(mktemp -d /tmp/movq-ci-venv.XXXXXX)
+  trap 'rm -rf "$venv"' EXIT
+fi
 py=${PYTHON:-python3}
 step "fresh virtual environment in $venv ($($py --version))"
 rm -rf "$venv"
