@@ -150,6 +150,11 @@ pub enum Error {
     #[error("{}: SHA-256 {got} differs from {expected} pinned by {}", path.display(), manifest.display())]
     Checksum { path: PathBuf, manifest: PathBuf, expected: String, got: String },
 
+    /// The caller stopped the decode (its progress callback returned this error, e.g. on
+    /// Ctrl-C); nothing after the stage that had finished was computed.
+    #[error("interrupted: {}", escape(.0))]
+    Interrupted(String),
+
     /// A feature or case movq does not implement.
     #[error("unsupported: {}", escape(.0))]
     Unsupported(String),

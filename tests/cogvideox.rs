@@ -138,7 +138,7 @@ fn stream_hands_out_each_batch_in_order() {
     let z = latent(Shape::new(2, 4, 7, 3, 2), 13);
     let mut seen = Vec::new();
     let mut out = Tensor::zeros(dec.decoded_shape(z.shape(), &DecodeMode::Chunked).unwrap()).unwrap();
-    dec.decode_stream(&z, &DecodeMode::Chunked, &mut |_| {}, |first, frames| {
+    dec.decode_stream(&z, &DecodeMode::Chunked, &mut |_| Ok(()), |first, frames| {
         seen.push((first, frames.shape().d));
         out.paste(&frames, (first, 0, 0))
     })
@@ -254,4 +254,31 @@ fn tile_config_diffusers_defaults_spec_11_3() {
         tc,
         TileConfig { tile_latent: (30, 45), stride_latent: (25, 36), blend: (40, 72), keep: (200, 288) }
     );
+}
+
+#[test]
+fn progress_error_stops_the_decode_after_that_stage() {
+    let dec = tiny_decoder();
+    let z = latent(Shape::new(1, 4, 5, 2, 2), 17);
+    for mode in [DecodeMode::Whole, DecodeMode::Chunked] {
+        let (mut stages, mut written) = (0, 0);
+        let r = dec.decode_stream(
+            &z,
+            &mode,
+            &mut |_| {
+                stages += 1;
+                if stages == 2 { Err(movq::Error::Interrupted("test".into())) } else { Ok(()) }
+            },
+            |_, _| {
+                written += 1;
+                Ok(())
+            },
+        );
+        assert!(matches!(r, Err(movq::Error::Interrupted(ref m)) if m == "test"), "{mode:?}: {r:?}");
+        assert_eq!(
+            (stages, written),
+            (2, 0),
+            "{mode:?}: no stage runs after the error, no frame is handed out"
+        );
+    }
 }

@@ -384,15 +384,23 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
     );
     let t1 = Instant::now();
     let progress = DecodeProgress::new(a.quiet);
-    let result = decoder.decode_stream(&z, mode, &mut |p| progress.update(p), |first, frames| {
-        progress.println(&format!(
-            "  writing frames {}..{} of {}",
-            first,
-            first + frames.shape().d,
-            out_shape.d
-        ));
-        writer.write(first, &frames)
-    });
+    let result = decoder.decode_stream(
+        &z,
+        mode,
+        &mut |p| {
+            progress.update(p);
+            Ok(())
+        },
+        |first, frames| {
+            progress.println(&format!(
+                "  writing frames {}..{} of {}",
+                first,
+                first + frames.shape().d,
+                out_shape.d
+            ));
+            writer.write(first, &frames)
+        },
+    );
     progress.finish();
     if let Err(e) = result {
         if matches!(e, movq::Error::NonFinite { .. }) {

@@ -51,14 +51,15 @@ impl<T: Float> Decoder<T> {
     pub fn decode(&self, z: &Tensor<T>, mode: &DecodeMode) -> Result<Tensor<T>> {
         let shape = self.decoded_shape(z.shape(), mode)?;
         let mut out = Tensor::zeros(shape)?;
-        self.decode_stream(z, mode, &mut |_| {}, |first, frames| out.paste(&frames, (first, 0, 0)))?;
+        self.decode_stream(z, mode, &mut |_| Ok(()), |first, frames| out.paste(&frames, (first, 0, 0)))?;
         Ok(out)
     }
 
     /// Decodes z with `mode`, handing out frames as they are ready: `sink(first, frames)` gets
     /// output frames `first .. first + frames.d`, in order, each exactly once (chunked: per
     /// frame batch; whole and tiled: once). `progress` is called after every stage of every
-    /// decoder call. z: (b, zq_ch, t, h, w); frames: (b, out_ch, k, H, W)
+    /// decoder call; an error it returns (e.g. [`Error::Interrupted`] when the user cancels)
+    /// stops the decode there and is returned. z: (b, zq_ch, t, h, w); frames: (b, out_ch, k, H, W)
     ///
     /// Output frames are checked as they are produced: NaN or infinity fails the decode with
     /// [`Error::NonFinite`] (the count over the whole output, the first index, a likely cause),
@@ -68,7 +69,7 @@ impl<T: Float> Decoder<T> {
         &self,
         z: &Tensor<T>,
         mode: &DecodeMode,
-        progress: &mut dyn FnMut(&Progress),
+        progress: &mut dyn FnMut(&Progress) -> Result<()>,
         sink: impl FnMut(usize, Tensor<T>) -> Result<()>,
     ) -> Result<()> {
         self.decode_stream_traced(z, mode, progress, sink, None)
@@ -80,7 +81,7 @@ impl<T: Float> Decoder<T> {
         &self,
         z: &Tensor<T>,
         mode: &DecodeMode,
-        progress: &'a mut dyn FnMut(&Progress),
+        progress: &'a mut dyn FnMut(&Progress) -> Result<()>,
         mut sink: impl FnMut(usize, Tensor<T>) -> Result<()>,
         tracer: Option<&'a mut dyn Tracer<T>>,
     ) -> Result<()> {
@@ -121,7 +122,7 @@ impl<T: Float> Decoder<T> {
         &self,
         z: &Tensor<T>,
         mode: &DecodeMode,
-        progress: &'a mut dyn FnMut(&Progress),
+        progress: &'a mut dyn FnMut(&Progress) -> Result<()>,
         sink: &mut dyn FnMut(usize, Tensor<T>) -> Result<()>,
         tracer: Option<&'a mut dyn Tracer<T>>,
     ) -> Result<()> {
@@ -233,14 +234,19 @@ struct Runner<'a, T> {
     /// FLOPs per stage of each distinct call shape (a decode has at most a few).
     stage_flops: Vec<(Shape, Vec<(Stage, u128)>)>,
     p: Progress,
-    f: &'a mut dyn FnMut(&Progress),
+    f: &'a mut dyn FnMut(&Progress) -> Result<()>,
     tracer: Option<&'a mut dyn Tracer<T>>,
     /// Index of the running call's frame batch within its clip.
     batch: usize,
 }
 
 impl<'a, T: Float> Runner<'a, T> {
-    fn new(dec: &'a Decoder<T>, z: Shape, calls: &[Call], f: &'a mut dyn FnMut(&Progress)) -> Result<Self> {
+    fn new(
+        dec: &'a Decoder<T>,
+        z: Shape,
+        calls: &[Call],
+        f: &'a mut dyn FnMut(&Progress) -> Result<()>,
+    ) -> Result<Self> {
         let mut stage_flops: Vec<(Shape, Vec<(Stage, u128)>)> = Vec::new();
         let mut total = 0u128;
         for c in calls {
@@ -283,7 +289,7 @@ impl<'a, T: Float> Runner<'a, T> {
             let flop = stages.iter().find(|(s, _)| *s == stage).map_or(0, |(_, f)| *f);
             p.stage = stage;
             p.flop_done = (p.flop_done + flop).min(p.flop_total);
-            f(p);
+            f(p)
         };
         let tracer = self.tracer.as_mut().map(|t| &mut **t as &mut dyn Tracer<T>);
         self.dec.forward_traced(input, cache, &mut on_stage, tracer)

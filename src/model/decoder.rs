@@ -103,7 +103,8 @@ impl<T: Float> Decoder<T> {
         self.check_finite = !allow;
     }
 
-    /// One decoder call (upstream `decoder(z)`), calling `on_stage` as each stage finishes.
+    /// One decoder call (upstream `decoder(z)`), calling `on_stage` as each stage finishes; an
+    /// error from `on_stage` (e.g. [`crate::Error::Interrupted`]) ends the call with that error.
     /// With `cache`, z is one chunk of a clip: it is its own zq, and the causal convs continue
     /// from the previous chunk (diffusers `decoder(z_chunk, conv_cache=...)`; spec 11.1).
     /// z: (b, zq_ch, t, h, w) -> (b, out_ch, t', h * 2^(L-1), w * 2^(L-1)) with t' from
@@ -112,7 +113,7 @@ impl<T: Float> Decoder<T> {
         &self,
         z: &Tensor<T>,
         cache: Option<&mut DecoderCache<T>>,
-        on_stage: &mut dyn FnMut(Stage),
+        on_stage: &mut dyn FnMut(Stage) -> Result<()>,
     ) -> Result<Tensor<T>> {
         self.forward_traced(z, cache, on_stage, None)
     }
@@ -123,7 +124,7 @@ impl<T: Float> Decoder<T> {
         &self,
         z: &Tensor<T>,
         mut cache: Option<&mut DecoderCache<T>>,
-        on_stage: &mut dyn FnMut(Stage),
+        on_stage: &mut dyn FnMut(Stage) -> Result<()>,
         tracer: Option<&mut dyn Tracer<T>>,
     ) -> Result<Tensor<T>> {
         let out_shape = self.plan.output_shape(z.shape())?;
@@ -151,7 +152,7 @@ impl<T: Float> Decoder<T> {
             h = block.forward(h, zq, cache.as_deref_mut().map(|c| &mut c.mid[k]), mid.pp(name))?;
             mid.record(name, &h)?;
         }
-        on_stage(Stage::Mid);
+        on_stage(Stage::Mid)?;
         for (i_level, level) in self.up.iter().enumerate().rev() {
             let mut up_tap = tap.pp("up");
             let mut lv = up_tap.pp(i_level);
@@ -169,7 +170,7 @@ impl<T: Float> Decoder<T> {
                 h = up.forward(&h)?;
                 lv.record("upsample", &h)?;
             }
-            on_stage(Stage::Level(i_level));
+            on_stage(Stage::Level(i_level))?;
         }
         if !self.plan.give_pre_end {
             tap.record_with("norm_out", || self.norm_out.forward(h.clone(), zq))?;
@@ -179,7 +180,7 @@ impl<T: Float> Decoder<T> {
             h = self.conv_out.forward(input, cache.map(|c| &mut c.conv_out))?;
             tap.record("conv_out", &h)?;
         }
-        on_stage(Stage::Out);
+        on_stage(Stage::Out)?;
         debug_assert_eq!(h.shape(), out_shape);
         Ok(h)
     }

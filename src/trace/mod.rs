@@ -231,7 +231,7 @@ pub fn trace<T: Float>(
     let mut output = Tensor::zeros(shape)?;
     let mut c = Collect { rec: Recorder { ck, opts, selected, suffix: String::new() }, entries: Vec::new() };
     let sink = |first, frames: Tensor<T>| output.paste(&frames, (first, 0, 0));
-    dec.decode_stream_traced(z, mode, &mut |_| {}, sink, Some(&mut c))?;
+    dec.decode_stream_traced(z, mode, &mut |_| Ok(()), sink, Some(&mut c))?;
     let mode_name = match mode {
         DecodeMode::Whole => "whole",
         DecodeMode::Chunked => "chunked",

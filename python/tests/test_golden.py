@@ -1,0 +1,52 @@
+"""Golden cases through Python: every whole-decoder case of ../shared/golden decoded by
+movq.Decoder in f32 and f64 and compared with the PyTorch float64 reference, by the rule of
+shared/golden/README.md (f32: at most 4x PyTorch float32's own error; f64: rel-L2 < 1e-12)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import movq
+from conftest import GOLDEN_IGNORE, read_golden
+
+# (case, decode mode): `module(z)` / `vae.decoder(z)` are whole-clip calls, `vae.decode(z)` the
+# frame-batched one.
+CASES = [
+    ("movq_first_tct4_attn16", "whole"),
+    ("newdec_postquant_addconv_zq12", "whole"),
+    ("movq_constant_tct2", "whole"),
+    ("movq_single_frame_t1", "whole"),
+    ("movq_batch2_h4w6_t4", "whole"),
+    ("movq_noresampconv", "whole"),
+    ("movq_give_pre_end", "whole"),
+    ("diffusers_decoder_whole_t3", "whole"),
+    ("diffusers_vae_decode_t4", "chunked"),
+]
+
+
+def errors(y: np.ndarray, r: np.ndarray):
+    d = y.astype(np.float64) - r
+    return float(np.abs(d).max()), float(np.linalg.norm(d) / np.linalg.norm(r))
+
+
+@pytest.mark.parametrize("name,mode", CASES)
+@pytest.mark.parametrize("precision", ["f32", "f64"])
+def test_golden_case(name, mode, precision):
+    path, t, meta = read_golden(name)
+    dec = movq.Decoder(path, ignore=GOLDEN_IGNORE, precision=precision, threads=2)
+    y = dec.decode(t["input.z"], mode=mode)
+    r = t["output.f64"]
+    assert y.shape == r.shape
+    assert y.dtype == (np.float32 if precision == "f32" else np.float64)
+    max_abs, rel_l2 = errors(y, r)
+    if precision == "f64":
+        assert rel_l2 < 1e-12, f"{name} f64: rel_l2 {rel_l2:.3e}"
+        return
+    absmax = meta["output_f64_absmax"]
+    lim_rel = 4 * max(meta["f32_rel_l2_err"], 1e-7)
+    lim_abs = 4 * max(meta["f32_max_abs_err"], 1e-7 * max(1.0, absmax))
+    assert rel_l2 <= lim_rel and max_abs <= lim_abs, (
+        f"{name} f32: max_abs {max_abs:.3e} (limit {lim_abs:.3e}), rel_l2 {rel_l2:.3e} "
+        f"(limit {lim_rel:.3e}); regenerate nothing: the references are PyTorch's"
+    )
