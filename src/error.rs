@@ -91,6 +91,10 @@ pub enum Error {
     #[error("{}: cannot write the output: {cause}", path.display())]
     OutputNotWritable { path: PathBuf, cause: std::io::Error },
 
+    /// The output path names no output movq writes (or one that clashes with what is there).
+    #[error("{}: {}", path.display(), escape(reason))]
+    OutputKind { path: PathBuf, reason: String },
+
     /// The decode's estimated peak memory exceeds the budget. Checked before any work starts.
     #[error("this decode needs about {:.2} GiB but the memory budget is {:.2} GiB",
         *needed as f64 / (1u64 << 30) as f64, *budget as f64 / (1u64 << 30) as f64)]

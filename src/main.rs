@@ -383,6 +383,9 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
             "pass --config"
         }
         movq::Error::Unsupported(s) if s.contains("chunked decoding needs") => "use --mode whole",
+        movq::Error::OutputKind { reason, .. } if reason.contains("animated PNG only when asked") => {
+            "add --apng for an animated PNG"
+        }
         movq::Error::UnknownClass(_) => {
             "pass --class MOVQDecoder3D or --class ContextParallelDecoder3D, or a --config with \"class\""
         }

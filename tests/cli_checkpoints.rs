@@ -18,13 +18,19 @@ fn reference(case: &str, name: &str) -> (Vec<usize>, Vec<f64>) {
     WeightFile::open(fixture(case).join("reference.safetensors")).unwrap().read::<f64>(name).unwrap()
 }
 
+/// The reference latent `name` of `case` as an f32 .npy file in `dir`.
+fn latent_npy(dir: &Path, case: &str, name: &str) -> PathBuf {
+    let (dims, z) = reference(case, name);
+    let z: Vec<f32> = z.iter().map(|&v| v as f32).collect();
+    let path = dir.join("z.npy");
+    write_npy(&path, &dims, &z).unwrap();
+    path
+}
+
 #[test]
 fn sat_pt_decodes_to_the_sat_loop_frames_without_flags() {
     let tmp = tempfile::tempdir().unwrap();
-    let (dims, z) = reference("sat_cogvideox", "z.sat_t13");
-    let z: Vec<f32> = z.iter().map(|&v| v as f32).collect();
-    let zp = tmp.path().join("z.npy");
-    write_npy(&zp, &dims, &z).unwrap();
+    let zp = latent_npy(tmp.path(), "sat_cogvideox", "z.sat_t13");
     let out = tmp.path().join("out.npy");
     let st = movq()
         .args(["decode", "--weights"])
@@ -49,10 +55,7 @@ fn sat_pt_decodes_to_the_sat_loop_frames_without_flags() {
 fn sat_checkpoint_needs_to_be_told_how_the_latent_is_scaled() {
     // The SAT scale_factor lives in the yaml, not in 3d-vae.pt: no silent unscaled decode.
     let tmp = tempfile::tempdir().unwrap();
-    let (dims, z) = reference("sat_cogvideox", "z.sat_t5");
-    let z: Vec<f32> = z.iter().map(|&v| v as f32).collect();
-    let zp = tmp.path().join("z.npy");
-    write_npy(&zp, &dims, &z).unwrap();
+    let zp = latent_npy(tmp.path(), "sat_cogvideox", "z.sat_t5");
     let out = tmp.path().join("out.npy");
     let st = movq()
         .args(["decode", "--weights"])

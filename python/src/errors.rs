@@ -34,7 +34,9 @@ fn class_of(e: &movq::Error) -> &'static str {
         | E::LatentChannels { .. }
         | E::ShapeMismatch { .. } => "LatentError",
         E::OverMemoryBudget { .. } | E::TooLarge { .. } => "ResourceError",
-        E::Io { .. } | E::OutputNotWritable { .. } | E::OutputIsInput { .. } => "MovqIOError",
+        E::Io { .. } | E::OutputNotWritable { .. } | E::OutputIsInput { .. } | E::OutputKind { .. } => {
+            "MovqIOError"
+        }
         E::Unsupported(_) => "UnsupportedError",
         E::Interrupted(_) => "MovqError",
         // A variant added to movq after this table: the base class, with the same message.

@@ -534,7 +534,8 @@ impl NativeDecoder {
         meta.insert("mode".to_string(), format!("{mode:?}"));
         run::blocking(py, &self.pool, progress, |hook| {
             let shape = dec.decoded_shape(z.shape(), mode)?;
-            let mut sink = output::Sink::create::<T>(path, shape, video.0, video.1, &meta)?;
+            let opts = movq::io::SinkOptions { apng: false, fps: video.0, chroma: video.1 };
+            let mut sink = movq::io::OutputSink::create::<T>(path, shape, &opts, &meta)?;
             dec.decode_stream(&z, mode, hook, |first, y| sink.write(first, &y))?;
             let paths = sink.paths();
             sink.finish()?;

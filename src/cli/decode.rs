@@ -4,13 +4,13 @@ use super::progress::DecodeProgress;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use movq::io::paths::Stamp;
-use movq::io::{Chroma, Container, FrameWriter, VideoFormat, VideoOptions, VideoWriter, read_latent};
+use movq::io::{Chroma, OutputSink, SinkOptions, read_latent};
 use movq::kernels::Float;
 use movq::model::memory::{Footprint, available_bytes, estimate_peak_bytes};
 use movq::model::{DecodeMode, DecoderClass};
 use movq::{Checkpoint, Shape, Tensor};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -29,106 +29,6 @@ pub enum ChromaArg {
     /// 4:4:4: full-resolution chroma.
     #[value(name = "444")]
     C444,
-}
-
-/// Where decoded frames go.
-pub enum Sink {
-    Tensor(FrameWriter),
-    Video(VideoWriter),
-}
-
-impl Sink {
-    /// Chooses the container from the output path (see `DecodeArgs::output`) and creates it.
-    pub fn create<T: Float>(
-        path: &Path,
-        apng: bool,
-        video: (u32, ChromaArg),
-        shape: Shape,
-        meta: &BTreeMap<String, String>,
-    ) -> Result<Self> {
-        let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
-        let file_ext = matches!(ext.as_deref(), Some("npy" | "safetensors" | "y4m" | "apng" | "png"));
-        let slash = path.as_os_str().to_string_lossy().ends_with('/');
-        if movq::io::output::is_stream(path) && !slash {
-            if !matches!(ext.as_deref(), None | Some("y4m")) {
-                bail!(
-                    "{}: standard output, a named pipe or a device is written as a Y4M stream; name it .y4m or write a file",
-                    path.display()
-                );
-            }
-            let chroma = if video.1 == ChromaArg::C444 { Chroma::C444 } else { Chroma::C420 };
-            let opts = VideoOptions { format: VideoFormat::Y4m, fps: video.0, chroma };
-            return Ok(Sink::Video(VideoWriter::create(path, shape, opts)?));
-        }
-        if file_ext && !slash && path.is_dir() {
-            bail!(
-                "{}: cannot write the output: is a directory, but the name asks for a .{} file",
-                path.display(),
-                ext.as_deref().unwrap_or_default()
-            );
-        }
-        let is_dir = slash || path.is_dir();
-        let format = match ext.as_deref() {
-            _ if is_dir => VideoFormat::PngDir,
-            Some("npy") => {
-                return Ok(Sink::Tensor(FrameWriter::create::<T>(path, Container::Npy, shape, meta)?));
-            }
-            Some("safetensors") => {
-                return Ok(Sink::Tensor(FrameWriter::create::<T>(
-                    path,
-                    Container::Safetensors,
-                    shape,
-                    meta,
-                )?));
-            }
-            Some("y4m") => VideoFormat::Y4m,
-            Some("apng") => VideoFormat::Apng,
-            Some("png") if apng => VideoFormat::Apng,
-            Some("png") => bail!(
-                "{}: a .png output is an animated PNG: add --apng (or name it .apng); for one PNG per frame give a directory",
-                path.display()
-            ),
-            None => VideoFormat::PngDir,
-            Some(e) => bail!(
-                "{}: unknown output type .{e}; use .npy, .safetensors, .y4m, .apng, or a directory for PNG frames",
-                path.display()
-            ),
-        };
-        let chroma = if video.1 == ChromaArg::C444 { Chroma::C444 } else { Chroma::C420 };
-        let opts = VideoOptions { format, fps: video.0, chroma };
-        Ok(Sink::Video(VideoWriter::create(path, shape, opts)?))
-    }
-
-    /// frames: (n, c, k, h, w), output frames `first..first + k`
-    pub fn write<T: Float>(&mut self, first: usize, frames: &Tensor<T>) -> movq::Result<()> {
-        match self {
-            Sink::Tensor(w) => w.write(first, frames),
-            Sink::Video(w) => w.write(first, frames),
-        }
-    }
-
-    /// The temporaries being written.
-    pub fn tmp_paths(&self) -> Vec<PathBuf> {
-        match self {
-            Sink::Tensor(w) => vec![w.tmp_path().to_path_buf()],
-            Sink::Video(w) => w.tmp_paths(),
-        }
-    }
-
-    /// The files (or directories) the output consists of.
-    pub fn paths(&self) -> Vec<PathBuf> {
-        match self {
-            Sink::Tensor(w) => vec![w.path().to_path_buf()],
-            Sink::Video(w) => w.paths(),
-        }
-    }
-
-    pub fn finish(self) -> movq::Result<()> {
-        match self {
-            Sink::Tensor(w) => w.finish(),
-            Sink::Video(w) => w.finish(),
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -371,7 +271,9 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
     meta.insert("config".to_string(), serde_json::to_string(ck.config())?);
     meta.insert("mode".to_string(), format!("{mode:?}"));
     super::cleanup::install();
-    let mut writer = Sink::create::<T>(&a.output, a.apng, (a.fps, a.chroma), out_shape, &meta)?;
+    let chroma = if a.chroma == ChromaArg::C444 { Chroma::C444 } else { Chroma::C420 };
+    let opts = SinkOptions { apng: a.apng, fps: a.fps, chroma };
+    let mut writer = OutputSink::create::<T>(&a.output, out_shape, &opts, &meta)?;
     super::cleanup::track(writer.tmp_paths());
     super::signals::track(&writer.tmp_paths(), out_shape.d, &mapped);
     let t_load = t0.elapsed().as_secs_f64();

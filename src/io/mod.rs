@@ -7,6 +7,7 @@ pub mod output;
 pub mod paths;
 mod safetensors;
 mod safetensors_header;
+mod sink;
 mod torch;
 mod var_path;
 mod video;
@@ -15,6 +16,7 @@ pub use frame_writer::{Container, FrameWriter};
 pub use npy::{npy_shape, parse_npy, read_npy, write_npy};
 pub use safetensors::{TensorInfo, WeightFile, convert_to_safetensors, write_safetensors, write_tensors};
 pub use safetensors_header::MAX_HEADER_BYTES;
+pub use sink::{OutputSink, SinkOptions};
 pub use torch::MAX_PICKLE_BYTES;
 pub use var_path::{Loader, Param, VarPath};
 pub use video::{
