@@ -54,7 +54,7 @@ fn write_latent(path: &Path, dims: &[usize]) {
 /// An npy file with a hand-written header dict and `data` (for shapes `write_npy` cannot make).
 fn raw_npy(path: &Path, dict: &str, data: &[u8]) {
     let mut h = dict.to_string();
-    while (10 + h.len() + 1) % 64 != 0 {
+    while !(10 + h.len() + 1).is_multiple_of(64) {
         h.push(' ');
     }
     h.push('\n');

@@ -139,6 +139,7 @@ proptest! {
             input_norm: Some(InputNorm { coeffs: &coeffs, modulation: None, act }),
             accumulate: false,
             prefix: Some((&pre, n_pre)),
+            transformed_weights: None,
         };
         let mut fast = vec![f64::NAN; p.c_out * d_o * h_o * w_o];
         conv3d_winograd(&mut fast, &ConvCall { x: &x, dims, weight: &wt, bias: &b, p: &p }, &opts);
@@ -304,6 +305,7 @@ proptest! {
             input_norm: Some(InputNorm { coeffs: &coeffs, modulation: None, act: silu }),
             accumulate: false,
             prefix: Some((&pre, n_pre)),
+            transformed_weights: None,
         };
         let mut fast = vec![f64::NAN; slow.len()];
         conv3d_winograd(&mut fast, &ConvCall { x: &x, dims, weight: &wt, bias: &b, p: &p }, &opts);

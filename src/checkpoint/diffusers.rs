@@ -127,12 +127,12 @@ pub const DIFFUSERS_CLASS: &str = "AutoencoderKLCogVideoX";
 pub fn config_from_diffusers(v: &Value) -> Result<DecoderConfig> {
     check_keys(v, DIFFUSERS_KEYS, true, "diffusers config")?;
     let bad = |m: String| Error::InvalidConfig(format!("diffusers config: {m}"));
-    if let Some(class) = v.get("_class_name") {
-        if class.as_str() != Some(DIFFUSERS_CLASS) {
-            return Err(Error::Unsupported(format!(
-                "diffusers config: `_class_name` is {class}; movq decodes `{DIFFUSERS_CLASS}` only"
-            )));
-        }
+    if let Some(class) = v.get("_class_name")
+        && class.as_str() != Some(DIFFUSERS_CLASS)
+    {
+        return Err(Error::Unsupported(format!(
+            "diffusers config: `_class_name` is {class}; movq decodes `{DIFFUSERS_CLASS}` only"
+        )));
     }
     let num = |k: &str| v.get(k).and_then(Value::as_u64).map(|x| x as usize);
     let boc: Vec<usize> = v

@@ -201,7 +201,7 @@ pub fn convert_to_safetensors(
         offset = end;
     }
     let mut text = serde_json::to_string(&header).expect("json of plain values");
-    while (8 + text.len()) % 8 != 0 {
+    while !(8 + text.len()).is_multiple_of(8) {
         text.push(' ');
     }
     crate::io::atomic_write(path, |w| {
@@ -270,7 +270,7 @@ pub(crate) fn safetensors_header(
         offset = end;
     }
     let mut text = serde_json::to_string(&header).expect("json of plain values");
-    while (8 + text.len()) % 8 != 0 {
+    while !(8 + text.len()).is_multiple_of(8) {
         text.push(' ');
     }
     let mut out = (text.len() as u64).to_le_bytes().to_vec();
@@ -312,7 +312,7 @@ mod tests {
             off += data.len();
         }
         let mut text = serde_json::to_string(&header).unwrap();
-        while (8 + text.len()) % 8 != 0 {
+        while !(8 + text.len()).is_multiple_of(8) {
             text.push(' ');
         }
         let mut b = (text.len() as u64).to_le_bytes().to_vec();

@@ -264,11 +264,11 @@ impl VideoWriter {
                     }
                 }
             }
-            if let Some(tmp) = out.tmp.take() {
-                if let Err(e) = std::fs::rename(&tmp, &out.path) {
-                    out.tmp = Some(tmp);
-                    return Err(io(e));
-                }
+            if let Some(tmp) = out.tmp.take()
+                && let Err(e) = std::fs::rename(&tmp, &out.path)
+            {
+                out.tmp = Some(tmp);
+                return Err(io(e));
             }
         }
         Ok(())

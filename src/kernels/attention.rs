@@ -35,19 +35,10 @@ pub fn attention_tile<T: Float>(out: &mut [T], q: &[T], k: &[T], v: &[T], i0: us
         let rhs = Mat { data: &k[j0..], rs: p.ch_stride, cs: 1 };
         gemm(tq, tk, c, s, tk, 1, false, lhs, rhs, Par::Seq);
         for (i, row) in s.chunks_exact_mut(tk).enumerate() {
-            let mut row_max = f64::NEG_INFINITY;
-            for x in row.iter_mut() {
-                *x = *x * scale;
-                row_max = row_max.max(x.to_f64());
-            }
+            let row_max = T::scale_max(row, scale);
             let m_new = m[i].max(row_max);
             let corr = if m[i] == f64::NEG_INFINITY { 0.0 } else { (m[i] - m_new).exp() };
-            let mut sum = 0.0f64;
-            let m_t = T::from_f64(m_new);
-            for x in row.iter_mut() {
-                *x = (*x - m_t).exp();
-                sum += x.to_f64();
-            }
+            let sum = T::exp_sum(row, T::from_f64(m_new));
             l[i] = l[i] * corr + sum;
             m[i] = m_new;
             if corr != 1.0 {

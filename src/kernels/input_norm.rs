@@ -26,23 +26,43 @@ pub struct RowModulation<'a, T> {
 impl<T: Float> InputNorm<'_, T> {
     /// dst = norm(src) for rows `y0 ..` of frame `f` of channel `c`; dst, src: (rows, w).
     pub fn rows(&self, dst: &mut [T], src: &[T], c: usize, f: usize, y0: usize, w: usize) {
+        if w == 0 {
+            return;
+        }
+        let mut scratch = (Vec::new(), Vec::new());
+        for (r, (d, s)) in dst.chunks_exact_mut(w).zip(src.chunks_exact(w)).enumerate() {
+            self.row(d, s, c, f, y0 + r, &mut scratch);
+        }
+    }
+
+    /// dst = norm(src) for row `y` of frame `f` of channel `c`; `scratch` holds the gathered
+    /// modulation row between calls (no allocation once it has grown).
+    pub fn row(
+        &self,
+        dst: &mut [T],
+        src: &[T],
+        c: usize,
+        f: usize,
+        y: usize,
+        scratch: &mut (Vec<T>, Vec<T>),
+    ) {
         dst.copy_from_slice(src);
         let (a, b) = self.coeffs[c];
         let Some(m) = &self.modulation else {
             T::norm_apply(dst, a, b, None, self.act);
             return;
         };
+        let w = dst.len();
         let (md, mh, mw) = m.dims;
-        let mut sc = vec![T::ZERO; w];
-        let mut sh = vec![T::ZERO; w];
-        for (r, row) in dst.chunks_exact_mut(w).enumerate() {
-            let off = ((c * md + m.tmap[f]) * mh + m.hmap[y0 + r]) * mw;
-            let (s_row, h_row) = (&m.scale[off..off + mw], &m.shift[off..off + mw]);
-            for ((o1, o2), &xs) in sc.iter_mut().zip(sh.iter_mut()).zip(m.wmap) {
-                *o1 = s_row[xs];
-                *o2 = h_row[xs];
-            }
-            T::norm_apply(row, a, b, Some((&sc, &sh)), self.act);
+        let (sc, sh) = scratch;
+        sc.resize(w, T::ZERO);
+        sh.resize(w, T::ZERO);
+        let off = ((c * md + m.tmap[f]) * mh + m.hmap[y]) * mw;
+        let (s_row, h_row) = (&m.scale[off..off + mw], &m.shift[off..off + mw]);
+        for ((o1, o2), &xs) in sc.iter_mut().zip(sh.iter_mut()).zip(&m.wmap[..w]) {
+            *o1 = s_row[xs];
+            *o2 = h_row[xs];
         }
+        T::norm_apply(dst, a, b, Some((&sc[..w], &sh[..w])), self.act);
     }
 }

@@ -11,16 +11,21 @@ pub mod gemm;
 pub mod group_norm;
 pub mod input_norm;
 pub mod params;
+pub mod peak;
 pub mod reference;
 pub mod resample;
+pub mod scratch;
+pub mod simd;
 pub mod vol2col;
 pub mod winograd;
+pub mod winograd_tiles;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 
 use crate::tensor::Element;
 pub use activation::Act;
 use std::sync::OnceLock;
+use winograd_tiles::{InputRowArgs, OutputRowArgs};
 
 /// The instruction set the f32 element-wise kernels use, chosen once per process.
 /// (Matrix products always go through the `gemm` crate, which dispatches on its own.)
@@ -28,29 +33,28 @@ use std::sync::OnceLock;
 pub enum Isa {
     /// Plain Rust: the reference kernels.
     Scalar,
-    /// AVX2 + FMA; the token proves the CPU has them.
-    #[cfg(target_arch = "x86_64")]
-    Avx2Fma(x86_64::Avx2Fma),
+    /// The generic kernels of [`simd`] on the widest vector set the CPU runs.
+    Vector(simd::Vector),
 }
 
+/// The values `MOVQ_ISA` takes: `scalar` forces the reference kernels, `avx2` caps x86 at AVX2.
+pub const ISA_ENV_VALUES: [&str; 2] = ["scalar", "avx2"];
+
 impl Isa {
-    /// Detects the best supported ISA, unless `MOVQ_ISA=scalar` is set.
+    /// Detects the best supported ISA, as `MOVQ_ISA` permits (values: [`ISA_ENV_VALUES`]; the
+    /// CLI refuses others before this runs).
     pub fn detect() -> Isa {
-        if std::env::var("MOVQ_ISA").is_ok_and(|v| v.eq_ignore_ascii_case("scalar")) {
+        let env = std::env::var("MOVQ_ISA").ok().filter(|v| !v.is_empty());
+        if env.as_deref().is_some_and(|v| v.eq_ignore_ascii_case("scalar")) {
             return Isa::Scalar;
         }
-        #[cfg(target_arch = "x86_64")]
-        if let Some(tok) = x86_64::Avx2Fma::detect() {
-            return Isa::Avx2Fma(tok);
-        }
-        Isa::Scalar
+        Isa::Vector(simd::Vector::detect(env.as_deref()))
     }
 
     pub fn name(&self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma(_) => "avx2+fma",
+            Isa::Vector(v) => v.name(),
         }
     }
 }
@@ -63,13 +67,27 @@ pub fn isa() -> Isa {
 
 /// Element types with kernels: `f32` uses the SIMD kernels of [`isa`], `f64` the reference ones
 /// (the f64 mode is the precision reference, not the fast path).
-pub trait Float: Element {
+pub trait Float: Element + scratch::Pooled {
     /// Sum of `x` accumulated in f64.
     fn sum_f64(x: &[Self]) -> f64;
     /// Sum of `(x - mean)^2` accumulated in f64.
     fn sum_sq_dev_f64(x: &[Self], mean: f64) -> f64;
     /// See [`reference::norm_apply`].
     fn norm_apply(buf: &mut [Self], a: Self, b: Self, modulation: Option<(&[Self], &[Self])>, act: Act);
+    /// `row *= scale`; returns the row's largest value in f64 (NaN ignored; -inf if empty).
+    fn scale_max(row: &mut [Self], scale: Self) -> f64;
+    /// `row = exp(row - m)`; returns the sum of the new row in f64.
+    fn exp_sum(row: &mut [Self], m: Self) -> f64;
+    /// out[2i] = out[2i + 1] = src[i]. out: (2 * src.len(),)
+    fn double_row(out: &mut [Self], src: &[Self]);
+    /// See [`winograd_tiles::input_row`].
+    fn winograd_input_row(a: InputRowArgs<'_, Self>) {
+        winograd_tiles::input_row(a)
+    }
+    /// See [`winograd_tiles::output_row`].
+    fn winograd_output_row(a: OutputRowArgs<'_, Self>) {
+        winograd_tiles::output_row(a)
+    }
 }
 
 impl Float for f64 {
@@ -82,52 +100,64 @@ impl Float for f64 {
     fn norm_apply(buf: &mut [f64], a: f64, b: f64, modulation: Option<(&[f64], &[f64])>, act: Act) {
         reference::norm_apply(buf, a, b, modulation, act)
     }
+    fn scale_max(row: &mut [f64], scale: f64) -> f64 {
+        reference::scale_max(row, scale)
+    }
+    fn exp_sum(row: &mut [f64], m: f64) -> f64 {
+        reference::exp_sum(row, m)
+    }
+    fn double_row(out: &mut [f64], src: &[f64]) {
+        reference::double_row(out, src)
+    }
 }
 
 impl Float for f32 {
     fn sum_f64(x: &[f32]) -> f64 {
         match isa() {
             Isa::Scalar => reference::sum_f64(x),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma(tok) => x86_64::sum_f64(tok, x),
+            Isa::Vector(v) => v.run(simd::kernels::SumF64 { x, mean: None }),
         }
     }
     fn sum_sq_dev_f64(x: &[f32], mean: f64) -> f64 {
         match isa() {
             Isa::Scalar => reference::sum_sq_dev_f64(x, mean),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma(tok) => x86_64::sum_sq_dev_f64(tok, x, mean),
+            Isa::Vector(v) => v.run(simd::kernels::SumF64 { x, mean: Some(mean) }),
         }
     }
     fn norm_apply(buf: &mut [f32], a: f32, b: f32, modulation: Option<(&[f32], &[f32])>, act: Act) {
         match isa() {
             Isa::Scalar => reference::norm_apply(buf, a, b, modulation, act),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma(tok) => x86_64::norm_apply(tok, buf, a, b, modulation, act),
+            Isa::Vector(v) => v.run(simd::kernels::NormApply { buf, a, b, modulation, act }),
         }
     }
-}
-
-/// FLOP per round of the FMA microbenchmark: 12 chains x 8 lanes x 2.
-pub const FMA_ROUND_FLOP: u64 = 192;
-
-/// Measures this thread's f32 FMA throughput in GFLOP/s over about `seconds` (AVX2+FMA chains;
-/// on Zen 4 and most AVX-512 parts without a second 512-bit FMA unit this is the peak).
-/// Returns `None` when the CPU has no FMA path here.
-pub fn fma_peak_gflops(seconds: f64) -> Option<f64> {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(tok) = x86_64::Avx2Fma::detect() {
-        let mut iters = 1u64 << 20;
-        loop {
-            let t0 = std::time::Instant::now();
-            std::hint::black_box(x86_64::fma_chains(tok, std::hint::black_box(iters)));
-            let dt = t0.elapsed().as_secs_f64();
-            if dt >= seconds {
-                return Some((iters * FMA_ROUND_FLOP) as f64 / dt / 1e9);
-            }
-            iters *= 2;
+    fn scale_max(row: &mut [f32], scale: f32) -> f64 {
+        match isa() {
+            Isa::Scalar => reference::scale_max(row, scale),
+            Isa::Vector(v) => v.run(simd::kernels::ScaleMax { row, scale }) as f64,
         }
     }
-    let _ = seconds;
-    None
+    fn exp_sum(row: &mut [f32], m: f32) -> f64 {
+        match isa() {
+            Isa::Scalar => reference::exp_sum(row, m),
+            Isa::Vector(v) => v.run(simd::kernels::ExpSum { row, m }),
+        }
+    }
+    fn double_row(out: &mut [f32], src: &[f32]) {
+        match isa() {
+            Isa::Scalar => reference::double_row(out, src),
+            Isa::Vector(v) => v.run(simd::kernels::DoubleRow { out, src }),
+        }
+    }
+    fn winograd_input_row(a: InputRowArgs<'_, f32>) {
+        match isa() {
+            Isa::Scalar => winograd_tiles::input_row(a),
+            Isa::Vector(v) => v.run(winograd_tiles::InputRow(a)),
+        }
+    }
+    fn winograd_output_row(a: OutputRowArgs<'_, f32>) {
+        match isa() {
+            Isa::Scalar => winograd_tiles::output_row(a),
+            Isa::Vector(v) => v.run(winograd_tiles::OutputRow(a)),
+        }
+    }
 }

@@ -123,3 +123,32 @@ pub fn attention<T: Element>(out: &mut [T], q: &[T], k: &[T], v: &[T], p: &Atten
         }
     }
 }
+
+/// `row *= scale`; the largest scaled value in f64 (NaN ignored; -inf for an empty row).
+pub fn scale_max<T: Element>(row: &mut [T], scale: T) -> f64 {
+    let mut best = f64::NEG_INFINITY;
+    for x in row.iter_mut() {
+        *x = *x * scale;
+        best = best.max(x.to_f64());
+    }
+    best
+}
+
+/// `row = exp(row - m)`; the sum of the new row in f64, left to right.
+pub fn exp_sum<T: Element>(row: &mut [T], m: T) -> f64 {
+    let mut sum = 0.0f64;
+    for x in row.iter_mut() {
+        *x = (*x - m).exp();
+        sum += x.to_f64();
+    }
+    sum
+}
+
+/// out[2i] = out[2i + 1] = src[i]. out: (2 * src.len(),)
+pub fn double_row<T: Element>(out: &mut [T], src: &[T]) {
+    assert_eq!(out.len(), 2 * src.len());
+    for (o, &v) in out.chunks_exact_mut(2).zip(src) {
+        o[0] = v;
+        o[1] = v;
+    }
+}

@@ -1,6 +1,6 @@
 //! Nearest-neighbour index rules and the gather that applies them.
 
-use crate::tensor::Element;
+use super::Float;
 use rayon::prelude::*;
 
 /// Source index of output index `d` for PyTorch's legacy `mode="nearest"` resize of an axis
@@ -24,7 +24,7 @@ pub fn nearest_map(n_in: usize, n_out: usize) -> Vec<usize> {
 
 /// out[c, t, y, x] = src[c, tmap[t], hmap[y], wmap[x]] for one sample.
 /// out: (c, tmap.len(), hmap.len(), wmap.len()); src: (c, d, h, w) with `dims = (d, h, w)`.
-pub fn gather<T: Element>(
+pub fn gather<T: Float>(
     out: &mut [T],
     src: &[T],
     dims: (usize, usize, usize),
@@ -43,7 +43,7 @@ pub fn gather<T: Element>(
 }
 
 /// One channel of [`gather`]: out (tmap.len(), hmap.len(), wmap.len()); src (d, h, w).
-pub fn gather_plane<T: Element>(
+pub fn gather_plane<T: Float>(
     out: &mut [T],
     src: &[T],
     dims: (usize, usize, usize),
@@ -53,13 +53,19 @@ pub fn gather_plane<T: Element>(
 ) {
     let (_, h, w) = dims;
     let w_out = wmap.len();
+    // The decoders' upsamplers double w exactly (wmap = x >> 1): a vector duplication.
+    let doubling = w_out == 2 * w && wmap.iter().enumerate().all(|(x, &s)| s == x >> 1);
     let mut rows = out.chunks_exact_mut(w_out);
     for &ts in tmap {
         for &hs in hmap {
             let row = rows.next().expect("out has tmap*hmap rows");
             let s = &src[(ts * h + hs) * w..][..w];
-            for (o, &ws) in row.iter_mut().zip(wmap) {
-                *o = s[ws];
+            if doubling {
+                T::double_row(row, s);
+            } else {
+                for (o, &ws) in row.iter_mut().zip(wmap) {
+                    *o = s[ws];
+                }
             }
         }
     }

@@ -19,7 +19,10 @@ use super::Float;
 use super::gemm::{Mat, Par, gemm};
 use super::input_norm::InputNorm;
 use super::params::{Conv3dParams, ConvCall};
+use super::scratch;
+use super::winograd_tiles::{InputRowArgs, OutputRowArgs};
 use rayon::prelude::*;
+use std::ops::Deref;
 
 /// Target number of 2x2 tiles per strip (one gemm's column count).
 pub const TILES_PER_STRIP: usize = 1024;
@@ -28,10 +31,10 @@ pub const STRIP_CACHE_BYTES: usize = 64 << 20;
 
 // The small 4x4 transforms index rows and columns explicitly, like the formulas they implement.
 #[allow(clippy::needless_range_loop)]
-/// u: (c_out, 16, k_d, c_in) from weight (c_out, c_in, k_d, 3, 3): `U = G g G^T`.
-fn transform_weights<T: Float>(u: &mut [T], weight: &[T], p: &Conv3dParams) {
+/// u: (c_out, 16, k_d, c_in), row stride `padded_ld(16 * k_d * c_in)`, from weight (c_out, c_in, k_d, 3, 3): `U = G g G^T`.
+pub fn transform_weights<T: Float>(u: &mut [T], weight: &[T], p: &Conv3dParams) {
     let (c_in, k_d) = (p.c_in, p.k_d);
-    u.par_chunks_mut(16 * k_d * c_in).enumerate().for_each(|(co, uo)| {
+    u.par_chunks_mut(padded_ld(16 * k_d * c_in)).enumerate().for_each(|(co, uo)| {
         for ci in 0..c_in {
             for dt in 0..k_d {
                 let g = &weight[((co * c_in + ci) * k_d + dt) * 9..][..9];
@@ -57,6 +60,19 @@ fn transform_weights<T: Float>(u: &mut [T], weight: &[T], p: &Conv3dParams) {
     });
 }
 
+/// Elements of the transformed weights of `p` ([`transform_weights`]).
+pub fn transformed_len(p: &Conv3dParams) -> usize {
+    p.c_out * padded_ld(16 * p.k_d * p.c_in)
+}
+
+/// A row stride of at least `n` elements whose byte stride is an odd multiple of 64: rows
+/// then fall into different cache sets. With power-of-two strides (1024 tiles, 512 channels x
+/// 48) the gemm's packing and micro-kernel hit the same L1 sets and 4K-alias, and ran several
+/// times slower (measured: packing was 14 % of a decode before this).
+pub fn padded_ld(n: usize) -> usize {
+    16 * (n.div_ceil(16) | 1)
+}
+
 /// Options of [`conv3d_winograd`].
 #[derive(Default)]
 pub struct WinogradOptions<'a, T> {
@@ -68,6 +84,9 @@ pub struct WinogradOptions<'a, T> {
     /// normalised): the convolution reads the sequence prefix ++ norm(x), and the time padding
     /// of `p` applies to that whole sequence. A causal conv's carried cache.
     pub prefix: Option<(&'a [T], usize)>,
+    /// The weights already transformed by [`transform_weights`] (a layer's cache); without
+    /// them each call transforms into a reused scratch buffer.
+    pub transformed_weights: Option<&'a [T]>,
 }
 
 /// Geometry of one strip of tile rows.
@@ -87,8 +106,7 @@ impl Strip {
     }
 }
 
-#[allow(clippy::needless_range_loop)]
-/// v: (c_in, 16, tiles) = B^T d B for every tile of `strip` in frame `f` of `src`
+/// v: (c_in, 16, tiles), channel stride `padded_ld(16 * tiles)`, = B^T d B for every tile of `strip` in frame `f` of `src`
 /// (c_in, d_src, h, w), normalised on the fly by `norm` if given.
 #[allow(clippy::too_many_arguments)]
 fn transform_input<T: Float>(
@@ -102,57 +120,39 @@ fn transform_input<T: Float>(
     norm: Option<&InputNorm<'_, T>>,
 ) {
     let n_t = s.tiles();
-    // Input rows this strip reads, clipped to the frame.
-    let y_lo = (2 * s.i0).saturating_sub(p.pad_h.0).min(h);
-    let y_hi = (2 * (s.i0 + s.rows) + 2).saturating_sub(p.pad_h.0).min(h).max(y_lo);
-    v.par_chunks_mut(16 * n_t).enumerate().for_each_init(Vec::new, |buf, (ci, vc)| {
-        let raw = &src[(ci * d_src + f) * h * w..][..h * w];
-        // With a fused norm, the rows are normalised once into `buf`; `frame` then stands for
-        // the normalised frame (rows outside [y_lo, y_hi) are never read).
-        let frame: &[T] = match norm {
-            None => raw,
-            Some(nm) => {
-                if buf.len() != h * w {
-                    buf.resize(h * w, T::ZERO);
-                }
-                nm.rows(&mut buf[y_lo * w..y_hi * w], &raw[y_lo * w..y_hi * w], ci, f, y_lo, w);
-                buf
+    // The strip's input rows, zero-padded to the tiles' reach: row r is input row
+    // 2 * i0 - pad_top + r, column k is input column k - pad_left (w + pad_left <= pw because
+    // w_out = w + pad_left + pad_right - 2 <= 2 * tw).
+    let (pw, n_rows) = (2 * s.tw + 2, 2 * s.rows + 2);
+    let (y_base, pl) = ((2 * s.i0) as isize - p.pad_h.0 as isize, p.pad_w.0);
+    debug_assert!(pl + w <= pw);
+    let init = || (vec![T::ZERO; n_rows * pw], (Vec::new(), Vec::new()));
+    v.par_chunks_mut(padded_ld(16 * n_t)).enumerate().for_each_init(init, |(pad, scratch), (ci, vc)| {
+        let frame = &src[(ci * d_src + f) * h * w..][..h * w];
+        for (r, prow) in pad.chunks_exact_mut(pw).enumerate() {
+            let y = y_base + r as isize;
+            if y < 0 || y >= h as isize {
+                prow.fill(T::ZERO);
+                continue;
             }
-        };
+            let y = y as usize;
+            prow[..pl].fill(T::ZERO);
+            prow[pl + w..].fill(T::ZERO);
+            let (dst, raw) = (&mut prow[pl..pl + w], &frame[y * w..][..w]);
+            match norm {
+                None => dst.copy_from_slice(raw),
+                Some(nm) => nm.row(dst, raw, ci, f, y, scratch),
+            }
+        }
         for ti in 0..s.rows {
-            let y0 = (2 * (s.i0 + ti)) as isize - p.pad_h.0 as isize;
-            for tj in 0..s.tw {
-                let x0 = (2 * tj) as isize - p.pad_w.0 as isize;
-                let mut dd = [[T::ZERO; 4]; 4];
-                for (r, row) in dd.iter_mut().enumerate() {
-                    let yy = y0 + r as isize;
-                    if yy < 0 || yy >= h as isize {
-                        continue;
-                    }
-                    let src = &frame[yy as usize * w..][..w];
-                    for (c, e) in row.iter_mut().enumerate() {
-                        let xx = x0 + c as isize;
-                        if xx >= 0 && xx < w as isize {
-                            *e = src[xx as usize];
-                        }
-                    }
-                }
-                // B^T d: rows (d0 - d2, d1 + d2, d2 - d1, d1 - d3).
-                let mut bd = [[T::ZERO; 4]; 4];
-                for c in 0..4 {
-                    bd[0][c] = dd[0][c] - dd[2][c];
-                    bd[1][c] = dd[1][c] + dd[2][c];
-                    bd[2][c] = dd[2][c] - dd[1][c];
-                    bd[3][c] = dd[1][c] - dd[3][c];
-                }
-                let t = ti * s.tw + tj;
-                for (r, row) in bd.iter().enumerate() {
-                    let vals = [row[0] - row[2], row[1] + row[2], row[2] - row[1], row[1] - row[3]];
-                    for (c, val) in vals.into_iter().enumerate() {
-                        vc[(r * 4 + c) * n_t + t] = val;
-                    }
-                }
-            }
+            let rows = std::array::from_fn(|k| &pad[(2 * ti + k) * pw..][..pw]);
+            T::winograd_input_row(InputRowArgs {
+                v: &mut vc[..16 * n_t],
+                n_t,
+                t0: ti * s.tw,
+                rows,
+                tw: s.tw,
+            });
         }
     });
 }
@@ -173,9 +173,19 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
     assert_eq!(out.len(), c_out * plane_out);
     assert_eq!(x.len(), c_in * d * h * w);
     assert_eq!(weight.len(), p.c_out * c_in * k_d * 9);
-    let kk = 16 * k_d * c_in;
-    let mut u = vec![T::ZERO; p.c_out * kk];
-    transform_weights(&mut u, weight, p);
+    let kk = padded_ld(16 * k_d * c_in);
+    let mut own_u = None;
+    let u: &[T] = match opts.transformed_weights {
+        Some(u) => {
+            assert_eq!(u.len(), transformed_len(p));
+            u
+        }
+        None => {
+            let mut u = scratch::take(transformed_len(p));
+            transform_weights(&mut u, weight, p);
+            own_u.insert(u)
+        }
+    };
 
     let (th, tw) = (h_out.div_ceil(2), w_out.div_ceil(2));
     let elem = std::mem::size_of::<T>();
@@ -184,14 +194,16 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
     for i0 in (0..th).step_by(strip_rows) {
         let s = Strip { i0, rows: strip_rows.min(th - i0), tw };
         let n_t = s.tiles();
-        let mut cache: Vec<(usize, Vec<T>)> = Vec::new();
-        let mut mbuf: Vec<T> = Vec::new(); // (16, c_out, tiles)
+        let mut cache: Vec<(usize, scratch::Scratch<T>)> = Vec::new();
+        let (ld_v, ld_m) = (padded_ld(16 * n_t), padded_ld(n_t));
+        // (16, c_out, tiles) with row stride ld_m
+        let mut mbuf = scratch::take::<T>(16 * c_out * ld_m);
         for t in 0..d_out {
             let srcs: Vec<Option<usize>> = (0..k_d).map(|dt| p.src_frame(t, dt, d_all)).collect();
             cache.retain(|(f, _)| srcs.contains(&Some(*f)));
             for &f in srcs.iter().flatten() {
                 if !cache.iter().any(|(g, _)| *g == f) {
-                    let mut v = vec![T::ZERO; c_in * 16 * n_t];
+                    let mut v = scratch::take(c_in * ld_v);
                     if f < n_pre {
                         transform_input(&mut v, prefix, n_pre, f, (h, w), p, s, None);
                     } else {
@@ -203,18 +215,17 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
             }
             let frames: Vec<Option<&[T]>> = srcs
                 .iter()
-                .map(|sf| sf.map(|f| cache.iter().find(|(g, _)| *g == f).expect("cached").1.as_slice()))
+                .map(|sf| sf.map(|f| cache.iter().find(|(g, _)| *g == f).expect("cached").1.deref()))
                 .collect();
             // 16 independent gemms (one per transformed position), each over all output
             // channels: the tasks and every element's rounding are independent of the thread count.
-            mbuf.resize(16 * c_out * n_t, T::ZERO);
-            mbuf.par_chunks_mut(c_out * n_t).enumerate().for_each(|(xi, m)| {
+            mbuf.par_chunks_mut(c_out * ld_m).enumerate().for_each(|(xi, m)| {
                 let mut first = true;
                 for (dt, v) in frames.iter().enumerate() {
                     let Some(v) = v else { continue };
                     let lhs = Mat { data: &u[(xi * k_d + dt) * c_in..], rs: kk, cs: 1 };
-                    let rhs = Mat { data: &v[xi * n_t..], rs: 16 * n_t, cs: 1 };
-                    gemm(c_out, n_t, c_in, m, n_t, 1, !first, lhs, rhs, Par::Seq);
+                    let rhs = Mat { data: &v[xi * n_t..], rs: ld_v, cs: 1 };
+                    gemm(c_out, n_t, c_in, m, ld_m, 1, !first, lhs, rhs, Par::Seq);
                     first = false;
                 }
                 if first {
@@ -228,44 +239,27 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
     }
 }
 
-#[allow(clippy::needless_range_loop)]
 /// Writes A^T m A + bias of every tile of strip `s` into output frame `t` of channel `co`.
-/// dst: (d_out, h_out, w_out) of channel co; m: (16, c_out, tiles).
+/// dst: (d_out, h_out, w_out) of channel co; m: (16, c_out, tiles), row stride
+/// `padded_ld(tiles)`.
 #[allow(clippy::too_many_arguments)]
 fn inverse_transform<T: Float>(
     dst: &mut [T],
     m: &[T],
     co: usize,
     c_out: usize,
-    b: T,
+    bias: T,
     s: Strip,
     (t, h_out, w_out): (usize, usize, usize),
     accumulate: bool,
 ) {
-    let n_t = s.tiles();
+    let ld_m = padded_ld(s.tiles());
     let frame = &mut dst[t * h_out * w_out..][..h_out * w_out];
-    let e = |xi: usize, k: usize| m[(xi * c_out + co) * n_t + k];
     for ti in 0..s.rows {
-        for tj in 0..s.tw {
-            let k = ti * s.tw + tj;
-            // A^T m: rows (m0 + m1 + m2, m1 - m2 - m3), then the same on columns.
-            let mut am = [[T::ZERO; 4]; 2];
-            for c in 0..4 {
-                am[0][c] = e(c, k) + e(4 + c, k) + e(8 + c, k);
-                am[1][c] = e(4 + c, k) - e(8 + c, k) - e(12 + c, k);
-            }
-            for (a, row) in am.iter().enumerate() {
-                let y = 2 * (s.i0 + ti) + a;
-                if y >= h_out {
-                    continue;
-                }
-                let x = 2 * tj;
-                let vals = [row[0] + row[1] + row[2] + b, row[1] - row[2] - row[3] + b];
-                for (k, val) in vals.into_iter().enumerate().take(w_out - x) {
-                    let o = &mut frame[y * w_out + x + k];
-                    *o = if accumulate { *o + val } else { val };
-                }
-            }
-        }
+        let y = 2 * (s.i0 + ti);
+        let m = std::array::from_fn(|xi| &m[(xi * c_out + co) * ld_m + ti * s.tw..][..s.tw]);
+        let (r0, rest) = frame[y * w_out..].split_at_mut(w_out);
+        let r1 = (y + 1 < h_out).then(|| &mut rest[..w_out]);
+        T::winograd_output_row(OutputRowArgs { out: (r0, r1), m, tw: s.tw, bias, accumulate });
     }
 }

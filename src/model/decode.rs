@@ -192,7 +192,7 @@ impl<T: Float> Decoder<T> {
 /// when batched. SAT splits frame 0 of the first call whatever its parity (diffusers: odd
 /// only) and, above 21 frames, cuts `min(10, T // 2)` batches where diffusers cuts `T // 2`.
 fn check_sat_frames(t: usize, mode: &DecodeMode) -> Result<()> {
-    let why = if t > 1 && t % 2 == 0 {
+    let why = if t > 1 && t.is_multiple_of(2) {
         "an even number of latent frames: SAT splits the first frame of its first call, diffusers' rule (which movq runs) does not"
     } else if t > 21 && *mode != DecodeMode::Whole {
         "more than 21 latent frames: SAT cuts min(10, T // 2) frame batches, diffusers T // 2"

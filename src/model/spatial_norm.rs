@@ -19,7 +19,7 @@ pub struct GroupNorm<T> {
 
 impl<T: Float> GroupNorm<T> {
     pub fn load(vp: &VarPath, c: usize, groups: usize) -> Result<Self> {
-        if groups == 0 || c % groups != 0 {
+        if groups == 0 || !c.is_multiple_of(groups) {
             return Err(Error::GroupCount { place: vp.path().to_string(), channels: c, groups });
         }
         Ok(GroupNorm { weight: vp.get("weight", &[c])?, bias: vp.get("bias", &[c])? })

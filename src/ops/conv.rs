@@ -126,6 +126,7 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
             input_norm: norm.map(|n| n.input_norm(b)),
             accumulate,
             prefix: prefix.map(|pre| (&pre.data()[b * pre_len..(b + 1) * pre_len], n_pre)),
+            transformed_weights: None,
         };
         let call = ConvCall { x: xb, dims: (s.d, s.h, s.w), weight: layer.weight, bias: layer.bias, p };
         conv3d_winograd(ob, &call, &opts);

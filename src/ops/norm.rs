@@ -56,7 +56,7 @@ impl<T: Float> NormPlan<T> {
     ) -> Result<Self> {
         let (gamma, beta) = affine;
         let s = x.shape();
-        if p.groups == 0 || s.c % p.groups != 0 {
+        if p.groups == 0 || !s.c.is_multiple_of(p.groups) {
             return Err(Error::GroupCount {
                 place: format!("GroupNorm of x {s}"),
                 channels: s.c,

@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::kernels::resample::{gather, nearest_map};
-use crate::tensor::{Element, Shape, Tensor};
+use crate::tensor::{Shape, Tensor};
 
 /// When the first frame of a clip is handled apart (SpatialNorm's zq resize, Upsample3D's time
 /// doubling); spec 12, item 4.
@@ -104,7 +104,7 @@ impl IndexMaps {
 
 /// out[n, c, t, y, x] = x[n, c, maps.t[t], maps.h[y], maps.w[x]].
 /// x: (n, c, d, h, w) -> (n, c, maps.t.len(), maps.h.len(), maps.w.len())
-pub fn resize<T: Element>(x: &Tensor<T>, maps: &IndexMaps) -> Result<Tensor<T>> {
+pub fn resize<T: crate::kernels::Float>(x: &Tensor<T>, maps: &IndexMaps) -> Result<Tensor<T>> {
     let s = x.shape();
     let (d, h, w) = maps.dims();
     let mut out = Tensor::zeros(Shape::new(s.n, s.c, d, h, w))?;

@@ -1,0 +1,98 @@
+//! Reused scratch buffers for the convolution kernels, so the hot path does not allocate (and
+//! page-fault in) tens of MB per call: [`take`] hands out a buffer from a small process-wide
+//! pool per element type, and dropping the [`Scratch`] returns it.
+//!
+//! Contents are NOT cleared: every user overwrites what it reads. The pool keeps at most
+//! [`POOL_BUFFERS`] buffers, so what it holds is bounded by the largest scratch set of one
+//! convolution call (see `model::memory`, `CONV_SCRATCH_BYTES`).
+
+use super::Float;
+use std::ops::{Deref, DerefMut};
+use std::sync::Mutex;
+
+/// Buffers the pool keeps per element type (a Winograd call uses at most k_d + 2 at once).
+pub const POOL_BUFFERS: usize = 8;
+
+/// Element types with a scratch pool.
+pub trait Pooled: Sized + 'static {
+    fn pool() -> &'static Mutex<Vec<Vec<Self>>>;
+}
+
+impl Pooled for f32 {
+    fn pool() -> &'static Mutex<Vec<Vec<f32>>> {
+        static POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+        &POOL
+    }
+}
+
+impl Pooled for f64 {
+    fn pool() -> &'static Mutex<Vec<Vec<f64>>> {
+        static POOL: Mutex<Vec<Vec<f64>>> = Mutex::new(Vec::new());
+        &POOL
+    }
+}
+
+/// A buffer of `len` elements with unspecified contents, back to the pool when dropped.
+pub struct Scratch<T: Float> {
+    buf: Vec<T>,
+}
+
+/// A scratch buffer of `len` elements: the smallest pooled one that is large enough, else the
+/// largest pooled one grown (or a new one). Contents are unspecified (stale or zero).
+pub fn take<T: Float>(len: usize) -> Scratch<T> {
+    let mut buf = {
+        let mut pool = T::pool().lock().unwrap_or_else(|e| e.into_inner());
+        let fit = (0..pool.len()).filter(|&i| pool[i].capacity() >= len).min_by_key(|&i| pool[i].capacity());
+        let pick = fit.or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].capacity()));
+        pick.map(|i| pool.swap_remove(i)).unwrap_or_default()
+    };
+    if buf.len() < len {
+        buf.resize(len, T::ZERO);
+    }
+    buf.truncate(len);
+    Scratch { buf }
+}
+
+impl<T: Float> Drop for Scratch<T> {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        let mut pool = T::pool().lock().unwrap_or_else(|e| e.into_inner());
+        pool.push(buf);
+        if pool.len() > POOL_BUFFERS {
+            let i = (0..pool.len()).min_by_key(|&i| pool[i].capacity()).expect("non-empty");
+            pool.swap_remove(i);
+        }
+    }
+}
+
+impl<T: Float> Deref for Scratch<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.buf
+    }
+}
+
+impl<T: Float> DerefMut for Scratch<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.buf
+    }
+}
+
+/// Frees every pooled buffer (after a decode, to give the memory back).
+pub fn release<T: Float>() {
+    T::pool().lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_have_the_asked_length_whatever_the_pool_holds() {
+        for len in [1000, 500, 2000, 0, 3] {
+            let mut a = take::<f64>(len);
+            assert_eq!(a.len(), len);
+            a.fill(1.0);
+        }
+    }
+}
