@@ -68,7 +68,8 @@ pub fn fma_gflops(v: Vector, seconds: f64) -> f64 {
 pub fn bf16_gflops(seconds: f64) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
     if let Some(t) = super::x86_64::Bf16::detect() {
-        return Some(measure(seconds, (CHAINS * 64) as u64, |iters| super::x86_64::dpbf16_chains(t, iters)));
+        let flop = (super::x86_64::CHAINS * 64) as u64;
+        return Some(measure(seconds, flop, |iters| super::x86_64::dpbf16_chains(t, iters)));
     }
     let _ = seconds;
     None

@@ -1,8 +1,10 @@
 //! x86-64 code outside the generic [`super::simd`] kernels: the bf16 dot-product peak
 //! microbenchmark (avx512_bf16), which has no counterpart on the other vector sets.
 
-use super::peak::CHAINS;
 use std::arch::x86_64::*;
+
+/// Independent `vdpbf16ps` chains (as many as the f32 FMA benchmark's).
+pub const CHAINS: usize = 12;
 
 /// Proof that the CPU runs AVX-512F and AVX512_BF16.
 #[derive(Clone, Copy, Debug)]
