@@ -35,6 +35,11 @@ struct Cli {
     /// Print the kernels in use (instruction set, convolution algorithm, threads) on stderr.
     #[arg(long, short, global = true)]
     verbose: bool,
+    /// In chunked and tiled decodes, recompute each conv's Winograd weight transforms per
+    /// chunk and tile instead of keeping them for the whole decode: less memory (16/9 of the
+    /// 3x3 conv weights), about 1-2 % more time.
+    #[arg(long, global = true)]
+    no_weight_cache: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -289,6 +294,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
     if let Some(c) = cli.conv {
         use movq::kernels::params::{ConvAlgo, set_conv_algo};
         set_conv_algo(if c == ConvChoice::Winograd { ConvAlgo::Winograd } else { ConvAlgo::Im2col });
+    }
+    if cli.no_weight_cache {
+        movq::kernels::params::set_weight_cache(false);
     }
     if cli.verbose {
         eprintln!("movq {}: kernels {}", env!("CARGO_PKG_VERSION"), kernels_used());

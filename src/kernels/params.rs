@@ -2,7 +2,7 @@
 //! convolution algorithm choice ([`ConvAlgo`]) and attention geometry ([`AttentionParams`]).
 //! A leaf: the fast and reference kernels all read it, and it reads none of them.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 /// One sample's convolution as the kernels take it: x (c_in, d, h, w) with `dims = (d, h, w)`,
 /// weight (c_out, c_in, k_d, k_h, k_w), bias (c_out,), geometry `p`.
@@ -171,6 +171,20 @@ pub fn conv_algo() -> ConvAlgo {
 /// Selects the convolution algorithm for the whole process.
 pub fn set_conv_algo(a: ConvAlgo) {
     CONV_ALGO.store(if a == ConvAlgo::Winograd { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+static WEIGHT_CACHE: AtomicBool = AtomicBool::new(true);
+
+/// Whether causal convs that run chunk after chunk (chunked and tiled decodes) keep their
+/// Winograd weight transforms for the decoder's lifetime (the default) or recompute them per
+/// call into reused scratch (less memory: the transforms are 16/9 of the 3x3x3 weights).
+pub fn weight_cache() -> bool {
+    WEIGHT_CACHE.load(Ordering::Relaxed)
+}
+
+/// Sets [`weight_cache`] for the whole process.
+pub fn set_weight_cache(on: bool) {
+    WEIGHT_CACHE.store(on, Ordering::Relaxed);
 }
 
 /// Shape of one frame's attention: `c` channels (the head dim), `n_tokens` tokens; q, k and v

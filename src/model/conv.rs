@@ -9,6 +9,7 @@ use crate::kernels::params::{Conv3dParams, TimePad};
 pub use crate::ops::conv::ConvInput;
 use crate::ops::conv::{ConvLayer, causal_tail, conv3d};
 use crate::tensor::Tensor;
+use std::sync::OnceLock;
 
 /// A convolution's parameters and geometry. Weights are stored as loaded:
 /// weight (c_out, c_in * k_d * k_h * k_w), bias (c_out,).
@@ -17,6 +18,8 @@ pub struct Conv3d<T> {
     bias: Param<T>,   // (c_out,)
     params: Conv3dParams,
     op: &'static str,
+    /// Winograd weight transforms kept across chunks ([`crate::kernels::params::weight_cache`]).
+    transformed: OnceLock<Vec<T>>,
 }
 
 impl<T: Float> Conv3d<T> {
@@ -29,7 +32,7 @@ impl<T: Float> Conv3d<T> {
     ) -> Result<Self> {
         let weight = vp.get("weight", weight_shape)?;
         let bias = vp.get("bias", &[params.c_out])?;
-        Ok(Conv3d { weight, bias, params, op })
+        Ok(Conv3d { weight, bias, params, op, transformed: OnceLock::new() })
     }
 
     /// `nn.Conv3d(c_in, c_out, k)` without padding (the decoders' `nin_shortcut`, k = 1).
@@ -38,7 +41,13 @@ impl<T: Float> Conv3d<T> {
     }
 
     fn layer(&self) -> ConvLayer<'_, T> {
-        ConvLayer { op: self.op, weight: &self.weight, bias: &self.bias, params: &self.params }
+        ConvLayer {
+            op: self.op,
+            weight: &self.weight,
+            bias: &self.bias,
+            params: &self.params,
+            transformed: None,
+        }
     }
 
     /// x: (n, c_in, d, h, w) -> (n, c_out, d', h', w')
@@ -254,13 +263,14 @@ impl<T: Float> CausalConv3d<T> {
         }
         let keep = p.pad_d.0;
         let prev = cache.0.take();
+        let kept = crate::kernels::params::weight_cache().then_some(&c.transformed);
         let (x, norm) = (input.x, input.norm);
         let y = match &prev {
-            None => conv3d(&c.layer(), input)?,
+            None => conv3d(&ConvLayer { transformed: kept, ..c.layer() }, input)?,
             Some(pre) => {
                 // The cache replaces the time padding: exactly pad_d.0 frames.
                 let joined = Conv3dParams { pad_d: (0, 0), ..p.clone() };
-                let layer = ConvLayer { params: &joined, ..c.layer() };
+                let layer = ConvLayer { params: &joined, transformed: kept, ..c.layer() };
                 conv3d(&layer, ConvInput { prefix: Some(pre), ..input })?
             }
         };

@@ -1,7 +1,7 @@
 //! A peak-memory estimate of a decode, computed from shapes alone before any work starts, so
 //! that a decode that cannot fit is refused up front rather than killed hours in.
 //!
-//! Model: weights + the largest set of activations alive at once in one decoder call (per
+//! Model: weights (+ their Winograd transforms in chunked and tiled modes) + the largest set of activations alive at once in one decoder call (per
 //! resnet block x, h and the shortcut; per upsampler its input, the spatially doubled frames
 //! and the time-doubled output) + fixed convolution scratch + the causal conv caches (chunked
 //! and tiled modes) + the output held in memory. Calibrated against measured peak RSS (see
@@ -97,7 +97,14 @@ pub fn estimate_peak_bytes(plan: &DecoderPlan, z: Shape, mode: &DecodeMode, f: &
     };
     // u128 arithmetic: shapes that fit in usize times channels and element sizes cannot
     // overflow it; an estimate beyond u64 saturates (and is refused by any budget).
-    let total = weight_bytes as u128 + CONV_SCRATCH_BYTES as u128 + work + held;
+    // Chunked and tiled decodes keep every causal conv's Winograd weight transforms: 16/9 of
+    // the 3x3 weights, bounded by 16/9 of all weights.
+    let transforms = match mode {
+        DecodeMode::Whole => 0,
+        _ if crate::kernels::params::weight_cache() => weight_bytes as u128 * 16 / 9,
+        _ => 0,
+    };
+    let total = weight_bytes as u128 + transforms + CONV_SCRATCH_BYTES as u128 + work + held;
     Ok(total.min(u64::MAX as u128) as u64)
 }
 

@@ -4,10 +4,12 @@ use crate::error::{Error, Result};
 use crate::kernels::Float;
 use crate::kernels::conv3d::{conv3d_tiled, tile_cols};
 use crate::kernels::params::{Conv3dParams, ConvAlgo, ConvCall};
-use crate::kernels::winograd::{WinogradOptions, conv3d_winograd};
+use crate::kernels::scratch;
+use crate::kernels::winograd::{WinogradOptions, conv3d_winograd, transform_weights, transformed_len};
 use crate::ops::add_inplace;
 use crate::ops::norm::NormPlan;
 use crate::tensor::{Shape, Tensor};
+use std::sync::OnceLock;
 
 /// The output shape of `p` on input `x`, or a shape error naming `op`.
 pub fn conv_out_shape(op: &'static str, x: Shape, p: &Conv3dParams) -> Result<Shape> {
@@ -35,6 +37,9 @@ pub struct ConvLayer<'a, T> {
     pub weight: &'a [T], // (c_out, c_in, k_d, k_h, k_w)
     pub bias: &'a [T],   // (c_out,)
     pub params: &'a Conv3dParams,
+    /// Where the layer keeps its Winograd weight transforms across calls (filled on first
+    /// use); `None` transforms per call into reused scratch.
+    pub transformed: Option<&'a OnceLock<Vec<T>>>,
 }
 
 /// What one convolution call reads: the input, and what is fused around it.
@@ -119,6 +124,20 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
     };
     let (in_len, out_len) = (s.sample_len(), out_shape.sample_len());
     let pre_len = s.c * n_pre * s.h * s.w;
+    // Transformed once per call (all samples) or once per layer.
+    let mut own = None;
+    let u: &[T] = match layer.transformed {
+        Some(cell) => cell.get_or_init(|| {
+            let mut u = vec![T::ZERO; transformed_len(p)];
+            transform_weights(&mut u, layer.weight, p);
+            u
+        }),
+        None => {
+            let mut u = scratch::take(transformed_len(p));
+            transform_weights(&mut u, layer.weight, p);
+            own.insert(u)
+        }
+    };
     for b in 0..s.n {
         let xb = &x.data()[b * in_len..(b + 1) * in_len];
         let ob = &mut out.data_mut()[b * out_len..(b + 1) * out_len];
@@ -126,7 +145,7 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
             input_norm: norm.map(|n| n.input_norm(b)),
             accumulate,
             prefix: prefix.map(|pre| (&pre.data()[b * pre_len..(b + 1) * pre_len], n_pre)),
-            transformed_weights: None,
+            transformed_weights: Some(u),
         };
         let call = ConvCall { x: xb, dims: (s.d, s.h, s.w), weight: layer.weight, bias: layer.bias, p };
         conv3d_winograd(ob, &call, &opts);
