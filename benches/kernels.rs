@@ -86,5 +86,65 @@ fn attention(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, convs, norm, attention);
+/// The SIMD-layer choice (README, "SIMD layer"): one L2-resident affine + modulation + ReLU
+/// pass written three ways: movq's own `kernels::simd` trait (run-time dispatch), `pulp`'s
+/// `WithSimd` (run-time dispatch), and a plain loop with unfused multiply-adds (what a
+/// compile-time layer such as `wide` gets in a portable x86-64 build: SSE2).
+fn simd_layer(c: &mut Criterion) {
+    use movq::kernels::simd::{Vector, kernels::NormApply};
+    struct PulpNorm<'a> {
+        buf: &'a mut [f32],
+        scale: &'a [f32],
+        shift: &'a [f32],
+    }
+    impl pulp::WithSimd for PulpNorm<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, s: S) {
+            let (head, tail) = S::as_mut_simd_f32s(self.buf);
+            let (sc, sc_t) = S::as_simd_f32s(self.scale);
+            let (sh, sh_t) = S::as_simd_f32s(self.shift);
+            let (a, b, zero) = (s.splat_f32s(1.5), s.splat_f32s(0.25), s.splat_f32s(0.0));
+            for ((x, k), h) in head.iter_mut().zip(sc).zip(sh) {
+                let y = s.mul_add_f32s(*x, a, b);
+                *x = s.max_f32s(zero, s.mul_add_f32s(y, *k, *h));
+            }
+            for ((x, k), h) in tail.iter_mut().zip(sc_t).zip(sh_t) {
+                *x = (x.mul_add(1.5, 0.25).mul_add(*k, *h)).max(0.0);
+            }
+        }
+    }
+    let n = 16 * 1024;
+    let (mut buf, scale, shift) = (data(n, 9), data(n, 10), data(n, 11));
+    let v = Vector::detect(None);
+    let mut g = c.benchmark_group("simd_layer");
+    g.throughput(Throughput::Bytes((4 * n * 4) as u64));
+    g.bench_function(format!("movq_simd_{}", v.name()), |b| {
+        b.iter(|| {
+            let m = Some((&scale[..], &shift[..]));
+            v.run(NormApply {
+                buf: black_box(&mut buf),
+                a: 1.5,
+                b: 0.25,
+                modulation: m,
+                act: movq::kernels::Act::Relu,
+            })
+        })
+    });
+    let arch = pulp::Arch::new();
+    g.bench_function("pulp", |b| {
+        b.iter(|| arch.dispatch(PulpNorm { buf: black_box(&mut buf), scale: &scale, shift: &shift }))
+    });
+    // Unfused multiply-adds: without FMA in the build's baseline, `mul_add` would be a libm call.
+    g.bench_function("plain_loop_sse2", |b| {
+        b.iter(|| {
+            for ((x, k), h) in black_box(&mut buf).iter_mut().zip(&scale).zip(&shift) {
+                *x = ((*x * 1.5 + 0.25) * k + h).max(0.0);
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, convs, norm, attention, simd_layer);
 criterion_main!(benches);

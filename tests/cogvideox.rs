@@ -282,3 +282,21 @@ fn progress_error_stops_the_decode_after_that_stage() {
         );
     }
 }
+
+/// Keeping the Winograd weight transforms across chunks changes nothing: the same decoder
+/// decodes bitwise alike with the cache (filled on the first chunk) and without it (the
+/// setting is process-wide; any other test running meanwhile gets the same values either way).
+#[test]
+fn weight_transform_cache_changes_no_bit() {
+    use movq::kernels::params::set_weight_cache;
+    let z = latent(Shape::new(1, 4, 7, 3, 5), 21);
+    let cached = tiny_decoder();
+    set_weight_cache(true);
+    let first = cached.decode(&z, &DecodeMode::Chunked).unwrap();
+    let again = cached.decode(&z, &DecodeMode::Chunked).unwrap();
+    set_weight_cache(false);
+    let fresh = tiny_decoder().decode(&z, &DecodeMode::Chunked).unwrap();
+    set_weight_cache(true);
+    assert_eq!(first, again);
+    assert_eq!(first, fresh);
+}
