@@ -15,6 +15,7 @@ pub mod reference;
 pub mod resample;
 pub mod vol2col;
 pub mod winograd;
+pub mod winograd4;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 

@@ -5,6 +5,7 @@ use crate::kernels::Float;
 use crate::kernels::conv3d::{conv3d_tiled, tile_cols};
 use crate::kernels::params::{Conv3dParams, ConvAlgo, ConvCall};
 use crate::kernels::winograd::{WinogradOptions, conv3d_winograd};
+use crate::kernels::winograd4::conv3d_winograd4;
 use crate::ops::add_inplace;
 use crate::ops::norm::NormPlan;
 use crate::tensor::{Shape, Tensor};
@@ -58,7 +59,7 @@ impl<'a, T> ConvInput<'a, T> {
 }
 
 /// y = conv(prefix ++ norm(x)) + bias (+ residual). The algorithm is [`ConvAlgo::for_params`]'s
-/// choice: Winograd reads norm(x) on the fly and accumulates into the residual in place; im2col
+/// choice: Winograd (F(2x2, 3x3) or F(4x4, 3x3)) reads norm(x) on the fly and accumulates into the residual in place; im2col
 /// normalises a copy first (only when there is a norm or a prefix).
 /// -> (n, c_out, d', h', w')
 pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Result<Tensor<T>> {
@@ -84,7 +85,8 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
     if let Some(n) = norm {
         x.expect_shape("fused norm input", n.shape())?;
     }
-    if ConvAlgo::for_params(p) == ConvAlgo::Im2col {
+    let algo = ConvAlgo::for_params(p);
+    if algo == ConvAlgo::Im2col {
         let normed;
         let mut xn = match norm {
             Some(n) => {
@@ -128,7 +130,11 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
             prefix: prefix.map(|pre| (&pre.data()[b * pre_len..(b + 1) * pre_len], n_pre)),
         };
         let call = ConvCall { x: xb, dims: (s.d, s.h, s.w), weight: layer.weight, bias: layer.bias, p };
-        conv3d_winograd(ob, &call, &opts);
+        if algo == ConvAlgo::Winograd4 {
+            conv3d_winograd4(ob, &call, &opts);
+        } else {
+            conv3d_winograd(ob, &call, &opts);
+        }
     }
     Ok(out)
 }
