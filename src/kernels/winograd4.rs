@@ -147,7 +147,7 @@ fn apply_rows<T: Float, const R: usize>(
                 o.iter_mut().zip(s).for_each(|(o, &s)| *o = c * s);
                 first = false;
             } else {
-                o.iter_mut().zip(s).for_each(|(o, &s)| *o = *o + c * s);
+                o.iter_mut().zip(s).for_each(|(o, &s)| *o += c * s);
             }
         }
         if first {
