@@ -59,8 +59,8 @@ impl<'a, T> ConvInput<'a, T> {
 }
 
 /// y = conv(prefix ++ norm(x)) + bias (+ residual). The algorithm is [`ConvAlgo::for_params`]'s
-/// choice: Winograd (F(2x2, 3x3) or F(4x4, 3x3)) reads norm(x) on the fly and accumulates into the residual in place; im2col
-/// normalises a copy first (only when there is a norm or a prefix).
+/// choice: Winograd (F(2x2, 3x3) or F(4x4, 3x3)) reads norm(x) on the fly and accumulates into
+/// the residual in place; im2col normalises a copy first (only when there is a norm or a prefix).
 /// -> (n, c_out, d', h', w')
 pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Result<Tensor<T>> {
     let ConvInput { x, norm, residual, prefix } = input;
