@@ -9,6 +9,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use movq::kernels::conv3d::conv3d;
 use movq::kernels::params::Conv3dParams;
 use movq::kernels::params::ConvCall;
+use movq::kernels::winograd4::conv3d_winograd4;
 use movq::model::PadMode;
 use movq::model::conv::causal_params;
 use movq::ops::attention::frame_attention;
@@ -20,7 +21,8 @@ fn data(n: usize, seed: u64) -> Vec<f32> {
     random_normal(&[n], seed).unwrap()
 }
 
-fn bench_conv(c: &mut Criterion, name: &str, p: &Conv3dParams, dims: (usize, usize, usize)) {
+/// One conv layer; `winograd4` runs F(4x4, 3x3) (opt-in) instead of the process's choice.
+fn bench_conv(c: &mut Criterion, name: &str, p: &Conv3dParams, dims: (usize, usize, usize), winograd4: bool) {
     let (d, h, w) = p.out_dims(dims.0, dims.1, dims.2).unwrap();
     let x = data(p.c_in * dims.0 * dims.1 * dims.2, 1);
     let wt: Vec<f32> = data(p.c_out * p.k_len(), 2).iter().map(|v| v * 0.01).collect();
@@ -30,7 +32,14 @@ fn bench_conv(c: &mut Criterion, name: &str, p: &Conv3dParams, dims: (usize, usi
     let mut g = c.benchmark_group("conv3d");
     g.sample_size(10).throughput(Throughput::Elements(flops as u64));
     g.bench_function(name, |bch| {
-        bch.iter(|| conv3d(black_box(&mut out), &ConvCall { x: &x, dims, weight: &wt, bias: &b, p }))
+        bch.iter(|| {
+            let call = ConvCall { x: &x, dims, weight: &wt, bias: &b, p };
+            if winograd4 {
+                conv3d_winograd4(black_box(&mut out), &call, &Default::default())
+            } else {
+                conv3d(black_box(&mut out), &call)
+            }
+        })
     });
     g.finish();
 }
@@ -38,15 +47,16 @@ fn bench_conv(c: &mut Criterion, name: &str, p: &Conv3dParams, dims: (usize, usi
 fn convs(c: &mut Criterion) {
     for (ch, hw) in [(512, 32), (256, 64), (128, 128)] {
         let p = causal_params(ch, ch, 3, PadMode::First).unwrap();
-        bench_conv(c, &format!("c{ch}_d2_{hw}x{hw}_k3"), &p, (2, hw, hw));
+        bench_conv(c, &format!("c{ch}_d2_{hw}x{hw}_k3"), &p, (2, hw, hw), false);
+        bench_conv(c, &format!("c{ch}_d2_{hw}x{hw}_k3_winograd4"), &p, (2, hw, hw), true);
     }
     // The upsampler's 3x3 Conv2d on an upsampled frame.
     let mut p = Conv3dParams::plain(512, 512, (1, 3, 3));
     p.pad_h = (1, 1);
     p.pad_w = (1, 1);
-    bench_conv(c, "upsample_c512_64x64_k1x3x3", &p, (1, 64, 64));
+    bench_conv(c, "upsample_c512_64x64_k1x3x3", &p, (1, 64, 64), false);
     // SpatialNorm conv_y at latent resolution and the 1x1x1 shortcut.
-    bench_conv(c, "c256_to_128_d13_64x64_k1", &Conv3dParams::plain(256, 128, (1, 1, 1)), (13, 64, 64));
+    bench_conv(c, "c256_to_128_d13_64x64_k1", &Conv3dParams::plain(256, 128, (1, 1, 1)), (13, 64, 64), false);
 }
 
 fn norm(c: &mut Criterion) {

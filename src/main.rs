@@ -28,8 +28,9 @@ struct Cli {
     /// Worker threads (default: all cores; at most 4x the cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
-    /// Convolution algorithm for 3x3 convs: winograd (default, fastest) or im2col (the direct
-    /// sum, rounding closest to PyTorch). Also set by MOVQ_CONV=im2col.
+    /// Convolution algorithm for 3x3 convs: winograd (F(2x2, 3x3), the default), im2col (the
+    /// direct sum, rounding closest to PyTorch) or winograd4 (F(4x4, 3x3), fewer multiplies,
+    /// larger rounding error). Also set by MOVQ_CONV.
     #[arg(long, global = true, value_enum)]
     conv: Option<ConvChoice>,
     /// Print the kernels in use (instruction set, convolution algorithm, threads) on stderr.
@@ -48,6 +49,7 @@ struct Cli {
 enum ConvChoice {
     Winograd,
     Im2col,
+    Winograd4,
 }
 
 #[derive(Subcommand)]
@@ -177,10 +179,7 @@ fn peak_report() -> serde_json::Value {
 }
 
 fn kernels_used() -> serde_json::Value {
-    let conv = match movq::kernels::params::conv_algo() {
-        movq::kernels::params::ConvAlgo::Winograd => "winograd",
-        movq::kernels::params::ConvAlgo::Im2col => "im2col",
-    };
+    let conv = movq::kernels::params::conv_algo().name();
     serde_json::json!({"isa": movq::kernels::isa().name(), "conv": conv, "threads": rayon::current_num_threads()})
 }
 
@@ -293,7 +292,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
     if let Some(c) = cli.conv {
         use movq::kernels::params::{ConvAlgo, set_conv_algo};
-        set_conv_algo(if c == ConvChoice::Winograd { ConvAlgo::Winograd } else { ConvAlgo::Im2col });
+        set_conv_algo(match c {
+            ConvChoice::Winograd => ConvAlgo::Winograd,
+            ConvChoice::Im2col => ConvAlgo::Im2col,
+            ConvChoice::Winograd4 => ConvAlgo::Winograd4,
+        });
     }
     if cli.no_weight_cache {
         movq::kernels::params::set_weight_cache(false);

@@ -3,6 +3,7 @@
 //! for non-cubic kernels (`noncubic_*`), through every kernel path and the public
 //! `CausalConv3d`, on the detected ISA and (in a child process) the scalar one.
 
+mod common;
 use movq::Error;
 use movq::io::Loader;
 use movq::kernels::Float;
@@ -502,7 +503,7 @@ fn scalar_isa_rerun_of_noncubic_properties() {
         // Already the scalar child (or a scalar run of the whole suite): the properties ran here.
         return;
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
+    let out = common::this_test_binary()
         .args(["noncubic_", "--test-threads=1"])
         .env("MOVQ_ISA", "scalar")
         .output()

@@ -41,11 +41,13 @@ pub fn thread_count(arg: Option<usize>) -> Result<Option<usize>> {
 }
 
 /// Refuses values of movq's environment variables that would otherwise be ignored silently:
-/// `MOVQ_ISA` takes `scalar` or `avx2`, `MOVQ_CONV` takes `winograd` or `im2col` (empty means unset).
+/// `MOVQ_ISA` takes `scalar` or `avx2`, `MOVQ_CONV` takes `winograd`, `im2col` or `winograd4`
+/// (empty means unset).
 pub fn check_env() -> Result<()> {
-    for (var, allowed) in
-        [("MOVQ_ISA", &movq::kernels::ISA_ENV_VALUES[..]), ("MOVQ_CONV", &["winograd", "im2col"][..])]
-    {
+    for (var, allowed) in [
+        ("MOVQ_ISA", &movq::kernels::ISA_ENV_VALUES[..]),
+        ("MOVQ_CONV", &["winograd", "im2col", "winograd4"][..]),
+    ] {
         if let Ok(v) = std::env::var(var)
             && !v.is_empty()
             && !allowed.iter().any(|a| v.eq_ignore_ascii_case(a))

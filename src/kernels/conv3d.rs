@@ -18,6 +18,7 @@ use super::gemm::{Mat, Par, gemm};
 use super::params::{Conv3dParams, ConvAlgo, ConvCall};
 use super::vol2col::vol2col;
 use super::winograd::{WinogradOptions, conv3d_winograd};
+use super::winograd4::conv3d_winograd4;
 use rayon::prelude::*;
 
 /// Upper bound of the im2col scratch of one convolution call.
@@ -32,9 +33,10 @@ pub fn tile_cols(p: &Conv3dParams, elem: usize, total: usize) -> usize {
 /// out: (c_out, d_out, h_out, w_out).
 pub fn conv3d<T: Float>(out: &mut [T], c: &ConvCall<'_, T>) {
     let p = c.p;
-    if ConvAlgo::for_params(p) == ConvAlgo::Winograd {
-        let opts = WinogradOptions::default();
-        return conv3d_winograd(out, c, &opts);
+    match ConvAlgo::for_params(p) {
+        ConvAlgo::Winograd => return conv3d_winograd(out, c, &WinogradOptions::default()),
+        ConvAlgo::Winograd4 => return conv3d_winograd4(out, c, &WinogradOptions::default()),
+        ConvAlgo::Im2col => {}
     }
     let (d, h, w) = c.dims;
     let (d_out, h_out, w_out) = p.out_dims(d, h, w).expect("caller validated the conv geometry");

@@ -18,6 +18,7 @@ pub mod scratch;
 pub mod simd;
 pub mod vol2col;
 pub mod winograd;
+pub mod winograd4;
 pub mod winograd_tiles;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;

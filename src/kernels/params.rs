@@ -132,6 +132,8 @@ pub enum ConvAlgo {
     Winograd,
     /// im2col + gemm: the direct sum, closest to PyTorch's rounding.
     Im2col,
+    /// Winograd F(4x4, 3x3) (4x fewer multiplies; opt-in: larger rounding error, see README).
+    Winograd4,
 }
 
 impl ConvAlgo {
@@ -142,26 +144,36 @@ impl ConvAlgo {
     }
 
     /// What [`ConvAlgo::for_params`] picks for `p` under the process-wide choice `chosen`:
-    /// Winograd F(2x2, 3x3) exists only for 3x3 spatial taps, whatever k_d and the paddings.
+    /// both Winograd kernels exist only for 3x3 spatial taps, whatever k_d and the paddings.
     pub fn for_params_under(chosen: ConvAlgo, p: &Conv3dParams) -> ConvAlgo {
-        if chosen == ConvAlgo::Winograd && p.has_3x3_taps() { ConvAlgo::Winograd } else { ConvAlgo::Im2col }
+        if p.has_3x3_taps() { chosen } else { ConvAlgo::Im2col }
+    }
+
+    /// The name `--conv` and `MOVQ_CONV` take, and `movq bench` reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvAlgo::Winograd => "winograd",
+            ConvAlgo::Im2col => "im2col",
+            ConvAlgo::Winograd4 => "winograd4",
+        }
     }
 }
 
 static CONV_ALGO: AtomicU8 = AtomicU8::new(0);
 
-/// The process-wide convolution algorithm: [`set_conv_algo`], else `MOVQ_CONV=im2col` in the
-/// environment, else Winograd.
+/// The process-wide convolution algorithm: [`set_conv_algo`], else `MOVQ_CONV=im2col` or
+/// `MOVQ_CONV=winograd4` in the environment, else Winograd.
 pub fn conv_algo() -> ConvAlgo {
     match CONV_ALGO.load(Ordering::Relaxed) {
         1 => ConvAlgo::Winograd,
         2 => ConvAlgo::Im2col,
+        3 => ConvAlgo::Winograd4,
         _ => {
-            let a = if std::env::var("MOVQ_CONV").is_ok_and(|v| v.eq_ignore_ascii_case("im2col")) {
-                ConvAlgo::Im2col
-            } else {
-                ConvAlgo::Winograd
-            };
+            let env = std::env::var("MOVQ_CONV").unwrap_or_default();
+            let a = [ConvAlgo::Im2col, ConvAlgo::Winograd4]
+                .into_iter()
+                .find(|a| env.eq_ignore_ascii_case(a.name()))
+                .unwrap_or(ConvAlgo::Winograd);
             set_conv_algo(a);
             a
         }
@@ -170,7 +182,12 @@ pub fn conv_algo() -> ConvAlgo {
 
 /// Selects the convolution algorithm for the whole process.
 pub fn set_conv_algo(a: ConvAlgo) {
-    CONV_ALGO.store(if a == ConvAlgo::Winograd { 1 } else { 2 }, Ordering::Relaxed);
+    let code = match a {
+        ConvAlgo::Winograd => 1,
+        ConvAlgo::Im2col => 2,
+        ConvAlgo::Winograd4 => 3,
+    };
+    CONV_ALGO.store(code, Ordering::Relaxed);
 }
 
 static WEIGHT_CACHE: AtomicBool = AtomicBool::new(true);
@@ -201,16 +218,18 @@ pub struct AttentionParams {
 mod tests {
     use super::*;
 
-    /// Winograd only where the spatial taps are 3x3: never for kh != kw, nor for 1x1, 5x5, 1x3,
-    /// 3x5 taps; any k_d.
+    /// Winograd (either tile size) only where the spatial taps are 3x3: never for kh != kw, nor
+    /// for 1x1, 5x5, 1x3, 3x5 taps; any k_d.
     #[test]
     fn winograd_only_for_3x3_spatial_taps() {
         for k_d in 1..=5 {
             for k_h in 1..=5 {
                 for k_w in 1..=5 {
                     let p = Conv3dParams::plain(2, 2, (k_d, k_h, k_w));
-                    let want = if (k_h, k_w) == (3, 3) { ConvAlgo::Winograd } else { ConvAlgo::Im2col };
-                    assert_eq!(ConvAlgo::for_params_under(ConvAlgo::Winograd, &p), want, "{p:?}");
+                    for algo in [ConvAlgo::Winograd, ConvAlgo::Winograd4] {
+                        let want = if (k_h, k_w) == (3, 3) { algo } else { ConvAlgo::Im2col };
+                        assert_eq!(ConvAlgo::for_params_under(algo, &p), want, "{p:?}");
+                    }
                     assert_eq!(ConvAlgo::for_params_under(ConvAlgo::Im2col, &p), ConvAlgo::Im2col, "{p:?}");
                 }
             }

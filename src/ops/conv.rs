@@ -6,6 +6,7 @@ use crate::kernels::conv3d::{conv3d_tiled, tile_cols};
 use crate::kernels::params::{Conv3dParams, ConvAlgo, ConvCall};
 use crate::kernels::scratch;
 use crate::kernels::winograd::{WinogradOptions, conv3d_winograd, transform_weights, transformed_len};
+use crate::kernels::winograd4::conv3d_winograd4;
 use crate::ops::add_inplace;
 use crate::ops::norm::NormPlan;
 use crate::tensor::{Shape, Tensor};
@@ -63,8 +64,8 @@ impl<'a, T> ConvInput<'a, T> {
 }
 
 /// y = conv(prefix ++ norm(x)) + bias (+ residual). The algorithm is [`ConvAlgo::for_params`]'s
-/// choice: Winograd reads norm(x) on the fly and accumulates into the residual in place; im2col
-/// normalises a copy first (only when there is a norm or a prefix).
+/// choice: Winograd (F(2x2, 3x3) or F(4x4, 3x3)) reads norm(x) on the fly and accumulates into
+/// the residual in place; im2col normalises a copy first (only when there is a norm or a prefix).
 /// -> (n, c_out, d', h', w')
 pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Result<Tensor<T>> {
     let ConvInput { x, norm, residual, prefix } = input;
@@ -89,7 +90,8 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
     if let Some(n) = norm {
         x.expect_shape("fused norm input", n.shape())?;
     }
-    if ConvAlgo::for_params(p) == ConvAlgo::Im2col {
+    let algo = ConvAlgo::for_params(p);
+    if algo == ConvAlgo::Im2col {
         let normed;
         let mut xn = match norm {
             Some(n) => {
@@ -124,18 +126,20 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
     };
     let (in_len, out_len) = (s.sample_len(), out_shape.sample_len());
     let pre_len = s.c * n_pre * s.h * s.w;
-    // Transformed once per call (all samples) or once per layer.
+    // F(2x2, 3x3) weights transformed once per call (all samples) or once per layer; the
+    // opt-in F(4x4, 3x3) transforms its own per call.
     let mut own = None;
-    let u: &[T] = match layer.transformed {
-        Some(cell) => cell.get_or_init(|| {
+    let u: Option<&[T]> = match (algo, layer.transformed) {
+        (ConvAlgo::Winograd4, _) => None,
+        (_, Some(cell)) => Some(cell.get_or_init(|| {
             let mut u = vec![T::ZERO; transformed_len(p)];
             transform_weights(&mut u, layer.weight, p);
             u
-        }),
-        None => {
+        })),
+        (_, None) => {
             let mut u = scratch::take(transformed_len(p));
             transform_weights(&mut u, layer.weight, p);
-            own.insert(u)
+            Some(&*own.insert(u))
         }
     };
     for b in 0..s.n {
@@ -145,10 +149,14 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
             input_norm: norm.map(|n| n.input_norm(b)),
             accumulate,
             prefix: prefix.map(|pre| (&pre.data()[b * pre_len..(b + 1) * pre_len], n_pre)),
-            transformed_weights: Some(u),
+            transformed_weights: u,
         };
         let call = ConvCall { x: xb, dims: (s.d, s.h, s.w), weight: layer.weight, bias: layer.bias, p };
-        conv3d_winograd(ob, &call, &opts);
+        if algo == ConvAlgo::Winograd4 {
+            conv3d_winograd4(ob, &call, &opts);
+        } else {
+            conv3d_winograd(ob, &call, &opts);
+        }
     }
     Ok(out)
 }

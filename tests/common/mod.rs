@@ -33,7 +33,16 @@ pub fn golden(name: &str) -> Option<PathBuf> {
 /// /usr/aarch64-linux-gnu` for a cross-compiled binary, see scripts/test-aarch64.sh) the binary
 /// runs under that program.
 pub fn movq() -> std::process::Command {
-    let exe = env!("CARGO_BIN_EXE_movq");
+    run_under_runner(std::path::Path::new(env!("CARGO_BIN_EXE_movq")))
+}
+
+/// A command re-running the current test binary (for a child process with another
+/// environment), under `MOVQ_TEST_RUNNER` like [`movq`].
+pub fn this_test_binary() -> std::process::Command {
+    run_under_runner(&std::env::current_exe().expect("the test binary's path"))
+}
+
+fn run_under_runner(exe: &std::path::Path) -> std::process::Command {
     match std::env::var("MOVQ_TEST_RUNNER").ok().filter(|r| !r.trim().is_empty()) {
         Some(runner) => {
             let mut parts = runner.split_whitespace();
