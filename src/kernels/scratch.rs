@@ -1,6 +1,7 @@
-//! Reused scratch buffers for the convolution kernels, so the hot path does not allocate (and
-//! page-fault in) tens of MB per call: [`take`] hands out a buffer from a small process-wide
-//! pool per element type, and dropping the [`Scratch`] returns it.
+//! Scratch buffers for the convolution kernels: [`take`] hands out a buffer from a small
+//! process-wide pool per element type, and dropping the [`Scratch`] returns it; the pool keeps
+//! at most [`POOL_BYTES`] between uses (now 0: measured, idle buffers cost more peak RSS than
+//! their reuse saves time).
 //!
 //! Contents are NOT cleared: every user overwrites what it reads. The pool keeps at most
 //! [`POOL_BUFFERS`] buffers, so what it holds is bounded by the largest scratch set of one
@@ -12,6 +13,14 @@ use std::sync::Mutex;
 
 /// Buffers the pool keeps per element type (a Winograd call uses at most k_d + 2 at once).
 pub const POOL_BUFFERS: usize = 8;
+
+/// Bytes the pool keeps between uses, per element type. Idle buffers count towards the peak
+/// RSS of whatever runs next (the activations of the large late layers), so larger ones are
+/// freed; see README (Performance) for the measured trade-off.
+/// Measured on the seed config (README, Performance): keeping 64 MiB raised peak RSS by 68 MiB
+/// and changed the time by less than the run-to-run noise, so idle buffers are freed (the
+/// Winograd kernel reuses its frame buffers within a call itself).
+pub const POOL_BYTES: usize = 0;
 
 /// Element types with a scratch pool.
 pub trait Pooled: Sized + 'static {
@@ -58,8 +67,10 @@ impl<T: Float> Drop for Scratch<T> {
         let buf = std::mem::take(&mut self.buf);
         let mut pool = T::pool().lock().unwrap_or_else(|e| e.into_inner());
         pool.push(buf);
-        if pool.len() > POOL_BUFFERS {
-            let i = (0..pool.len()).min_by_key(|&i| pool[i].capacity()).expect("non-empty");
+        let bytes =
+            |p: &Vec<Vec<T>>| p.iter().map(|b| b.capacity() * std::mem::size_of::<T>()).sum::<usize>();
+        while pool.len() > POOL_BUFFERS || bytes(&pool) > POOL_BYTES {
+            let i = (0..pool.len()).max_by_key(|&i| pool[i].capacity()).expect("non-empty");
             pool.swap_remove(i);
         }
     }

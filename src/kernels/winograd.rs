@@ -195,15 +195,19 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
         let s = Strip { i0, rows: strip_rows.min(th - i0), tw };
         let n_t = s.tiles();
         let mut cache: Vec<(usize, scratch::Scratch<T>)> = Vec::new();
+        let mut spare: Vec<scratch::Scratch<T>> = Vec::new();
         let (ld_v, ld_m) = (padded_ld(16 * n_t), padded_ld(n_t));
         // (16, c_out, tiles) with row stride ld_m
         let mut mbuf = scratch::take::<T>(16 * c_out * ld_m);
         for t in 0..d_out {
             let srcs: Vec<Option<usize>> = (0..k_d).map(|dt| p.src_frame(t, dt, d_all)).collect();
-            cache.retain(|(f, _)| srcs.contains(&Some(*f)));
+            // Frames no longer read hand their buffers to the ones transformed next.
+            let (keep, done): (Vec<_>, Vec<_>) = cache.drain(..).partition(|(f, _)| srcs.contains(&Some(*f)));
+            cache = keep;
+            spare.extend(done.into_iter().map(|(_, v)| v));
             for &f in srcs.iter().flatten() {
                 if !cache.iter().any(|(g, _)| *g == f) {
-                    let mut v = scratch::take(c_in * ld_v);
+                    let mut v = spare.pop().unwrap_or_else(|| scratch::take(c_in * ld_v));
                     if f < n_pre {
                         transform_input(&mut v, prefix, n_pre, f, (h, w), p, s, None);
                     } else {
