@@ -25,43 +25,82 @@ impl Kernel for NormApply<'_> {
         if let Some((scale, shift)) = modulation {
             assert!(scale.len() == buf.len() && shift.len() == buf.len());
         }
-        let vector_act = match act {
-            Act::Gelu | Act::Mish => Act::Identity,
-            a => a,
-        };
-        let body = buf.len() / S::LANES * S::LANES;
-        norm_span(s, &mut buf[..body], a, b, modulation, vector_act, 0);
-        norm_span(Lane1, &mut buf[body..], a, b, modulation, vector_act, body);
-        if vector_act != act {
-            buf.iter_mut().for_each(|v| *v = act.apply(*v));
+        // The activation and the modulation are chosen outside the loops (const parameters),
+        // so each loop body is straight-line vector code.
+        match (act, modulation) {
+            (Act::Silu, None) => norm_all::<S, SILU>(s, buf, a, b, None),
+            (Act::Silu, m) => norm_all::<S, SILU>(s, buf, a, b, m),
+            (Act::Relu, None) => norm_all::<S, RELU>(s, buf, a, b, None),
+            (Act::Relu, m) => norm_all::<S, RELU>(s, buf, a, b, m),
+            (_, m) => {
+                norm_all::<S, IDENTITY>(s, buf, a, b, m);
+                if act != Act::Identity {
+                    // GELU and Mish per element, as the reference computes them.
+                    buf.iter_mut().for_each(|v| *v = act.apply(*v));
+                }
+            }
         }
     }
 }
 
-/// buf.len() is a multiple of S::LANES; modulation slices are indexed from `off`.
+const IDENTITY: u8 = 0;
+const SILU: u8 = 1;
+const RELU: u8 = 2;
+
+/// The whole buffer: vectors of S, then the tail on [`Lane1`].
 #[inline(always)]
-fn norm_span<S: Simd>(
+fn norm_all<S: Simd, const ACT: u8>(s: S, buf: &mut [f32], a: f32, b: f32, m: Option<(&[f32], &[f32])>) {
+    let body = buf.len() / S::LANES * S::LANES;
+    let (head, tail) = buf.split_at_mut(body);
+    match m {
+        None => {
+            norm_span::<S, ACT>(s, head, a, b);
+            norm_span::<Lane1, ACT>(Lane1, tail, a, b);
+        }
+        Some((scale, shift)) => {
+            let ((sc, sc_t), (sh, sh_t)) = (scale.split_at(body), shift.split_at(body));
+            norm_span_mod::<S, ACT>(s, head, a, b, sc, sh);
+            norm_span_mod::<Lane1, ACT>(Lane1, tail, a, b, sc_t, sh_t);
+        }
+    }
+}
+
+#[inline(always)]
+fn act_v<S: Simd, const ACT: u8>(s: S, y: S::V) -> S::V {
+    match ACT {
+        SILU => s.div(y, s.add(s.splat(1.0), exp(s, s.sub(s.splat(0.0), y)))),
+        RELU => s.max(s.splat(0.0), y),
+        _ => y,
+    }
+}
+
+/// buf.len() is a multiple of S::LANES.
+#[inline(always)]
+fn norm_span<S: Simd, const ACT: u8>(s: S, buf: &mut [f32], a: f32, b: f32) {
+    let (va, vb) = (s.splat(a), s.splat(b));
+    for x in buf.chunks_exact_mut(S::LANES) {
+        let y = s.fma(s.load(x), va, vb);
+        s.store(x, act_v::<S, ACT>(s, y));
+    }
+}
+
+/// buf, scale, shift: the same length, a multiple of S::LANES.
+#[inline(always)]
+fn norm_span_mod<S: Simd, const ACT: u8>(
     s: S,
     buf: &mut [f32],
     a: f32,
     b: f32,
-    modulation: Option<(&[f32], &[f32])>,
-    act: Act,
-    off: usize,
+    scale: &[f32],
+    shift: &[f32],
 ) {
-    let (va, vb, zero, one) = (s.splat(a), s.splat(b), s.splat(0.0), s.splat(1.0));
-    for (i, chunk) in buf.chunks_exact_mut(S::LANES).enumerate() {
-        let mut y = s.fma(s.load(chunk), va, vb);
-        if let Some((scale, shift)) = modulation {
-            let j = off + i * S::LANES;
-            y = s.fma(y, s.load(&scale[j..]), s.load(&shift[j..]));
-        }
-        y = match act {
-            Act::Silu => s.div(y, s.add(one, exp(s, s.sub(zero, y)))),
-            Act::Relu => s.max(zero, y),
-            _ => y,
-        };
-        s.store(chunk, y);
+    let (va, vb) = (s.splat(a), s.splat(b));
+    let lanes =
+        buf.chunks_exact_mut(S::LANES).zip(scale.chunks_exact(S::LANES)).zip(shift.chunks_exact(S::LANES));
+    for ((x, k), h) in lanes {
+        let y = s.fma(s.load(x), va, vb);
+        let y = s.fma(y, s.load(k), s.load(h));
+        s.store(x, act_v::<S, ACT>(s, y));
     }
 }
 
