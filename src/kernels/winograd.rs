@@ -89,19 +89,19 @@ pub struct WinogradOptions<'a, T> {
     pub transformed_weights: Option<&'a [T]>,
 }
 
-/// Geometry of one strip of tile rows.
+/// Geometry of one strip of tile rows (also of [`super::winograd4`]'s 4x4 tiles).
 #[derive(Clone, Copy)]
-struct Strip {
+pub(crate) struct Strip {
     /// First tile row.
-    i0: usize,
+    pub(crate) i0: usize,
     /// Tile rows in the strip.
-    rows: usize,
+    pub(crate) rows: usize,
     /// Tiles per tile row.
-    tw: usize,
+    pub(crate) tw: usize,
 }
 
 impl Strip {
-    fn tiles(&self) -> usize {
+    pub(crate) fn tiles(&self) -> usize {
         self.rows * self.tw
     }
 }

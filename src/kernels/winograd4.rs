@@ -34,7 +34,7 @@ use super::gemm::{Mat, Par, gemm};
 use super::input_norm::InputNorm;
 use super::params::{Conv3dParams, ConvCall};
 use super::scratch;
-use super::winograd::WinogradOptions;
+use super::winograd::{Strip, WinogradOptions};
 use rayon::prelude::*;
 use std::ops::Deref;
 
@@ -178,23 +178,6 @@ fn apply_rows<T: Float, const R: usize>(
 
 /// Options of [`conv3d_winograd4`]: the same as F(2x2, 3x3)'s.
 pub type Winograd4Options<'a, T> = WinogradOptions<'a, T>;
-
-/// Geometry of one strip of tile rows.
-#[derive(Clone, Copy)]
-struct Strip {
-    /// First tile row.
-    i0: usize,
-    /// Tile rows in the strip.
-    rows: usize,
-    /// Tiles per tile row.
-    tw: usize,
-}
-
-impl Strip {
-    fn tiles(&self) -> usize {
-        self.rows * self.tw
-    }
-}
 
 /// v: (c_in, 36, tiles) = B^T d B for every tile of `strip` in frame `f` of `src`
 /// (c_in, d_src, h, w), normalised on the fly by `norm` if given. bt: B^T in T.
