@@ -159,6 +159,11 @@ pub enum Error {
     #[error("interrupted: {}", escape(.0))]
     Interrupted(String),
 
+    /// A movq environment variable (`MOVQ_ISA`, `MOVQ_CONV`) holds a value movq does not know;
+    /// honouring it silently as the default would run something the caller did not ask for.
+    #[error("{var}={} is not one of {allowed}", escape(&format!("{value:?}")))]
+    InvalidEnv { var: &'static str, value: String, allowed: String },
+
     /// A feature or case movq does not implement.
     #[error("unsupported: {}", escape(.0))]
     Unsupported(String),

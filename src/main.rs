@@ -41,6 +41,11 @@ struct Cli {
     /// 3x3 conv weights), about 1-2 % more time.
     #[arg(long, global = true)]
     no_weight_cache: bool,
+    /// Keep memory-mapped weights resident for the whole run. By default each conv layer
+    /// drops its mapped weight pages from the process after use (the next use maps them again
+    /// from the page cache), so the peak RSS holds about one layer's weights, not all.
+    #[arg(long, global = true)]
+    keep_weights_resident: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -300,6 +305,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
     if cli.no_weight_cache {
         movq::kernels::params::set_weight_cache(false);
+    }
+    if cli.keep_weights_resident {
+        movq::kernels::params::set_release_weights(false);
     }
     if cli.verbose {
         eprintln!("movq {}: kernels {}", env!("CARGO_PKG_VERSION"), kernels_used());

@@ -24,6 +24,7 @@ fn class_of(e: &movq::Error) -> &'static str {
         | E::SpecialFile { .. }
         | E::InputChanged { .. } => "CheckpointError",
         E::TraceMismatch { .. } | E::Checksum { .. } => "CheckpointError",
+        E::InvalidEnv { .. } => "ConfigError",
         E::InvalidConfig(_) | E::GroupCount { .. } | E::UnknownClass(_) | E::NoSuchModule { .. } => {
             "ConfigError"
         }

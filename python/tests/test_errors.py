@@ -128,3 +128,28 @@ def test_checkpoint_errors(tmp_path):
     with pytest.raises(movq.CheckpointError) as e:
         movq.Decoder(whole)
     assert e.value.variant == "UnexpectedWeight" and "not part of the configured model" in str(e.value)
+
+
+@pytest.mark.parametrize("var,value", [("MOVQ_ISA", "avx-512"), ("MOVQ_CONV", "winograd6")])
+def test_unknown_env_values_are_config_errors(var, value):
+    # The variables are read once per process: a fresh interpreter with the bad value set.
+    import os
+    import subprocess
+    import sys
+
+    path, t, _ = read_golden("movq_single_frame_t1")
+    code = (
+        "import sys, numpy as np, movq\n"
+        f"dec = movq.Decoder({str(path)!r}, ignore={GOLDEN_IGNORE!r}, threads=1)\n"
+        "try:\n"
+        f"    dec.decode(np.zeros({tuple(t['input.z'].shape)!r}, np.float32))\n"
+        "except movq.ConfigError as e:\n"
+        "    print(e.variant, e)\n"
+        "    sys.exit(0)\n"
+        "sys.exit('decoded despite the bad value')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("MOVQ_ISA", "MOVQ_CONV")}
+    env[var] = value
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith("InvalidEnv ") and f"{var}=" in r.stdout and "is not one of" in r.stdout, r.stdout

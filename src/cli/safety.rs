@@ -40,22 +40,10 @@ pub fn thread_count(arg: Option<usize>) -> Result<Option<usize>> {
     Ok(Some(n))
 }
 
-/// Refuses values of movq's environment variables that would otherwise be ignored silently:
-/// `MOVQ_ISA` takes `scalar` or `avx2`, `MOVQ_CONV` takes `winograd`, `im2col` or `winograd4`
-/// (empty means unset).
+/// Refuses unknown values of `MOVQ_ISA` and `MOVQ_CONV` ([`movq::kernels::check_env`]) before
+/// any work, also for commands that do not decode.
 pub fn check_env() -> Result<()> {
-    for (var, allowed) in [
-        ("MOVQ_ISA", &movq::kernels::ISA_ENV_VALUES[..]),
-        ("MOVQ_CONV", &["winograd", "im2col", "winograd4"][..]),
-    ] {
-        if let Ok(v) = std::env::var(var)
-            && !v.is_empty()
-            && !allowed.iter().any(|a| v.eq_ignore_ascii_case(a))
-        {
-            bail!("{var}={:?} is not one of {allowed:?}", movq::error::escape(&v));
-        }
-    }
-    Ok(())
+    Ok(movq::kernels::check_env()?)
 }
 
 /// Refuses outputs (the `n` per-sample paths of `output`) that are one of `inputs` by file

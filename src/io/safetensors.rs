@@ -19,6 +19,17 @@ enum Backing {
     Owned(Vec<u8>),
 }
 
+/// The system's page size (`sysconf(_SC_PAGESIZE)`; 4096 if it cannot tell).
+#[cfg(unix)]
+fn page_size() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf only reads a system constant.
+        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if p > 0 { p as usize } else { 4096 }
+    })
+}
+
 /// An opened safetensors file or `torch.save` checkpoint (see `io::torch`): the mapped bytes
 /// plus an owned index of its tensors.
 pub struct WeightFile {
@@ -133,6 +144,29 @@ impl WeightFile {
         (pre.is_empty() && post.is_empty()).then_some(mid)
     }
 
+    /// Drops this process's resident pages of tensor `name` (the whole pages inside its bytes;
+    /// `madvise(MADV_DONTNEED)`): they stop counting in its RSS, and the next read maps them
+    /// again from the page cache (or the file). A no-op for buffers that are not mapped, for
+    /// tensors gathered into owned memory, for unknown names and off Unix.
+    pub fn release(&self, name: &str) {
+        #[cfg(unix)]
+        if let (Backing::Mmap(m), Some(info)) = (&self.bytes, self.tensors.get(name)) {
+            let (start, end) = (self.data_start + info.start, self.data_start + info.end);
+            let page = page_size();
+            // The mapping starts on a page boundary, so offsets into it align like addresses.
+            let (a, b) = (start.next_multiple_of(page), end.min(m.len()) / page * page);
+            if a < b {
+                // SAFETY: the mapping is read-only and private (open()), so it holds no private
+                // copies: MADV_DONTNEED only removes page-table entries, and a later access,
+                // including through a `&[f32]` view still alive, maps the same file bytes again.
+                // (A file changed by another process meanwhile is the case open() describes,
+                // caught by the SIGBUS handler and the after-decode checks.) The range lies
+                // inside the mapping. Failure only leaves the pages resident.
+                let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, a, b - a) };
+            }
+        }
+    }
+
     /// Tensor `name` viewed in place as `T` (see [`Self::f32_view`]; f64 compute always copies).
     pub fn view<T: Element>(&self, name: &str) -> Option<&[T]> {
         T::from_f32_slice(self.f32_view(name)?)
@@ -172,6 +206,8 @@ impl WeightFile {
         };
         // The header parser checked numel * dtype size == byte length.
         debug_assert_eq!(data.len(), info.shape.iter().product::<usize>());
+        // The copy is what callers use from now on; the mapped bytes need not stay resident.
+        self.release(name);
         Ok((info.shape.clone(), data))
     }
 }

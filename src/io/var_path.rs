@@ -30,6 +30,16 @@ impl<T: Element> Deref for Param<T> {
     }
 }
 
+impl<T> Param<T> {
+    /// For a memory-mapped parameter, drops its resident pages from this process
+    /// ([`WeightFile::release`]); the next use maps them again. Owned ones stay as they are.
+    pub fn release(&self) {
+        if let Param::Mapped { file, name } = self {
+            file.release(name);
+        }
+    }
+}
+
 /// Tensors made by a random loader: (name, shape, f32 values).
 pub type MadeTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
 

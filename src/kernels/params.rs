@@ -204,6 +204,21 @@ pub fn set_weight_cache(on: bool) {
     WEIGHT_CACHE.store(on, Ordering::Relaxed);
 }
 
+static RELEASE_WEIGHTS: AtomicBool = AtomicBool::new(true);
+
+/// Whether a conv layer drops its memory-mapped weight pages from the process after each
+/// call (the default: they are read again from the page cache on the next call, and then only
+/// the layer at work holds its weights resident), or keeps them mapped in for the process's
+/// lifetime (`--keep-weights-resident`).
+pub fn release_weights() -> bool {
+    RELEASE_WEIGHTS.load(Ordering::Relaxed)
+}
+
+/// Sets [`release_weights`] for the whole process.
+pub fn set_release_weights(on: bool) {
+    RELEASE_WEIGHTS.store(on, Ordering::Relaxed);
+}
+
 /// Shape of one frame's attention: `c` channels (the head dim), `n_tokens` tokens; q, k and v
 /// hold element (ch, token) at `ch * ch_stride + token`.
 #[derive(Clone, Copy, Debug)]

@@ -52,7 +52,17 @@ impl<T: Float> Conv3d<T> {
 
     /// x: (n, c_in, d, h, w) -> (n, c_out, d', h', w')
     pub fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
-        conv3d(&self.layer(), ConvInput::plain(x))
+        let y = conv3d(&self.layer(), ConvInput::plain(x));
+        self.release();
+        y
+    }
+
+    /// After a call: the mapped weight pages leave the process's resident set
+    /// ([`crate::kernels::params::release_weights`]).
+    fn release(&self) {
+        if crate::kernels::params::release_weights() {
+            self.weight.release();
+        }
     }
 
     pub fn params(&self) -> &Conv3dParams {
@@ -249,7 +259,11 @@ impl<T: Float> CausalConv3d<T> {
     /// ([`causal_params_strided`]).
     pub fn forward(&self, input: ConvInput<'_, T>, cache: Option<&mut ConvCache<T>>) -> Result<Tensor<T>> {
         let c = &self.conv;
-        let Some(cache) = cache else { return conv3d(&c.layer(), input) };
+        let Some(cache) = cache else {
+            let y = conv3d(&c.layer(), input);
+            c.release();
+            return y;
+        };
         let p = &c.params;
         if p.time_pad != TimePad::ReplicateFirst
             || p.stride_d != 1
@@ -274,6 +288,7 @@ impl<T: Float> CausalConv3d<T> {
                 conv3d(&layer, ConvInput { prefix: Some(pre), ..input })?
             }
         };
+        c.release();
         cache.0 = Some(causal_tail(x, norm, prev.as_ref(), keep)?);
         Ok(y)
     }

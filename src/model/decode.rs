@@ -85,6 +85,7 @@ impl<T: Float> Decoder<T> {
         mut sink: impl FnMut(usize, Tensor<T>) -> Result<()>,
         tracer: Option<&'a mut dyn Tracer<T>>,
     ) -> Result<()> {
+        crate::kernels::check_env()?;
         if !self.check_finite {
             return self.stream(z, mode, progress, &mut sink, tracer);
         }
