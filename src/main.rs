@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use cli::decode::{DecodeArgs, Precision, peak_rss_mib};
 use movq::io::{read_latent, write_safetensors};
 use movq::model::DecoderPlan;
-use movq::verify::{CaseOutcome, golden_files, verify_file};
+use movq::verify::{CaseOutcome, golden_files, verify_file_with};
 use movq::{Checkpoint, Decoder, Tensor};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -115,6 +115,10 @@ enum Command {
         /// Golden .safetensors files or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Also run each case with bf16 products in the convolutions (as `--precision
+        /// bf16-emulated`) and report its error and 8-bit video PSNR (row "bf16e", not judged).
+        #[arg(long)]
+        bf16_emulated: bool,
     },
 }
 
@@ -219,7 +223,7 @@ fn bench<T: movq::kernels::Float>(a: &BenchArgs, ck: &Checkpoint, latent: &Path)
         "{}",
         serde_json::json!({
             "engine": "movq",
-            "precision": T::NAME,
+            "precision": movq::kernels::bf16::precision_name::<T>(),
             "threads": rayon::current_num_threads(),
             "kernels": kernels_used(),
             "mode": format!("{mode:?}"),
@@ -235,7 +239,7 @@ fn bench<T: movq::kernels::Float>(a: &BenchArgs, ck: &Checkpoint, latent: &Path)
     Ok(())
 }
 
-fn verify(paths: &[PathBuf]) -> Result<bool> {
+fn verify(paths: &[PathBuf], bf16: bool) -> Result<bool> {
     let mut files = Vec::new();
     for p in paths {
         files.extend(golden_files(p)?);
@@ -244,19 +248,19 @@ fn verify(paths: &[PathBuf]) -> Result<bool> {
         bail!("no .safetensors files found in {paths:?}");
     }
     println!(
-        "{:<36} {:<14} {:<4} {:>10} {:>10} {:>10} {:>10} {:>7} {:>7}  result",
+        "{:<36} {:<14} {:<5} {:>10} {:>10} {:>10} {:>10} {:>7} {:>7}  result",
         "case", "class", "prec", "max_abs", "rel_l2", "torch_abs", "torch_rel", "ratio", "secs"
     );
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for f in &files {
-        match verify_file(f) {
+        match verify_file_with(f, bf16) {
             Ok(CaseOutcome::Ran { name, class, torch_f32, runs }) => {
                 for r in &runs {
                     // ratio: how far from the f64 reference relative to PyTorch's own f32 run.
                     let ratio =
                         if r.precision == "f32" { r.rel_l2 / torch_f32.1.max(1e-30) } else { f64::NAN };
                     println!(
-                        "{:<36} {:<14} {:<4} {:>10.3e} {:>10.3e} {:>10.3e} {:>10.3e} {:>7.2} {:>7.2}  {}",
+                        "{:<36} {:<14} {:<5} {:>10.3e} {:>10.3e} {:>10.3e} {:>10.3e} {:>7.2} {:>7.2}  {}",
                         movq::error::escape(&name),
                         class,
                         r.precision,
@@ -266,8 +270,18 @@ fn verify(paths: &[PathBuf]) -> Result<bool> {
                         torch_f32.1,
                         ratio,
                         r.seconds,
-                        if r.pass { "PASS" } else { "FAIL" }
+                        match (r.precision, r.pass) {
+                            ("bf16e", _) => match r.psnr8 {
+                                Some(db) => format!("measured; 8-bit video PSNR {db:.2} dB"),
+                                None => "measured".to_string(),
+                            },
+                            (_, true) => "PASS".to_string(),
+                            (_, false) => "FAIL".to_string(),
+                        }
                     );
+                    if r.precision == "bf16e" {
+                        continue;
+                    }
                     if r.pass { passed += 1 } else { failed += 1 }
                 }
             }
@@ -363,9 +377,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let hints = cli::inspect::HintArgs::default();
             let ck =
                 cli::inspect::open_checkpoint(weights, a.config.as_deref(), a.prefix.as_deref(), &hints)?;
-            match a.precision {
-                Precision::F32 => bench::<f32>(&a, &ck, latent)?,
-                Precision::F64 => bench::<f64>(&a, &ck, latent)?,
+            if a.precision.select() {
+                bench::<f64>(&a, &ck, latent)?
+            } else {
+                bench::<f32>(&a, &ck, latent)?
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -388,7 +403,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Golden(args) => {
             Ok(if cli::trace::golden_cmd(&args)? { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Command::Verify { paths } => Ok(if verify(&paths)? { ExitCode::SUCCESS } else { ExitCode::from(1) }),
+        Command::Verify { paths, bf16_emulated } => {
+            Ok(if verify(&paths, bf16_emulated)? { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
     }
 }
 

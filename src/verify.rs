@@ -58,6 +58,9 @@ pub struct RunResult {
     pub tol_rel_l2: f64,
     pub seconds: f64,
     pub pass: bool,
+    /// PSNR in dB of the output as 8-bit video (both quantised like the video writers) against
+    /// the f64 reference; decoder classes only (module cases have no pixel range).
+    pub psnr8: Option<f64>,
 }
 
 /// What happened to one golden file.
@@ -258,6 +261,14 @@ fn cogvideox_mode(case: &Case) -> Result<DecodeMode> {
 
 /// Verifies one golden file in f32 and f64.
 pub fn verify_file(path: &Path) -> Result<CaseOutcome> {
+    verify_file_with(path, false)
+}
+
+/// [`verify_file`], plus with `bf16` a third run, "bf16e": f32 with bf16 products in the
+/// convolutions ([`crate::kernels::bf16`]). It is measured, not judged (`pass` is true): the
+/// golden rule bounds f32 error, which bf16 rounding exceeds by design. Sets and clears the
+/// process-wide bf16 switch.
+pub fn verify_file_with(path: &Path, bf16: bool) -> Result<CaseOutcome> {
     let file = WeightFile::open(path)?;
     let case = read_case(&file)?;
     if !SUPPORTED_CLASSES.contains(&case.class.as_str()) {
@@ -274,30 +285,50 @@ pub fn verify_file(path: &Path) -> Result<CaseOutcome> {
         num("f32_rel_l2_err").ok_or_else(|| Error::invalid_file(path, "metadata lacks f32_rel_l2_err"))?;
     let absmax = num("output_f64_absmax").unwrap_or(1.0);
     let (_, reference) = file.read::<f64>("output.f64")?;
+    let video = matches!(case.class.as_str(), "MOVQDecoder3D" | "NewDecoder3D" | "AutoencoderKLCogVideoX");
 
     let mut runs = Vec::new();
-    for precision in ["f32", "f64"] {
+    let precisions: &[&'static str] = if bf16 { &["f32", "f64", "bf16e"] } else { &["f32", "f64"] };
+    for &precision in precisions {
         let t0 = Instant::now();
-        let y = if precision == "f32" {
-            run::<f32>(path, &file, &case)?
-        } else {
-            run::<f64>(path, &file, &case)?
-        };
+        let y = match precision {
+            "f64" => run::<f64>(path, &file, &case),
+            "f32" => run::<f32>(path, &file, &case),
+            _ => {
+                crate::kernels::params::set_bf16_products(true);
+                let y = run::<f32>(path, &file, &case);
+                crate::kernels::params::set_bf16_products(false);
+                y
+            }
+        }?;
         let seconds = t0.elapsed().as_secs_f64();
         let Distance { max_abs, rel_l2, .. } = distance(&y, &reference);
-        let (tol_max_abs, tol_rel_l2) = if precision == "f32" {
-            f32_tolerance(torch_abs, torch_rel, absmax)
-        } else {
-            (f64::INFINITY, F64_REL_L2)
+        let (tol_max_abs, tol_rel_l2) = match precision {
+            "f32" => f32_tolerance(torch_abs, torch_rel, absmax),
+            "f64" => (f64::INFINITY, F64_REL_L2),
+            _ => (f64::INFINITY, f64::INFINITY),
         };
-        let pass = if precision == "f32" {
-            max_abs <= tol_max_abs && rel_l2 <= tol_rel_l2
-        } else {
-            rel_l2 < tol_rel_l2
+        let pass = match precision {
+            "f32" => max_abs <= tol_max_abs && rel_l2 <= tol_rel_l2,
+            "f64" => rel_l2 < tol_rel_l2,
+            _ => true,
         };
-        runs.push(RunResult { precision, max_abs, rel_l2, tol_max_abs, tol_rel_l2, seconds, pass });
+        let psnr8 = video.then(|| video_psnr(&y, &reference));
+        runs.push(RunResult { precision, max_abs, rel_l2, tol_max_abs, tol_rel_l2, seconds, pass, psnr8 });
     }
     Ok(CaseOutcome::Ran { name: case.name, class: case.class, torch_f32: (torch_abs, torch_rel), runs })
+}
+
+/// PSNR (dB, peak 255) of `y` against `reference` after both are quantised to 8-bit pixels
+/// as the video writers do ([`crate::io::pixel_u8_f64`]); infinite when they agree.
+pub fn video_psnr(y: &[f64], reference: &[f64]) -> f64 {
+    use crate::io::pixel_u8_f64;
+    let se: f64 = y
+        .iter()
+        .zip(reference)
+        .map(|(&a, &b)| (pixel_u8_f64(a) as f64 - pixel_u8_f64(b) as f64).powi(2))
+        .sum();
+    crate::metrics::psnr(se / y.len().max(1) as f64, 255.0)
 }
 
 /// The golden files of `path`: the file itself, or every `*.safetensors` in a directory

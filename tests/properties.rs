@@ -141,6 +141,7 @@ proptest! {
             accumulate: false,
             prefix: Some((&pre, n_pre)),
             transformed_weights: None,
+            bf16_products: false,
         };
         let mut fast = vec![f64::NAN; p.c_out * d_o * h_o * w_o];
         conv3d_winograd(&mut fast, &ConvCall { x: &x, dims, weight: &wt, bias: &b, p: &p }, &opts);
@@ -307,6 +308,7 @@ proptest! {
             accumulate: false,
             prefix: Some((&pre, n_pre)),
             transformed_weights: None,
+            bf16_products: false,
         };
         let mut fast = vec![f64::NAN; slow.len()];
         conv3d_winograd(&mut fast, &ConvCall { x: &x, dims, weight: &wt, bias: &b, p: &p }, &opts);

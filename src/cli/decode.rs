@@ -17,6 +17,18 @@ use std::time::Instant;
 pub enum Precision {
     F32,
     F64,
+    /// f32 with the convolutions' operands rounded to bf16 (bf16 products, f32 sums): the
+    /// error of a bf16 port, on any CPU, at f32 speed or a little slower.
+    #[value(name = "bf16-emulated")]
+    Bf16Emulated,
+}
+
+impl Precision {
+    /// Whether the decode runs in f64; sets the process-wide bf16 switch for `bf16-emulated`.
+    pub fn select(self) -> bool {
+        movq::kernels::params::set_bf16_products(self == Precision::Bf16Emulated);
+        self == Precision::F64
+    }
 }
 
 pub use super::inspect::Mode;
@@ -97,7 +109,8 @@ pub struct DecodeArgs {
     /// Chroma subsampling of Y4M outputs.
     #[arg(long, value_enum, default_value = "420")]
     pub chroma: ChromaArg,
-    /// Compute precision: f32 (fast) or f64 (reference).
+    /// Compute precision: f32 (fast), f64 (reference), or bf16-emulated (f32 with bf16
+    /// products in the convolutions).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: Precision,
     /// Memory budget in GiB (default: the memory the system reports available). A decode whose
@@ -267,7 +280,7 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     let mut meta = BTreeMap::new();
     meta.insert("producer".to_string(), format!("movq {}", env!("CARGO_PKG_VERSION")));
-    meta.insert("precision".to_string(), T::NAME.to_string());
+    meta.insert("precision".to_string(), movq::kernels::bf16::precision_name::<T>().to_string());
     meta.insert("config".to_string(), serde_json::to_string(ck.config())?);
     meta.insert("mode".to_string(), format!("{mode:?}"));
     super::cleanup::install();
@@ -343,10 +356,7 @@ pub fn decode(a: &DecodeArgs) -> Result<()> {
         eprintln!("note: {}", ck.class_reason);
     }
     let mode = super::inspect::mode_for(a.mode, &ck, &a.tile)?;
-    match a.precision {
-        Precision::F32 => run::<f32>(a, &ck, &mode),
-        Precision::F64 => run::<f64>(a, &ck, &mode),
-    }
+    if a.precision.select() { run::<f64>(a, &ck, &mode) } else { run::<f32>(a, &ck, &mode) }
 }
 
 /// What the decoder tensors say about non-finite output: the first NaN / infinite weight, or

@@ -140,10 +140,7 @@ fn run_trace<T: Float>(a: &TraceArgs, ck: &Checkpoint) -> Result<()> {
 
 pub fn trace_cmd(a: &TraceArgs) -> Result<()> {
     let ck = open_checkpoint(&a.weights, a.config.as_deref(), a.prefix.as_deref(), &a.hints)?;
-    match a.precision {
-        Precision::F32 => run_trace::<f32>(a, &ck),
-        Precision::F64 => run_trace::<f64>(a, &ck),
-    }
+    if a.precision.select() { run_trace::<f64>(a, &ck) } else { run_trace::<f32>(a, &ck) }
 }
 
 #[derive(Args)]

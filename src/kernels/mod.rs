@@ -6,6 +6,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod bf16;
 pub mod conv3d;
 pub mod gemm;
 pub mod group_norm;

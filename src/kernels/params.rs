@@ -204,6 +204,20 @@ pub fn set_weight_cache(on: bool) {
     WEIGHT_CACHE.store(on, Ordering::Relaxed);
 }
 
+static BF16_PRODUCTS: AtomicBool = AtomicBool::new(false);
+
+/// Whether the convolutions round their gemm operands to bf16 and sum the products in f32
+/// (`--precision bf16-emulated`, [`super::bf16`]); off by default. Process-wide, like
+/// [`conv_algo`]: set it before decoding.
+pub fn bf16_products() -> bool {
+    BF16_PRODUCTS.load(Ordering::Relaxed)
+}
+
+/// Sets [`bf16_products`] for the whole process.
+pub fn set_bf16_products(on: bool) {
+    BF16_PRODUCTS.store(on, Ordering::Relaxed);
+}
+
 static RELEASE_WEIGHTS: AtomicBool = AtomicBool::new(true);
 
 /// Whether a conv layer drops its memory-mapped weight pages from the process after each

@@ -16,6 +16,7 @@
 //! direct convolution; the golden cases bound the difference (see README).
 
 use super::Float;
+use super::bf16::round_to_bf16;
 use super::gemm::{Mat, Par, gemm};
 use super::input_norm::InputNorm;
 use super::params::{Conv3dParams, ConvCall};
@@ -85,8 +86,12 @@ pub struct WinogradOptions<'a, T> {
     /// of `p` applies to that whole sequence. A causal conv's carried cache.
     pub prefix: Option<(&'a [T], usize)>,
     /// The weights already transformed by [`transform_weights`] (a layer's cache); without
-    /// them each call transforms into a reused scratch buffer.
+    /// them each call transforms into a reused scratch buffer. With `bf16_products` they must
+    /// already be rounded to bf16.
     pub transformed_weights: Option<&'a [T]>,
+    /// Round the gemm operands (transformed inputs, and weights transformed here) to bf16
+    /// ([`super::bf16`]): bf16 products summed in T.
+    pub bf16_products: bool,
 }
 
 /// Geometry of one strip of tile rows (also of [`super::winograd4`]'s 4x4 tiles).
@@ -183,6 +188,9 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
         None => {
             let mut u = scratch::take(transformed_len(p));
             transform_weights(&mut u, weight, p);
+            if opts.bf16_products {
+                round_to_bf16(&mut u);
+            }
             own_u.insert(u)
         }
     };
@@ -213,6 +221,9 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
                     } else {
                         let norm = opts.input_norm.as_ref();
                         transform_input(&mut v, x, d, f - n_pre, (h, w), p, s, norm);
+                    }
+                    if opts.bf16_products {
+                        round_to_bf16(&mut v);
                     }
                     cache.push((f, v));
                 }

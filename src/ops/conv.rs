@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::kernels::Float;
+use crate::kernels::bf16::round_to_bf16;
 use crate::kernels::conv3d::{conv3d_tiled, tile_cols};
 use crate::kernels::params::{Conv3dParams, ConvAlgo, ConvCall};
 use crate::kernels::scratch;
@@ -91,6 +92,12 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
         x.expect_shape("fused norm input", n.shape())?;
     }
     let algo = ConvAlgo::for_params(p);
+    let bf16 = crate::kernels::params::bf16_products();
+    if bf16 && algo == ConvAlgo::Winograd4 {
+        return Err(Error::Unsupported(format!(
+            "{op}: bf16 products with the F(4x4, 3x3) Winograd kernel (use --conv winograd or im2col)"
+        )));
+    }
     if algo == ConvAlgo::Im2col {
         let normed;
         let mut xn = match norm {
@@ -107,7 +114,17 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
             joined_input = concat_time(pre, xn)?;
             xn = &joined_input;
         }
-        let y = im2col_conv(layer, xn, out_shape);
+        let y = if bf16 {
+            // The im2col columns are copies of input values (and zero padding): rounding the
+            // input rounds the columns.
+            let mut xr = xn.clone();
+            round_to_bf16(xr.data_mut());
+            let mut wr = layer.weight.to_vec();
+            round_to_bf16(&mut wr);
+            im2col_conv(&ConvLayer { weight: &wr, ..*layer }, &xr, out_shape)
+        } else {
+            im2col_conv(layer, xn, out_shape)
+        };
         return match residual {
             Some(mut r) => {
                 add_inplace(&mut r, &y?)?;
@@ -129,16 +146,20 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
     // F(2x2, 3x3) weights transformed once per call (all samples) or once per layer; the
     // opt-in F(4x4, 3x3) transforms its own per call.
     let mut own = None;
+    // bf16 products round the transforms per call (the layer cache holds f32 ones).
     let u: Option<&[T]> = match (algo, layer.transformed) {
         (ConvAlgo::Winograd4, _) => None,
-        (_, Some(cell)) => Some(cell.get_or_init(|| {
+        (_, Some(cell)) if !bf16 => Some(cell.get_or_init(|| {
             let mut u = vec![T::ZERO; transformed_len(p)];
             transform_weights(&mut u, layer.weight, p);
             u
         })),
-        (_, None) => {
+        _ => {
             let mut u = scratch::take(transformed_len(p));
             transform_weights(&mut u, layer.weight, p);
+            if bf16 {
+                round_to_bf16(&mut u);
+            }
             Some(&*own.insert(u))
         }
     };
@@ -150,6 +171,7 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
             accumulate,
             prefix: prefix.map(|pre| (&pre.data()[b * pre_len..(b + 1) * pre_len], n_pre)),
             transformed_weights: u,
+            bf16_products: bf16,
         };
         let call = ConvCall { x: xb, dims: (s.d, s.h, s.w), weight: layer.weight, bias: layer.bias, p };
         if algo == ConvAlgo::Winograd4 {
