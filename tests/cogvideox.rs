@@ -283,12 +283,16 @@ fn progress_error_stops_the_decode_after_that_stage() {
     }
 }
 
+/// Serialises the tests that set or depend on the process-wide weight-cache switch.
+static WEIGHT_CACHE_SWITCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Keeping the Winograd weight transforms across chunks changes nothing: the same decoder
 /// decodes bitwise alike with the cache (filled on the first chunk) and without it (the
 /// setting is process-wide; any other test running meanwhile gets the same values either way).
 #[test]
 fn weight_transform_cache_changes_no_bit() {
     use movq::kernels::params::set_weight_cache;
+    let _switch = WEIGHT_CACHE_SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     let z = latent(Shape::new(1, 4, 7, 3, 5), 21);
     let cached = tiny_decoder();
     set_weight_cache(true);
@@ -299,4 +303,63 @@ fn weight_transform_cache_changes_no_bit() {
     set_weight_cache(true);
     assert_eq!(first, again);
     assert_eq!(first, fresh);
+}
+
+/// A decode of a single decoder call keeps no weight transforms (nothing would reuse them);
+/// one of several calls keeps them for the later calls, and they stay with the decoder.
+#[test]
+fn weight_transforms_are_kept_only_for_later_calls() {
+    let _switch = WEIGHT_CACHE_SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    let dec = tiny_decoder();
+    let one_batch = latent(Shape::new(1, 4, 3, 3, 5), 31);
+    let a = dec.decode(&one_batch, &DecodeMode::Chunked).unwrap();
+    assert_eq!(dec.weight_cache_bytes(), 0, "one chunk: one call");
+    let tc = TileConfig { tile_latent: (2, 3), stride_latent: (2, 3), blend: (1, 1), keep: (8, 12) };
+    dec.decode(&one_batch, &DecodeMode::Tiled(tc)).unwrap();
+    assert!(dec.weight_cache_bytes() > 0, "tiles: several calls");
+    let many = latent(Shape::new(1, 4, 7, 3, 5), 32);
+    let fresh = tiny_decoder();
+    let b = fresh.decode(&many, &DecodeMode::Chunked).unwrap();
+    let kept = fresh.weight_cache_bytes();
+    // Every causal conv has 3x3x3 taps here: 16/9 of their f32 weights.
+    assert!(kept > 0, "three chunks");
+    // Kept transforms are used by a later single-call decode and change nothing.
+    assert_eq!(fresh.decode(&one_batch, &DecodeMode::Chunked).unwrap(), a);
+    assert_eq!(fresh.weight_cache_bytes(), kept);
+    assert_eq!(tiny_decoder().decode(&many, &DecodeMode::Chunked).unwrap(), b);
+}
+
+/// The last chunk of a clip carries no frames out, and a chunk after it is refused instead of
+/// being decoded as a clip's first.
+#[test]
+fn last_chunk_carries_nothing_and_refuses_a_further_chunk() {
+    let loader = Loader::random(3);
+    let conv = CausalConv3d::<f32>::load_params(
+        &loader.root().pp("c"),
+        causal_params(4, 8, 3, PadMode::First).unwrap(),
+    )
+    .unwrap();
+    let x = latent(Shape::new(1, 4, 6, 5, 7), 12);
+    let whole = conv.forward(ConvInput::plain(&x), None).unwrap();
+    let (a, b) = (
+        x.crop(&Region { d: 0..4, ..Region::all(x.shape()) }).unwrap(),
+        x.crop(&Region { d: 4..6, ..Region::all(x.shape()) }).unwrap(),
+    );
+    let mut cache = ConvCache::default();
+    let ya = conv.forward(ConvInput::plain(&a), Some(&mut cache)).unwrap();
+    cache.last_chunk(true, true);
+    let yb = conv.forward(ConvInput::plain(&b), Some(&mut cache)).unwrap();
+    assert!(cache.frames().is_none(), "nothing carried out of the last chunk");
+    let mut out = Tensor::zeros(whole.shape()).unwrap();
+    out.paste(&ya, (0, 0, 0)).unwrap();
+    out.paste(&yb, (4, 0, 0)).unwrap();
+    assert_eq!(out, whole);
+    let err = conv.forward(ConvInput::plain(&b), Some(&mut cache)).unwrap_err();
+    assert!(matches!(err, movq::Error::Unsupported(_)), "{err}");
+    assert!(err.to_string().contains("after the clip's last"), "{err}");
+    // A single-chunk clip: first and last at once.
+    let mut cache = ConvCache::default();
+    cache.last_chunk(true, true);
+    assert_eq!(conv.forward(ConvInput::plain(&x), Some(&mut cache)).unwrap(), whole);
+    assert!(cache.frames().is_none());
 }

@@ -7,7 +7,7 @@ use crate::io::{Param, VarPath};
 use crate::kernels::Float;
 use crate::kernels::params::{Conv3dParams, TimePad};
 pub use crate::ops::conv::ConvInput;
-use crate::ops::conv::{ConvLayer, causal_tail, conv3d};
+use crate::ops::conv::{ConvLayer, causal_tail, conv3d, conv3d_owned};
 use crate::tensor::Tensor;
 use std::sync::OnceLock;
 
@@ -57,6 +57,15 @@ impl<T: Float> Conv3d<T> {
         y
     }
 
+    /// [`Self::forward`] taking x by value: a pointwise conv with c_out <= c_in writes its
+    /// output over x's memory ([`crate::ops::conv::conv3d_owned`]), bitwise the same result.
+    /// x: (n, c_in, d, h, w) -> (n, c_out, d', h', w')
+    pub fn forward_owned(&self, x: Tensor<T>) -> Result<Tensor<T>> {
+        let y = conv3d_owned(&self.layer(), x);
+        self.release();
+        y
+    }
+
     /// After a call: the mapped weight pages leave the process's resident set
     /// ([`crate::kernels::params::release_weights`]).
     fn release(&self) {
@@ -67,6 +76,11 @@ impl<T: Float> Conv3d<T> {
 
     pub fn params(&self) -> &Conv3dParams {
         &self.params
+    }
+
+    /// Bytes of Winograd weight transforms the layer keeps ([`ConvCache::last_chunk`]).
+    pub fn cached_bytes(&self) -> usize {
+        self.transformed.get().map_or(0, |u| std::mem::size_of_val(u.as_slice()))
     }
 }
 
@@ -84,6 +98,10 @@ impl<T: Float> Conv2d<T> {
     /// x: (n, c_in, d, h, w) -> (n, c_out, d, h, w)
     pub fn forward(&self, x: &Tensor<T>) -> Result<Tensor<T>> {
         self.0.forward(x)
+    }
+
+    pub fn c_out(&self) -> usize {
+        self.0.params.c_out
     }
 }
 
@@ -249,6 +267,11 @@ impl<T: Float> CausalConv3d<T> {
         self.conv.params()
     }
 
+    /// Bytes of Winograd weight transforms the layer keeps ([`ConvCache::last_chunk`]).
+    pub fn cached_bytes(&self) -> usize {
+        self.conv.cached_bytes()
+    }
+
     /// conv(norm(x)) (+ residual), with the normalisation fused into the convolution's input
     /// (see [`ConvInput`]). With `cache` this is one chunk of a clip (diffusers' `conv_cache`):
     /// an empty cache pads with frame 0 as usual; a filled one supplies the frames in front of
@@ -275,9 +298,22 @@ impl<T: Float> CausalConv3d<T> {
                 c.op
             )));
         }
+        if cache.state == CacheState::Ended {
+            return Err(Error::Unsupported(format!(
+                "{}: a chunk after the clip's last one (its cache was not carried: ConvCache::last_chunk)",
+                c.op
+            )));
+        }
         let keep = p.pad_d.0;
-        let prev = cache.0.take();
-        let kept = crate::kernels::params::weight_cache().then_some(&c.transformed);
+        let prev = match std::mem::replace(&mut cache.state, CacheState::Empty) {
+            CacheState::Carry(t) => Some(t),
+            _ => None,
+        };
+        // Transforms already kept are used whatever the cache says; new ones are kept only if
+        // a later call of the decode will use them.
+        let kept = (crate::kernels::params::weight_cache()
+            && (cache.keep_transforms || c.transformed.get().is_some()))
+        .then_some(&c.transformed);
         let (x, norm) = (input.x, input.norm);
         let y = match &prev {
             None => conv3d(&ConvLayer { transformed: kept, ..c.layer() }, input)?,
@@ -289,25 +325,63 @@ impl<T: Float> CausalConv3d<T> {
             }
         };
         c.release();
-        cache.0 = Some(causal_tail(x, norm, prev.as_ref(), keep)?);
+        cache.state = if cache.carry {
+            CacheState::Carry(causal_tail(x, norm, prev.as_ref(), keep)?)
+        } else {
+            CacheState::Ended
+        };
         Ok(y)
     }
 }
 
 /// What a causal conv carries from one chunk of a clip to the next: the last time_pad frames
-/// (pad_d.0 = dilation * (k_d - 1)) of its time-padded input, after any normalisation. Empty before the first chunk.
+/// (pad_d.0 = dilation * (k_d - 1)) of its time-padded input, after any normalisation. Empty
+/// before the first chunk. Also what the conv keeps for the rest of the decode: by default the
+/// frames and the layer's Winograd weight transforms; a decode's last chunk of a clip keeps no
+/// frames, and its last call no new transforms ([`ConvCache::last_chunk`]).
 #[derive(Clone)]
-pub struct ConvCache<T>(Option<Tensor<T>>);
+pub struct ConvCache<T> {
+    state: CacheState<T>,
+    /// Carry this chunk's tail to a next chunk (false: the clip ends with this chunk).
+    carry: bool,
+    /// Keep the layer's Winograd weight transforms after this call (a later call uses them).
+    keep_transforms: bool,
+}
+
+#[derive(Clone, PartialEq)]
+enum CacheState<T> {
+    /// Before the clip's first chunk.
+    Empty,
+    /// The frames in front of the next chunk.
+    Carry(Tensor<T>),
+    /// After a chunk declared the clip's last: a further chunk is an error.
+    Ended,
+}
 
 impl<T> Default for ConvCache<T> {
     fn default() -> Self {
-        ConvCache(None)
+        ConvCache { state: CacheState::Empty, carry: true, keep_transforms: true }
+    }
+}
+
+impl<T> ConvCache<T> {
+    /// What the next call keeps: `last_of_clip` carries no frames out of it (the clip ends;
+    /// a further chunk fails), `last_call` keeps no Winograd weight transforms that the layer
+    /// does not hold already (no later call of the decode would use them). Both save memory:
+    /// a single-batch clip then holds neither (the CogVideoX 1x16x3x30x45 decode: 1.2 GB of
+    /// carried frames and 0.8 GB of transforms).
+    pub fn last_chunk(&mut self, last_of_clip: bool, last_call: bool) {
+        self.carry = !last_of_clip;
+        self.keep_transforms = !last_call;
     }
 }
 
 impl<T: Float> ConvCache<T> {
     /// The carried frames, if any. (n, c, time_pad, h, w)
     pub fn frames(&self) -> Option<&Tensor<T>> {
-        self.0.as_ref()
+        match &self.state {
+            CacheState::Carry(t) => Some(t),
+            _ => None,
+        }
     }
 }

@@ -239,6 +239,8 @@ struct Runner<'a, T> {
     tracer: Option<&'a mut dyn Tracer<T>>,
     /// Index of the running call's frame batch within its clip.
     batch: usize,
+    /// Per call: the last frame batch of its clip or tile (no conv cache carried out of it).
+    ends_clip: Vec<bool>,
 }
 
 impl<'a, T: Float> Runner<'a, T> {
@@ -259,7 +261,8 @@ impl<'a, T: Float> Runner<'a, T> {
             total += stages.iter().map(|(_, f)| f).sum::<u128>();
         }
         let p = Progress { call: 0, calls: calls.len(), stage: Stage::Mid, flop_done: 0, flop_total: total };
-        Ok(Runner { dec, cache: dec.new_cache(), stage_flops, p, f, tracer: None, batch: 0 })
+        let ends_clip = (0..calls.len()).map(|i| calls.get(i + 1).is_none_or(|n| n.starts_clip)).collect();
+        Ok(Runner { dec, cache: dec.new_cache(), stage_flops, p, f, tracer: None, batch: 0, ends_clip })
     }
 
     /// One decoder call on the part of z that `call` reads.
@@ -283,6 +286,7 @@ impl<'a, T: Float> Runner<'a, T> {
             t.begin_call(call, self.batch);
         }
         let stages = &self.stage_flops.iter().find(|(k, _)| *k == call.shape(s)).expect("planned call").1;
+        self.cache.last_chunk(self.ends_clip[self.p.call], self.p.call + 1 == self.p.calls);
         self.p.call += 1;
         let (p, f) = (&mut self.p, &mut self.f);
         let cache = if call.cached { Some(&mut self.cache) } else { None };

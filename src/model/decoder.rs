@@ -96,6 +96,17 @@ impl<T: Float> Decoder<T> {
         &self.plan
     }
 
+    /// Bytes of Winograd weight transforms the causal convs keep for later calls: filled by
+    /// chunked and tiled decodes of more than one decoder call (`--no-weight-cache`:
+    /// [`crate::kernels::params::set_weight_cache`]), held as long as the decoder.
+    pub fn weight_cache_bytes(&self) -> usize {
+        let blocks = self.mid.block_1.cached_bytes()
+            + self.mid.block_2.cached_bytes()
+            + self.up.iter().flat_map(|l| &l.block).map(|b| b.cached_bytes()).sum::<usize>();
+        let pqc = self.post_quant_conv.as_ref().map_or(0, |c| c.cached_bytes());
+        pqc + self.conv_in.cached_bytes() + blocks + self.conv_out.cached_bytes()
+    }
+
     /// By default a decode whose output holds NaN or infinite values fails with
     /// [`crate::Error::NonFinite`] and hands out no frame from the first bad batch on; `true`
     /// hands such output out as it is.
@@ -243,4 +254,17 @@ pub struct DecoderCache<T> {
     /// up[level][block]
     pub up: Vec<Vec<ResnetCache<T>>>,
     pub conv_out: ConvCache<T>,
+}
+
+impl<T> DecoderCache<T> {
+    /// [`ConvCache::last_chunk`] for every conv: what the next call keeps for later ones.
+    pub fn last_chunk(&mut self, last_of_clip: bool, last_call: bool) {
+        self.post_quant_conv.last_chunk(last_of_clip, last_call);
+        self.conv_in.last_chunk(last_of_clip, last_call);
+        self.mid
+            .iter_mut()
+            .chain(self.up.iter_mut().flatten())
+            .for_each(|c| c.last_chunk(last_of_clip, last_call));
+        self.conv_out.last_chunk(last_of_clip, last_call);
+    }
 }

@@ -1,10 +1,11 @@
 //! A peak-memory estimate of a decode, computed from shapes alone before any work starts, so
 //! that a decode that cannot fit is refused up front rather than killed hours in.
 //!
-//! Model: weights (+ their Winograd transforms in chunked and tiled modes) + the largest set of activations alive at once in one decoder call (per
-//! resnet block x, h and the shortcut; per upsampler its input, the spatially doubled frames
-//! and the time-doubled output) + fixed convolution scratch + the causal conv caches (chunked
-//! and tiled modes) + the output held in memory. Calibrated against measured peak RSS (see
+//! Model: weights (+ their Winograd transforms when a decode makes more than one call) + the
+//! largest set of activations alive at once in one decoder call (per resnet block x and h, and
+//! the shortcut when it cannot be written over x; per upsampler its input, one spatially
+//! doubled frame and its conv, and the output) + fixed convolution scratch + the causal conv caches (clips of more than one frame
+//! batch) + the output held in memory. Calibrated against measured peak RSS (see
 //! README); it errs high.
 
 use super::plan::DecoderPlan;
@@ -15,7 +16,8 @@ use crate::tensor::Shape;
 /// Fixed convolution scratch: Winograd strip caches and transformed weights, im2col tiles.
 const CONV_SCRATCH_BYTES: u64 = 192 << 20;
 
-/// Estimated bytes of one decoder call on a latent chunk z, and of the conv caches it leaves.
+/// Estimated bytes of one decoder call on a latent chunk z, and of the conv caches it carries
+/// (`chunked`: its clip has more than one frame batch).
 fn call_bytes(plan: &DecoderPlan, z: Shape, elem: u128, chunked: bool) -> Result<(u128, u128)> {
     let walk = plan.walk(z)?;
     let n = z.n as u128;
@@ -23,7 +25,13 @@ fn call_bytes(plan: &DecoderPlan, z: Shape, elem: u128, chunked: bool) -> Result
     let frame = |d: (usize, usize, usize)| unit((1, d.1, d.2));
     // A k=3 causal conv over c_in channels keeps 2 frames.
     let cache = |c_in: usize, d| if chunked { 2 * c_in as u128 * frame(d) } else { 0 };
-    let resblock = |c_in: usize, c_out: usize, d| (c_in as u128 + 2 * c_out as u128) * unit(d);
+    // x and h; a shortcut is written over x unless it has more channels than x (or bf16
+    // products are on: `crate::ops::conv::conv3d_owned`).
+    let bf16 = crate::kernels::params::bf16_products();
+    let resblock = |c_in: usize, c_out: usize, d| {
+        let shortcut = if c_out > c_in || (bf16 && c_out != c_in) { c_out as u128 } else { 0 };
+        (c_in as u128 + c_out as u128 + shortcut) * unit(d)
+    };
     let c = plan.mid_channels;
     let mut peak = (c as u128 + plan.z_channels as u128) * unit(walk.mid);
     let mut caches = cache(plan.z_channels, walk.mid);
@@ -39,7 +47,7 @@ fn call_bytes(plan: &DecoderPlan, z: Shape, elem: u128, chunked: bool) -> Result
         }
         if lv.upsample.is_some() {
             let spatial = (at.0, after.1, after.2);
-            peak = peak.max(lv.c_out as u128 * (unit(at) + 2 * unit(spatial) + unit(after)));
+            peak = peak.max(lv.c_out as u128 * (unit(at) + 2 * frame(spatial) + unit(after)));
         }
     }
     let c0 = plan.out_in_channels;
@@ -70,8 +78,9 @@ pub fn estimate_peak_bytes(plan: &DecoderPlan, z: Shape, mode: &DecodeMode, f: &
     let full_out = frame_out * (out.d as u128 + 8) * out.h as u128 * out.w as u128;
     // The largest call of the decode (tiles at the grid's edge are smaller).
     let mut work = 0u128;
-    for c in &calls {
-        let (act, caches) = call_bytes(plan, c.shape(z), elem, c.cached)?;
+    for (i, c) in calls.iter().enumerate() {
+        let alone = c.starts_clip && calls.get(i + 1).is_none_or(|n| n.starts_clip);
+        let (act, caches) = call_bytes(plan, c.shape(z), elem, c.cached && !alone)?;
         work = work.max(act + caches);
     }
     let held = match mode {
@@ -97,11 +106,11 @@ pub fn estimate_peak_bytes(plan: &DecoderPlan, z: Shape, mode: &DecodeMode, f: &
     };
     // u128 arithmetic: shapes that fit in usize times channels and element sizes cannot
     // overflow it; an estimate beyond u64 saturates (and is refused by any budget).
-    // Chunked and tiled decodes keep every causal conv's Winograd weight transforms: 16/9 of
-    // the 3x3 weights, bounded by 16/9 of all weights.
+    // Chunked and tiled decodes of more than one call keep every causal conv's Winograd
+    // weight transforms: 16/9 of the 3x3 weights, bounded by 16/9 of all weights.
     let transforms = match mode {
         DecodeMode::Whole => 0,
-        _ if crate::kernels::params::weight_cache() => weight_bytes as u128 * 16 / 9,
+        _ if calls.len() > 1 && crate::kernels::params::weight_cache() => weight_bytes as u128 * 16 / 9,
         _ => 0,
     };
     let total = weight_bytes as u128 + transforms + CONV_SCRATCH_BYTES as u128 + work + held;

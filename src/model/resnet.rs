@@ -37,6 +37,11 @@ impl<T: Float> ResnetBlock3d<T> {
         })
     }
 
+    /// Bytes of Winograd weight transforms its convs keep.
+    pub fn cached_bytes(&self) -> usize {
+        self.conv1.cached_bytes() + self.conv2.cached_bytes()
+    }
+
     /// True if the block projects its input (`nin_shortcut`: c_in != c_out).
     pub fn has_shortcut(&self) -> bool {
         self.nin_shortcut.is_some()
@@ -45,7 +50,8 @@ impl<T: Float> ResnetBlock3d<T> {
     /// x: (n, c_in, d, h, w); zq: (n, c_zq, d_z, h_z, w_z) -> (n, c_out, d, h, w)
     ///
     /// Each norm + activation is fused into the convolution that follows it, and conv2 accumulates
-    /// into the shortcut, so at most x, h and the shortcut are alive at once. With `cache`, x is
+    /// into the shortcut, which is written over x's memory, so at most two of x, h and the
+    /// shortcut are alive at once. With `cache`, x is
     /// one chunk of a clip and the causal convs continue from the previous chunk. `tap` sees
     /// norm1, conv1, norm2, conv2 (without the residual) and nin_shortcut (see `trace.rs`).
     pub fn forward(
@@ -72,7 +78,9 @@ impl<T: Float> ResnetBlock3d<T> {
         })?;
         let s = match &self.nin_shortcut {
             Some(conv) => {
-                let s = conv.forward(&x)?;
+                // Written over x's memory (x is not read again): x, h and the shortcut are
+                // never alive at once.
+                let s = conv.forward_owned(x)?;
                 tap.record("nin_shortcut", &s)?;
                 s
             }
@@ -88,6 +96,14 @@ impl<T: Float> ResnetBlock3d<T> {
 pub struct ResnetCache<T> {
     pub conv1: ConvCache<T>,
     pub conv2: ConvCache<T>,
+}
+
+impl<T> ResnetCache<T> {
+    /// [`ConvCache::last_chunk`] for both convs.
+    pub fn last_chunk(&mut self, last_of_clip: bool, last_call: bool) {
+        self.conv1.last_chunk(last_of_clip, last_call);
+        self.conv2.last_chunk(last_of_clip, last_call);
+    }
 }
 
 impl<T> Default for ResnetCache<T> {

@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::io::VarPath;
 use crate::kernels::Float;
 use crate::ops::resample::{IndexMaps, resize};
-use crate::tensor::Tensor;
+use crate::tensor::{Shape, Tensor};
 
 pub struct Upsample3d<T> {
     conv: Option<Conv2d<T>>, // 3x3, padding 1; present iff with_conv
@@ -29,14 +29,58 @@ impl<T: Float> Upsample3d<T> {
         let s = x.shape();
         let maps = IndexMaps::upsample(s.d, s.h, s.w, self.compress_time, self.rule);
         let Some(conv) = &self.conv else { return resize(x, &maps) };
-        // The conv works per frame, so time-duplicated frames have identical outputs:
-        // convolve every source frame once, then repeat frames (exact).
-        let spatial = IndexMaps { t: (0..s.d).collect(), h: maps.h.clone(), w: maps.w.clone() };
-        let y = conv.forward(&resize(x, &spatial)?)?;
-        if maps.t == spatial.t {
-            return Ok(y);
+        // The conv works per frame: convolve each source frame once, right after resizing it
+        // (so only one resized frame is alive, not the whole 4x larger tensor), and repeat the
+        // result for time-duplicated frames (exact). Frame maps are non-decreasing.
+        let (d, h, w) = maps.dims();
+        let mut out = Tensor::zeros(Shape::new(s.n, conv.c_out(), d, h, w))?;
+        let mut last: Option<(usize, Tensor<T>)> = None;
+        for (j, &src) in maps.t.iter().enumerate() {
+            if last.as_ref().is_none_or(|(k, _)| *k != src) {
+                let frame = IndexMaps { t: vec![src], h: maps.h.clone(), w: maps.w.clone() };
+                last = Some((src, conv.forward(&resize(x, &frame)?)?));
+            }
+            let (_, y) = last.as_ref().expect("set above");
+            out.paste(y, (j, 0, 0))?;
         }
-        let time = IndexMaps { t: maps.t, h: (0..maps.h.len()).collect(), w: (0..maps.w.len()).collect() };
-        resize(&y, &time)
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::Loader;
+    use crate::tensor::random_normal;
+
+    /// Frame by frame is the whole-tensor composition upstream runs (resize everything, conv,
+    /// repeat frames), bit for bit: the conv works on each frame alone either way.
+    #[test]
+    fn frame_by_frame_equals_resize_then_conv() {
+        let loader = Loader::random(5);
+        for (time, rule, d) in
+            [(true, FrameRule::Movq, 3), (true, FrameRule::Diffusers, 4), (false, FrameRule::Movq, 2)]
+        {
+            let up = Upsample3d::<f32>::load(
+                &loader.root().pp("u"),
+                6,
+                UpsamplePlan { with_conv: true, time },
+                rule,
+            )
+            .unwrap();
+            let conv = Conv2d::<f32>::load(&loader.root().pp("u").pp("conv"), 6, 6, 3).unwrap();
+            let s = Shape::new(2, 6, d, 5, 7);
+            let x = Tensor::from_vec(s, random_normal(&s.dims(), 9).unwrap()).unwrap();
+            let maps = IndexMaps::upsample(s.d, s.h, s.w, time, rule);
+            let spatial = IndexMaps { t: (0..s.d).collect(), h: maps.h.clone(), w: maps.w.clone() };
+            let y = conv.forward(&resize(&x, &spatial).unwrap()).unwrap();
+            let time_maps = IndexMaps {
+                t: maps.t.clone(),
+                h: (0..maps.h.len()).collect(),
+                w: (0..maps.w.len()).collect(),
+            };
+            let expected = resize(&y, &time_maps).unwrap();
+            assert_eq!(up.forward(&x).unwrap(), expected, "time {time}, d {d}");
+        }
     }
 }

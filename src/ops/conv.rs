@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::kernels::Float;
 use crate::kernels::bf16::round_to_bf16;
-use crate::kernels::conv3d::{conv3d_tiled, tile_cols};
+use crate::kernels::conv3d::{conv3d_tiled, pointwise_in_place, tile_cols};
 use crate::kernels::params::{Conv3dParams, ConvAlgo, ConvCall};
 use crate::kernels::scratch;
 use crate::kernels::winograd::{WinogradOptions, conv3d_winograd, transform_weights, transformed_len};
@@ -181,6 +181,26 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
         }
     }
     Ok(out)
+}
+
+/// y = conv(x) + bias, reusing x's memory when the conv is pointwise (1x1x1, no padding, unit
+/// strides) with c_out <= c_in ([`pointwise_in_place`]): a resnet block's shortcut then needs
+/// no second tensor beside its input. Bitwise the result of [`conv3d`] (the same gemm per
+/// column block). Other convs, and bf16 products, take [`conv3d`].
+/// x: (n, c_in, d, h, w) -> (n, c_out, d', h', w')
+pub fn conv3d_owned<T: Float>(layer: &ConvLayer<'_, T>, x: Tensor<T>) -> Result<Tensor<T>> {
+    let p = layer.params;
+    if !p.is_pointwise() || p.c_out > p.c_in || crate::kernels::params::bf16_products() {
+        return conv3d(layer, ConvInput::plain(&x));
+    }
+    let s = x.shape();
+    let out_shape = conv_out_shape(layer.op, s, p)?;
+    let len = s.frame_len() * s.d;
+    let mut buf = x.into_vec();
+    pointwise_in_place(&mut buf, s.n, len, layer.weight, layer.bias);
+    buf.truncate(s.n * p.c_out * len);
+    buf.shrink_to_fit();
+    Tensor::from_vec(out_shape, buf)
 }
 
 /// The im2col convolution of x (n, c_in, d, h, w) into a new tensor of `out_shape`.
