@@ -140,6 +140,43 @@ fn decoder_output_moves_by_a_bf16_sized_amount() {
     assert!((1e-5..5e-2).contains(&d), "bf16 vs f32 rel-L2 {d:e}");
 }
 
+/// A decoder's own bf16 setting is what the process-wide switch does, bit for bit, and stays
+/// its own: an f32 decoder decoding at the same time on another thread is unaffected.
+#[test]
+fn a_decoders_own_bf16_setting_leaves_other_decoders_alone() {
+    let _g = SWITCH.lock().unwrap();
+    let cfg = DecoderConfig::from_json(
+        r#"{"class": "CogVideoXDecoder3D", "ch": 32, "out_ch": 3, "ch_mult": [1, 2], "num_res_blocks": 1,
+            "attn_resolutions": [], "resolution": 32, "z_channels": 4}"#,
+    )
+    .unwrap();
+    let load =
+        || movq::Decoder::<f32>::load(&Loader::random(3).root(), &DecoderPlan::new(&cfg).unwrap()).unwrap();
+    let s = Shape::new(1, 4, 3, 6, 5);
+    let z = Tensor::from_vec(s, movq::tensor::random_normal(&s.dims(), 4).unwrap()).unwrap();
+    let plain = load();
+    let f32_out = plain.decode(&z, &DecodeMode::Whole).unwrap();
+    set_bf16_products(true);
+    let switched = plain.decode(&z, &DecodeMode::Chunked);
+    set_bf16_products(false);
+    let switched = switched.unwrap();
+    let mut own = load();
+    own.emulate_bf16_products(true);
+    assert_eq!((own.precision_name(), plain.precision_name()), ("bf16-emulated", "f32"));
+    let (mine, theirs) = std::thread::scope(|sc| {
+        let a = sc.spawn(|| own.decode(&z, &DecodeMode::Chunked).unwrap());
+        let b =
+            sc.spawn(|| (0..3).map(|_| plain.decode(&z, &DecodeMode::Whole).unwrap()).collect::<Vec<_>>());
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_eq!(mine, switched, "own setting = process-wide switch");
+    assert_ne!(mine, f32_out);
+    for t in theirs {
+        assert_eq!(t, f32_out, "the f32 decoder stays f32");
+    }
+    assert!(!movq::kernels::params::bf16_products(), "the setting does not leak to the thread");
+}
+
 /// `verify_file_with(.., true)` adds a measured "bf16e" run with the 8-bit video PSNR of a
 /// decoder case; f32 and f64 are judged as without it.
 #[test]

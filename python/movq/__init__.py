@@ -96,7 +96,9 @@ class Decoder:
             the folder's ``config.json``, else the weights' metadata, else inferred from the
             tensor names and shapes.
         prefix: key prefix of the decoder tensors (default: detected).
-        precision: ``"f32"`` (fast) or ``"f64"`` (reference).
+        precision: ``"f32"`` (fast), ``"f64"`` (reference) or ``"bf16-emulated"`` (f32 with
+            the convolutions' gemm operands rounded to bf16 and summed in f32: the error a bf16
+            GPU port can expect; not faster). The setting is this decoder's own.
         threads: worker threads of this decoder's own pool (default: the number of cores).
         resolution, pad_mode, temporal_compress_times: what an inferred config cannot read off
             the tensors (see ``movq inspect``).
@@ -150,7 +152,7 @@ class Decoder:
 
     @property
     def precision(self) -> str:
-        """``"f32"`` or ``"f64"``."""
+        """``"f32"``, ``"f64"`` or ``"bf16-emulated"``."""
         return self._native.precision
 
     @property

@@ -103,8 +103,12 @@ impl NativeDecoder {
                 ));
             }
         };
-        if !matches!(precision, "f32" | "float32" | "f64" | "float64") {
-            return Err(named(py, "ConfigError", format!("precision {precision:?}: use \"f32\" or \"f64\"")));
+        if !matches!(precision, "f32" | "float32" | "f64" | "float64" | "bf16-emulated") {
+            return Err(named(
+                py,
+                "ConfigError",
+                format!("precision {precision:?}: use \"f32\", \"f64\" or \"bf16-emulated\""),
+            ));
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = threads.unwrap_or(cores);
@@ -138,6 +142,8 @@ impl NativeDecoder {
                 _ => {
                     let mut d = pool.install(|| ck.load::<f32>())?;
                     d.allow_nonfinite(allow_nonfinite_output);
+                    // This decoder's own setting: other decoders of the process keep theirs.
+                    d.emulate_bf16_products(precision == "bf16-emulated");
                     Loaded::F32(Arc::new(d))
                 }
             };
@@ -153,12 +159,12 @@ impl NativeDecoder {
             .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))
     }
 
-    /// "f32" or "f64".
+    /// "f32", "f64" or "bf16-emulated".
     #[getter]
     fn precision(&self) -> &'static str {
-        match self.dec {
-            Loaded::F32(_) => "f32",
-            Loaded::F64(_) => "f64",
+        match &self.dec {
+            Loaded::F32(d) => d.precision_name(),
+            Loaded::F64(d) => d.precision_name(),
         }
     }
 
@@ -530,7 +536,7 @@ impl NativeDecoder {
         let mode = &req.mode;
         let mut meta = std::collections::BTreeMap::new();
         meta.insert("producer".to_string(), format!("movq-python {}", env!("CARGO_PKG_VERSION")));
-        meta.insert("precision".to_string(), T::NAME.to_string());
+        meta.insert("precision".to_string(), dec.precision_name().to_string());
         meta.insert("mode".to_string(), format!("{mode:?}"));
         run::blocking(py, &self.pool, progress, |hook| {
             let shape = dec.decoded_shape(z.shape(), mode)?;

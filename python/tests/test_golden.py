@@ -50,3 +50,35 @@ def test_golden_case(name, mode, precision):
         f"{name} f32: max_abs {max_abs:.3e} (limit {lim_abs:.3e}), rel_l2 {rel_l2:.3e} "
         f"(limit {lim_rel:.3e}); regenerate nothing: the references are PyTorch's"
     )
+
+
+def test_bf16_emulated_is_the_decoders_own():
+    """precision="bf16-emulated": a bf16-sized error against the f64 reference, and an f32
+    decoder of the same process, decoding at the same time, stays at f32's error."""
+    import threading
+
+    name = "diffusers_decoder_whole_t3"
+    path, t, _ = read_golden(name)
+    bf = movq.Decoder(path, ignore=GOLDEN_IGNORE, precision="bf16-emulated", threads=1)
+    f32 = movq.Decoder(path, ignore=GOLDEN_IGNORE, precision="f32", threads=1)
+    assert (bf.precision, f32.precision) == ("bf16-emulated", "f32")
+    z, r = t["input.z"], t["output.f64"]
+    alone = f32.decode(z)
+    out = {}
+
+    def run(key, dec):
+        out[key] = [dec.decode(z) for _ in range(2)]
+
+    threads = [threading.Thread(target=run, args=(k, d)) for k, d in (("bf", bf), ("f32", f32))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert out["bf"][0].dtype == np.float32
+    np.testing.assert_array_equal(out["bf"][0], out["bf"][1])
+    for y in out["f32"]:
+        np.testing.assert_array_equal(y, alone)
+    rel_bf = errors(out["bf"][0], r)[1]
+    rel_f32 = errors(alone, r)[1]
+    assert rel_f32 < 1e-5, rel_f32
+    assert 1e-3 < rel_bf < 5e-2, rel_bf

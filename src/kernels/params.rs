@@ -206,16 +206,36 @@ pub fn set_weight_cache(on: bool) {
 
 static BF16_PRODUCTS: AtomicBool = AtomicBool::new(false);
 
+thread_local! {
+    /// A decode's own bf16 setting ([`with_bf16_products`]), over the process-wide one.
+    static BF16_SCOPE: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
 /// Whether the convolutions round their gemm operands to bf16 and sum the products in f32
 /// (`--precision bf16-emulated`, [`super::bf16`]); off by default. Process-wide, like
-/// [`conv_algo`]: set it before decoding.
+/// [`conv_algo`], unless the running thread is inside [`with_bf16_products`] (a decoder with
+/// its own setting, `Decoder::emulate_bf16_products`). Read by the conv ops on the thread that
+/// runs the module forwards, never by kernel workers (they get it as an argument).
 pub fn bf16_products() -> bool {
-    BF16_PRODUCTS.load(Ordering::Relaxed)
+    BF16_SCOPE.with(|s| s.get()).unwrap_or_else(|| BF16_PRODUCTS.load(Ordering::Relaxed))
 }
 
 /// Sets [`bf16_products`] for the whole process.
 pub fn set_bf16_products(on: bool) {
     BF16_PRODUCTS.store(on, Ordering::Relaxed);
+}
+
+/// Runs `f` with [`bf16_products`] = `on` on this thread (restored afterwards, also on panic),
+/// whatever the process-wide setting: decoders with different settings can decode at once.
+pub fn with_bf16_products<R>(on: bool, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<bool>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BF16_SCOPE.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(BF16_SCOPE.with(|s| s.replace(Some(on))));
+    f()
 }
 
 static RELEASE_WEIGHTS: AtomicBool = AtomicBool::new(true);

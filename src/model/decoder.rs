@@ -42,6 +42,8 @@ pub struct Decoder<T> {
     conv_out: CausalConv3d<T>,
     /// Whether a decode fails on NaN / infinite output (the default) or hands it out.
     pub(crate) check_finite: bool,
+    /// This decoder's convolutions use bf16 products ([`Self::emulate_bf16_products`]).
+    bf16_products: bool,
 }
 
 impl<T: Float> Decoder<T> {
@@ -89,6 +91,7 @@ impl<T: Float> Decoder<T> {
             norm_out: SpatialNorm3d::load(&vp.pp("norm_out"), c0, m)?,
             conv_out: CausalConv3d::load(&vp.pp("conv_out"), c0, plan.out_ch, 3, pm)?,
             check_finite: true,
+            bf16_products: false,
         })
     }
 
@@ -114,6 +117,20 @@ impl<T: Float> Decoder<T> {
         self.check_finite = !allow;
     }
 
+    /// `true`: this decoder's convolutions round their gemm operands to bf16 and sum in `T`
+    /// (the arithmetic of `--precision bf16-emulated`, [`crate::kernels::bf16`]) whatever the
+    /// process-wide [`crate::kernels::params::bf16_products`]; other decoders are unaffected,
+    /// also while decoding at the same time on other threads.
+    pub fn emulate_bf16_products(&mut self, on: bool) {
+        self.bf16_products = on;
+    }
+
+    /// The precision a decode computes in: `T::NAME` ("f32", "f64"), or "bf16-emulated" when
+    /// this decoder, or the process, has bf16 products on.
+    pub fn precision_name(&self) -> &'static str {
+        if self.bf16_products { "bf16-emulated" } else { crate::kernels::bf16::precision_name::<T>() }
+    }
+
     /// One decoder call (upstream `decoder(z)`), calling `on_stage` as each stage finishes; an
     /// error from `on_stage` (e.g. [`crate::Error::Interrupted`]) ends the call with that error.
     /// With `cache`, z is one chunk of a clip: it is its own zq, and the causal convs continue
@@ -132,6 +149,19 @@ impl<T: Float> Decoder<T> {
     /// [`Self::forward`], showing every module's output to `tracer` (see `trace.rs`); the
     /// result is bitwise the same as without.
     pub fn forward_traced(
+        &self,
+        z: &Tensor<T>,
+        cache: Option<&mut DecoderCache<T>>,
+        on_stage: &mut dyn FnMut(Stage) -> Result<()>,
+        tracer: Option<&mut dyn Tracer<T>>,
+    ) -> Result<Tensor<T>> {
+        if self.bf16_products {
+            return crate::kernels::params::with_bf16_products(true, || self.run(z, cache, on_stage, tracer));
+        }
+        self.run(z, cache, on_stage, tracer)
+    }
+
+    fn run(
         &self,
         z: &Tensor<T>,
         mut cache: Option<&mut DecoderCache<T>>,

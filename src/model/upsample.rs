@@ -35,10 +35,11 @@ impl<T: Float> Upsample3d<T> {
         let (d, h, w) = maps.dims();
         let mut out = Tensor::zeros(Shape::new(s.n, conv.c_out(), d, h, w))?;
         let mut last: Option<(usize, Tensor<T>)> = None;
+        let transformed = std::sync::OnceLock::new();
         for (j, &src) in maps.t.iter().enumerate() {
             if last.as_ref().is_none_or(|(k, _)| *k != src) {
                 let frame = IndexMaps { t: vec![src], h: maps.h.clone(), w: maps.w.clone() };
-                last = Some((src, conv.forward(&resize(x, &frame)?)?));
+                last = Some((src, conv.forward_sharing(&resize(x, &frame)?, &transformed)?));
             }
             let (_, y) = last.as_ref().expect("set above");
             out.paste(y, (j, 0, 0))?;
