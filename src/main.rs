@@ -36,9 +36,10 @@ struct Cli {
     /// Print the kernels in use (instruction set, convolution algorithm, threads) on stderr.
     #[arg(long, short, global = true)]
     verbose: bool,
-    /// In chunked and tiled decodes, recompute each conv's Winograd weight transforms per
-    /// chunk and tile instead of keeping them for the whole decode: less memory (16/9 of the
-    /// 3x3 conv weights), about 1-2 % more time.
+    /// In chunked and tiled decodes of more than one decoder call (frame batch or tile),
+    /// recompute each conv's Winograd weight transforms per call instead of keeping them for
+    /// the later calls: less memory (16/9 of the 3x3 conv weights), about 1-2 % more time. A
+    /// decode of one call keeps none either way.
     #[arg(long, global = true)]
     no_weight_cache: bool,
     /// Keep memory-mapped weights resident for the whole run. By default each conv layer

@@ -175,6 +175,19 @@ fn a_decoders_own_bf16_setting_leaves_other_decoders_alone() {
         assert_eq!(t, f32_out, "the f32 decoder stays f32");
     }
     assert!(!movq::kernels::params::bf16_products(), "the setting does not leak to the thread");
+    // Both decodes as jobs of one rayon pool: a worker blocked inside the bf16 decode's kernels
+    // may run the f32 decode's job, which keeps its own setting.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    for _ in 0..3 {
+        let (mine, theirs) = pool.install(|| {
+            rayon::join(
+                || own.decode(&z, &DecodeMode::Chunked).unwrap(),
+                || plain.decode(&z, &DecodeMode::Whole).unwrap(),
+            )
+        });
+        assert_eq!(mine, switched);
+        assert_eq!(theirs, f32_out);
+    }
 }
 
 /// `verify_file_with(.., true)` adds a measured "bf16e" run with the 8-bit video PSNR of a

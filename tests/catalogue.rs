@@ -276,7 +276,13 @@ fn estimate_over_the_budget_is_over_memory_budget() {
         &movq::model::DecoderPlan::new(&cfg).unwrap(),
         z,
         &DecodeMode::Chunked,
-        &movq::model::memory::Footprint { elem: 4, weight_bytes: 1 << 20, keep_output: false },
+        &movq::model::memory::Footprint {
+            elem: 4,
+            weight_bytes: 1 << 20,
+            keep_output: false,
+            bf16: false,
+            held_transform_bytes: 0,
+        },
     )
     .unwrap();
     movq::model::memory::check_budget(est, est).unwrap();

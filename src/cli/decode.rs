@@ -165,7 +165,13 @@ fn latent<T: Float>(a: &DecodeArgs) -> Result<Tensor<T>> {
 /// [`movq::Error::OverMemoryBudget`] over the budget (unless --force).
 fn check_memory<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode, zs: Shape) -> Result<u64> {
     let weight_bytes = ck.weight_bytes() * (std::mem::size_of::<T>() as u64 / 4).max(1);
-    let footprint = Footprint { elem: std::mem::size_of::<T>(), weight_bytes, keep_output: false };
+    let footprint = Footprint {
+        elem: std::mem::size_of::<T>(),
+        weight_bytes,
+        keep_output: false,
+        bf16: movq::kernels::params::bf16_products(),
+        held_transform_bytes: 0,
+    };
     let estimate = estimate_peak_bytes(&ck.plan, zs, mode, &footprint)
         .with_context(|| format!("decoding latent {}", a.latent.display()))?;
     let budget = match (a.max_memory, available_bytes()) {

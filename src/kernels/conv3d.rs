@@ -55,21 +55,26 @@ pub const POINTWISE_BLOCK_COLS: usize = 1 << 14;
 /// (row b * c_out + co of buf) lands on an input row of an earlier sample or on a column of
 /// the block just read (co < c_out <= c_in), so no input is overwritten before it is read.
 /// weight: (c_out, c_in); bias: (c_out,)
-pub fn pointwise_in_place<T: Float>(buf: &mut [T], n: usize, len: usize, weight: &[T], bias: &[T]) {
-    pointwise_in_place_blocked(buf, n, len, weight, bias, POINTWISE_BLOCK_COLS);
+pub fn pointwise_in_place<T: Float>(
+    buf: &mut [T],
+    n: usize,
+    c_in: usize,
+    len: usize,
+    weight: &[T],
+    bias: &[T],
+) {
+    pointwise_in_place_blocked(buf, (n, c_in, len), weight, bias, POINTWISE_BLOCK_COLS);
 }
 
 /// [`pointwise_in_place`] with blocks of `cols` columns (tests use small ones).
 pub fn pointwise_in_place_blocked<T: Float>(
     buf: &mut [T],
-    n: usize,
-    len: usize,
+    (n, c_in, len): (usize, usize, usize),
     weight: &[T],
     bias: &[T],
     cols: usize,
 ) {
     let c_out = bias.len();
-    let c_in = weight.len() / c_out.max(1);
     assert!(c_out <= c_in, "in-place pointwise conv needs c_out <= c_in");
     assert_eq!(weight.len(), c_out * c_in);
     assert_eq!(buf.len(), n * c_in * len);
@@ -151,7 +156,7 @@ mod tests {
             };
             let (x, w, b) = (vals(n * c_in * len, 1), vals(c_out * c_in, 2), vals(c_out, 3));
             let mut buf = x.clone();
-            pointwise_in_place_blocked(&mut buf, n, len, &w, &b, cols);
+            pointwise_in_place_blocked(&mut buf, (n, c_in, len), &w, &b, cols);
             let p = Conv3dParams::plain(c_in, c_out, (1, 1, 1));
             for s in 0..n {
                 let mut want = vec![0.0; c_out * len];
@@ -180,7 +185,7 @@ mod tests {
         for n in [1, 2] {
             let x = vals(n * c_in * len, 5);
             let mut buf = x.clone();
-            pointwise_in_place(&mut buf, n, len, &w, &b);
+            pointwise_in_place(&mut buf, n, c_in, len, &w, &b);
             for s in 0..n {
                 let mut want = vec![0.0f32; c_out * len];
                 let call = ConvCall {

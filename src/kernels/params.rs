@@ -220,6 +220,11 @@ pub fn bf16_products() -> bool {
     BF16_SCOPE.with(|s| s.get()).unwrap_or_else(|| BF16_PRODUCTS.load(Ordering::Relaxed))
 }
 
+/// The process-wide setting alone (what [`bf16_products`] gives outside any scope).
+pub fn process_bf16_products() -> bool {
+    BF16_PRODUCTS.load(Ordering::Relaxed)
+}
+
 /// Sets [`bf16_products`] for the whole process.
 pub fn set_bf16_products(on: bool) {
     BF16_PRODUCTS.store(on, Ordering::Relaxed);
@@ -227,6 +232,8 @@ pub fn set_bf16_products(on: bool) {
 
 /// Runs `f` with [`bf16_products`] = `on` on this thread (restored afterwards, also on panic),
 /// whatever the process-wide setting: decoders with different settings can decode at once.
+/// Every decode opens one (a rayon worker blocked inside one decode may run another decode's
+/// job, which must not inherit the first one's setting).
 pub fn with_bf16_products<R>(on: bool, f: impl FnOnce() -> R) -> R {
     struct Restore(Option<bool>);
     impl Drop for Restore {

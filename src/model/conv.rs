@@ -309,7 +309,7 @@ impl<T: Float> CausalConv3d<T> {
                 c.op
             )));
         }
-        if cache.state == CacheState::Ended {
+        if matches!(cache.state, CacheState::Ended) {
             return Err(Error::Unsupported(format!(
                 "{}: a chunk after the clip's last one (its cache was not carried: ConvCache::last_chunk)",
                 c.op
@@ -359,7 +359,7 @@ pub struct ConvCache<T> {
     keep_transforms: bool,
 }
 
-#[derive(Clone, PartialEq)]
+#[derive(Clone)]
 enum CacheState<T> {
     /// Before the clip's first chunk.
     Empty,

@@ -131,6 +131,11 @@ impl<T: Float> Decoder<T> {
         if self.bf16_products { "bf16-emulated" } else { crate::kernels::bf16::precision_name::<T>() }
     }
 
+    /// True if this decoder's own setting ([`Self::emulate_bf16_products`]) is on.
+    pub fn emulates_bf16_products(&self) -> bool {
+        self.bf16_products
+    }
+
     /// One decoder call (upstream `decoder(z)`), calling `on_stage` as each stage finishes; an
     /// error from `on_stage` (e.g. [`crate::Error::Interrupted`]) ends the call with that error.
     /// With `cache`, z is one chunk of a clip: it is its own zq, and the causal convs continue
@@ -155,10 +160,8 @@ impl<T: Float> Decoder<T> {
         on_stage: &mut dyn FnMut(Stage) -> Result<()>,
         tracer: Option<&mut dyn Tracer<T>>,
     ) -> Result<Tensor<T>> {
-        if self.bf16_products {
-            return crate::kernels::params::with_bf16_products(true, || self.run(z, cache, on_stage, tracer));
-        }
-        self.run(z, cache, on_stage, tracer)
+        let bf16 = self.bf16_products || crate::kernels::params::process_bf16_products();
+        crate::kernels::params::with_bf16_products(bf16, || self.run(z, cache, on_stage, tracer))
     }
 
     fn run(

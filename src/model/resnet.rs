@@ -49,11 +49,12 @@ impl<T: Float> ResnetBlock3d<T> {
 
     /// x: (n, c_in, d, h, w); zq: (n, c_zq, d_z, h_z, w_z) -> (n, c_out, d, h, w)
     ///
-    /// Each norm + activation is fused into the convolution that follows it, and conv2 accumulates
-    /// into the shortcut, which is written over x's memory, so at most two of x, h and the
-    /// shortcut are alive at once. With `cache`, x is
-    /// one chunk of a clip and the causal convs continue from the previous chunk. `tap` sees
-    /// norm1, conv1, norm2, conv2 (without the residual) and nin_shortcut (see `trace.rs`).
+    /// Each norm + activation is fused into the convolution that follows it, and conv2
+    /// accumulates into the shortcut, which is written over x's memory when c_out <= c_in
+    /// (without bf16 products), so then at most two of x, h and the shortcut are alive at once.
+    /// With `cache`, x is one chunk of a clip and the causal convs continue from the previous
+    /// chunk. `tap` sees norm1, conv1, norm2, conv2 (without the residual) and nin_shortcut
+    /// (see `trace.rs`).
     pub fn forward(
         &self,
         x: Tensor<T>,

@@ -38,6 +38,8 @@ impl<T: Float> Upsample3d<T> {
         let transformed = std::sync::OnceLock::new();
         for (j, &src) in maps.t.iter().enumerate() {
             if last.as_ref().is_none_or(|(k, _)| *k != src) {
+                // The previous frame is not needed again (non-decreasing maps): free it first.
+                drop(last.take());
                 let frame = IndexMaps { t: vec![src], h: maps.h.clone(), w: maps.w.clone() };
                 last = Some((src, conv.forward_sharing(&resize(x, &frame)?, &transformed)?));
             }
