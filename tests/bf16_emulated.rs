@@ -117,19 +117,27 @@ fn winograd_convs_have_bf16_sized_error_and_bypass_the_f32_cache() {
     assert_ne!(f32_cached.data(), &bf16[..]);
 }
 
-/// A whole decoder: finite, and off the f32 output by a bf16-sized amount.
-#[test]
-fn decoder_output_moves_by_a_bf16_sized_amount() {
-    let _g = SWITCH.lock().unwrap();
+/// A small CogVideoX-style decoder with random weights (the same weights every call).
+fn tiny_decoder() -> movq::Decoder<f32> {
     let cfg = DecoderConfig::from_json(
         r#"{"class": "CogVideoXDecoder3D", "ch": 32, "out_ch": 3, "ch_mult": [1, 2], "num_res_blocks": 1,
             "attn_resolutions": [], "resolution": 32, "z_channels": 4}"#,
     )
     .unwrap();
-    let dec =
-        movq::Decoder::<f32>::load(&Loader::random(3).root(), &DecoderPlan::new(&cfg).unwrap()).unwrap();
+    movq::Decoder::load(&Loader::random(3).root(), &DecoderPlan::new(&cfg).unwrap()).unwrap()
+}
+
+/// z: (1, 4, 3, 6, 5)
+fn tiny_latent() -> Tensor<f32> {
     let s = Shape::new(1, 4, 3, 6, 5);
-    let z = Tensor::from_vec(s, movq::tensor::random_normal(&s.dims(), 4).unwrap()).unwrap();
+    Tensor::from_vec(s, movq::tensor::random_normal(&s.dims(), 4).unwrap()).unwrap()
+}
+
+/// A whole decoder: finite, and off the f32 output by a bf16-sized amount.
+#[test]
+fn decoder_output_moves_by_a_bf16_sized_amount() {
+    let _g = SWITCH.lock().unwrap();
+    let (dec, z) = (tiny_decoder(), tiny_latent());
     let f32_out = dec.decode(&z, &DecodeMode::Whole).unwrap();
     set_bf16_products(true);
     let bf16_out = dec.decode(&z, &DecodeMode::Whole);
@@ -145,22 +153,14 @@ fn decoder_output_moves_by_a_bf16_sized_amount() {
 #[test]
 fn a_decoders_own_bf16_setting_leaves_other_decoders_alone() {
     let _g = SWITCH.lock().unwrap();
-    let cfg = DecoderConfig::from_json(
-        r#"{"class": "CogVideoXDecoder3D", "ch": 32, "out_ch": 3, "ch_mult": [1, 2], "num_res_blocks": 1,
-            "attn_resolutions": [], "resolution": 32, "z_channels": 4}"#,
-    )
-    .unwrap();
-    let load =
-        || movq::Decoder::<f32>::load(&Loader::random(3).root(), &DecoderPlan::new(&cfg).unwrap()).unwrap();
-    let s = Shape::new(1, 4, 3, 6, 5);
-    let z = Tensor::from_vec(s, movq::tensor::random_normal(&s.dims(), 4).unwrap()).unwrap();
-    let plain = load();
+    let z = tiny_latent();
+    let plain = tiny_decoder();
     let f32_out = plain.decode(&z, &DecodeMode::Whole).unwrap();
     set_bf16_products(true);
     let switched = plain.decode(&z, &DecodeMode::Chunked);
     set_bf16_products(false);
     let switched = switched.unwrap();
-    let mut own = load();
+    let mut own = tiny_decoder();
     own.emulate_bf16_products(true);
     assert_eq!((own.precision_name(), plain.precision_name()), ("bf16-emulated", "f32"));
     let (mine, theirs) = std::thread::scope(|sc| {
