@@ -20,6 +20,7 @@ pub mod simd;
 pub mod vol2col;
 pub mod winograd;
 pub mod winograd4;
+pub mod winograd_panels;
 pub mod winograd_tiles;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
@@ -27,6 +28,7 @@ pub mod x86_64;
 use crate::tensor::Element;
 pub use activation::Act;
 use std::sync::OnceLock;
+use winograd_panels::PanelArgs;
 use winograd_tiles::{InputRowArgs, OutputRowArgs};
 
 /// The instruction set the f32 element-wise kernels use, chosen once per process.
@@ -112,6 +114,15 @@ pub trait Float: Element + scratch::Pooled {
     fn winograd_output_row(a: OutputRowArgs<'_, Self>) {
         winograd_tiles::output_row(a)
     }
+    /// The tile-panel width `mr` when the Winograd gemms run on packed panels
+    /// ([`winograd_panels`]); `None`: on the `gemm` crate.
+    fn winograd_panel_width() -> Option<usize> {
+        None
+    }
+    /// See [`winograd_panels::panel_product`].
+    fn winograd_panel_product(a: PanelArgs<'_, Self>) {
+        winograd_panels::panel_product(a)
+    }
 }
 
 impl Float for f64 {
@@ -182,6 +193,20 @@ impl Float for f32 {
         match isa() {
             Isa::Scalar => winograd_tiles::output_row(a),
             Isa::Vector(v) => v.run(winograd_tiles::OutputRow(a)),
+        }
+    }
+    /// Packed panels on a vector ISA; the scalar reference and one-lane CPUs keep the `gemm`
+    /// crate (itself vectorised where it can be).
+    fn winograd_panel_width() -> Option<usize> {
+        match isa() {
+            Isa::Vector(simd::Vector::Lane1) | Isa::Scalar => None,
+            Isa::Vector(v) => Some(2 * v.lanes()),
+        }
+    }
+    fn winograd_panel_product(a: PanelArgs<'_, f32>) {
+        match isa() {
+            Isa::Scalar => winograd_panels::panel_product(a),
+            Isa::Vector(v) => v.run(winograd_panels::PanelProduct(a)),
         }
     }
 }

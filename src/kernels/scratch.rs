@@ -44,7 +44,14 @@ impl Pooled for f64 {
 /// A buffer of `len` elements with unspecified contents, back to the pool when dropped.
 pub struct Scratch<T: Float> {
     buf: Vec<T>,
+    /// Start of the handed-out part: its first element is 64-byte aligned, so vector loads of
+    /// packed panels never straddle cache lines (malloc gives large buffers 16 bytes past a page).
+    off: usize,
+    len: usize,
 }
+
+/// Elements a buffer is longer than asked, to place an aligned start.
+const ALIGN_SLACK: usize = 16;
 
 /// A scratch buffer of `len` elements: the smallest pooled one that is large enough, else the
 /// largest pooled one grown (or a new one). Contents are unspecified (stale or zero).
@@ -55,11 +62,15 @@ pub fn take<T: Float>(len: usize) -> Scratch<T> {
         let pick = fit.or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].capacity()));
         pick.map(|i| pool.swap_remove(i)).unwrap_or_default()
     };
-    if buf.len() < len {
-        buf.resize(len, T::ZERO);
+    if buf.len() < len + ALIGN_SLACK {
+        // A fresh zeroed block (calloc) rather than growing in place: no fill pass over pages
+        // the caller overwrites anyway.
+        buf = vec![T::ZERO; len + ALIGN_SLACK];
+        crate::tensor::huge_pages::advise(&buf);
     }
-    buf.truncate(len);
-    Scratch { buf }
+    // A reallocation moves the start; only the alignment offset depends on it.
+    let off = buf.as_ptr().align_offset(64).min(ALIGN_SLACK);
+    Scratch { buf, off, len }
 }
 
 impl<T: Float> Drop for Scratch<T> {
@@ -79,13 +90,13 @@ impl<T: Float> Drop for Scratch<T> {
 impl<T: Float> Deref for Scratch<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
-        &self.buf
+        &self.buf[self.off..self.off + self.len]
     }
 }
 
 impl<T: Float> DerefMut for Scratch<T> {
     fn deref_mut(&mut self) -> &mut [T] {
-        &mut self.buf
+        &mut self.buf[self.off..self.off + self.len]
     }
 }
 
@@ -103,6 +114,7 @@ mod tests {
         for len in [1000, 500, 2000, 0, 3] {
             let mut a = take::<f64>(len);
             assert_eq!(a.len(), len);
+            assert_eq!(a.as_ptr() as usize % 64, 0, "scratch start not 64-byte aligned");
             a.fill(1.0);
         }
     }

@@ -21,19 +21,35 @@ use super::gemm::{Mat, Par, gemm};
 use super::input_norm::InputNorm;
 use super::params::{Conv3dParams, ConvCall};
 use super::scratch;
+pub use super::winograd_panels::padded_ld;
+use super::winograd_panels::{PanelArgs, m_ld, pack_tiles, pack_weights, tiles_len, weights_len};
 use super::winograd_tiles::{InputRowArgs, OutputRowArgs};
 use rayon::prelude::*;
-use std::ops::Deref;
 
 /// Target number of 2x2 tiles per strip (one gemm's column count).
 pub const TILES_PER_STRIP: usize = 1024;
 /// Upper bound of the transformed-input cache of one strip (k_d source frames).
 pub const STRIP_CACHE_BYTES: usize = 64 << 20;
+/// Channels transformed at a time before packing into tile panels: at most this many bytes.
+const PACK_GROUP_BYTES: usize = 4 << 20;
+
+/// u = the transformed weights `U = G g G^T` of weight (c_out, c_in, k_d, 3, 3), in the layout
+/// the gemms read: weight panels ([`super::winograd_panels`]) when `T` runs on them, else (c_out, 16,
+/// k_d, c_in) with row stride `padded_ld(16 * k_d * c_in)`. u: ([`transformed_len`],)
+pub fn transform_weights<T: Float>(u: &mut [T], weight: &[T], p: &Conv3dParams) {
+    if T::winograd_panel_width().is_none() {
+        return transform_weight_rows(u, weight, p);
+    }
+    let ld_u = padded_ld(16 * p.k_d * p.c_in);
+    let mut rows = scratch::take(p.c_out * ld_u);
+    transform_weight_rows(&mut rows, weight, p);
+    pack_weights(u, &rows, (p.c_out, p.c_in, p.k_d), ld_u);
+}
 
 // The small 4x4 transforms index rows and columns explicitly, like the formulas they implement.
 #[allow(clippy::needless_range_loop)]
 /// u: (c_out, 16, k_d, c_in), row stride `padded_ld(16 * k_d * c_in)`, from weight (c_out, c_in, k_d, 3, 3): `U = G g G^T`.
-pub fn transform_weights<T: Float>(u: &mut [T], weight: &[T], p: &Conv3dParams) {
+fn transform_weight_rows<T: Float>(u: &mut [T], weight: &[T], p: &Conv3dParams) {
     let (c_in, k_d) = (p.c_in, p.k_d);
     u.par_chunks_mut(padded_ld(16 * k_d * c_in)).enumerate().for_each(|(co, uo)| {
         for ci in 0..c_in {
@@ -62,16 +78,11 @@ pub fn transform_weights<T: Float>(u: &mut [T], weight: &[T], p: &Conv3dParams) 
 }
 
 /// Elements of the transformed weights of `p` ([`transform_weights`]).
-pub fn transformed_len(p: &Conv3dParams) -> usize {
-    p.c_out * padded_ld(16 * p.k_d * p.c_in)
-}
-
-/// A row stride of at least `n` elements whose byte stride is an odd multiple of 64: rows
-/// then fall into different cache sets. With power-of-two strides (1024 tiles, 512 channels x
-/// 48) the gemm's packing and micro-kernel hit the same L1 sets and 4K-alias, and ran several
-/// times slower (measured: packing was 14 % of a decode before this).
-pub fn padded_ld(n: usize) -> usize {
-    16 * (n.div_ceil(16) | 1)
+pub fn transformed_len<T: Float>(p: &Conv3dParams) -> usize {
+    match T::winograd_panel_width() {
+        Some(_) => weights_len(p.c_out, p.c_in, p.k_d),
+        None => p.c_out * padded_ld(16 * p.k_d * p.c_in),
+    }
 }
 
 /// Options of [`conv3d_winograd`].
@@ -111,11 +122,13 @@ impl Strip {
     }
 }
 
-/// v: (c_in, 16, tiles), channel stride `padded_ld(16 * tiles)`, = B^T d B for every tile of `strip` in frame `f` of `src`
-/// (c_in, d_src, h, w), normalised on the fly by `norm` if given.
+/// v: (g, 16, tiles), channel stride `padded_ld(16 * tiles)`, = B^T d B for every tile of
+/// `strip` in frame `f` of channels c0 .. c0 + g of `src` (c_in, d_src, h, w), normalised on
+/// the fly by `norm` if given.
 #[allow(clippy::too_many_arguments)]
 fn transform_input<T: Float>(
     v: &mut [T],
+    c0: usize,
     src: &[T],
     d_src: usize,
     f: usize,
@@ -132,7 +145,8 @@ fn transform_input<T: Float>(
     let (y_base, pl) = ((2 * s.i0) as isize - p.pad_h.0 as isize, p.pad_w.0);
     debug_assert!(pl + w <= pw);
     let init = || (vec![T::ZERO; n_rows * pw], (Vec::new(), Vec::new()));
-    v.par_chunks_mut(padded_ld(16 * n_t)).enumerate().for_each_init(init, |(pad, scratch), (ci, vc)| {
+    v.par_chunks_mut(padded_ld(16 * n_t)).enumerate().for_each_init(init, |(pad, scratch), (i, vc)| {
+        let ci = c0 + i;
         let frame = &src[(ci * d_src + f) * h * w..][..h * w];
         for (r, prow) in pad.chunks_exact_mut(pw).enumerate() {
             let y = y_base + r as isize;
@@ -179,14 +193,15 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
     assert_eq!(x.len(), c_in * d * h * w);
     assert_eq!(weight.len(), p.c_out * c_in * k_d * 9);
     let kk = padded_ld(16 * k_d * c_in);
+    let panels = T::winograd_panel_width();
     let mut own_u = None;
     let u: &[T] = match opts.transformed_weights {
         Some(u) => {
-            assert_eq!(u.len(), transformed_len(p));
+            assert_eq!(u.len(), transformed_len::<T>(p));
             u
         }
         None => {
-            let mut u = scratch::take(transformed_len(p));
+            let mut u = scratch::take(transformed_len::<T>(p));
             transform_weights(&mut u, weight, p);
             if opts.bf16_products {
                 round_to_bf16(&mut u);
@@ -199,14 +214,31 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
     let elem = std::mem::size_of::<T>();
     let cap = (STRIP_CACHE_BYTES / (elem * 16 * k_d.max(1) * c_in)).max(tw);
     let strip_rows = (TILES_PER_STRIP.min(cap) / tw).clamp(1, th);
+    // Per strip of n_t tiles: the input transforms' channel stride ld_v; a cached frame's
+    // length (tile panels, or (c_in, 16, tiles) with channel stride ld_v for the gemm crate);
+    // the product's row stride ld_m. All grow with n_t, so buffers sized for the first (widest)
+    // strip serve every strip: fresh memory costs page faults and zeroing (README, Performance).
+    let sizes = |n_t: usize| {
+        let ld_v = padded_ld(16 * n_t);
+        match panels {
+            Some(mr) => (ld_v, tiles_len(c_in, n_t, mr), m_ld(n_t, mr)),
+            None => (ld_v, c_in * ld_v, padded_ld(n_t)),
+        }
+    };
+    let (ld_v_max, frame_max, ld_m_max) = sizes(strip_rows.min(th) * tw);
+    // Panels are packed from the transforms of a group of channels at a time.
+    let rows_len = (PACK_GROUP_BYTES / elem).clamp(ld_v_max, (c_in * ld_v_max).max(ld_v_max));
+    let mut rows = panels.map(|_| scratch::take::<T>(rows_len));
+    let mut mbuf_all = scratch::take::<T>(16 * c_out * ld_m_max);
+    let mut spare: Vec<scratch::Scratch<T>> = Vec::new();
     for i0 in (0..th).step_by(strip_rows) {
         let s = Strip { i0, rows: strip_rows.min(th - i0), tw };
         let n_t = s.tiles();
+        let (ld_v, frame_len, ld_m) = sizes(n_t);
+        let group = (rows_len / ld_v).clamp(1, c_in.max(1));
         let mut cache: Vec<(usize, scratch::Scratch<T>)> = Vec::new();
-        let mut spare: Vec<scratch::Scratch<T>> = Vec::new();
-        let (ld_v, ld_m) = (padded_ld(16 * n_t), padded_ld(n_t));
         // (16, c_out, tiles) with row stride ld_m
-        let mut mbuf = scratch::take::<T>(16 * c_out * ld_m);
+        let mbuf = &mut mbuf_all[..16 * c_out * ld_m];
         for t in 0..d_out {
             let srcs: Vec<Option<usize>> = (0..k_d).map(|dt| p.src_frame(t, dt, d_all)).collect();
             // Frames no longer read hand their buffers to the ones transformed next.
@@ -215,26 +247,43 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
             spare.extend(done.into_iter().map(|(_, v)| v));
             for &f in srcs.iter().flatten() {
                 if !cache.iter().any(|(g, _)| *g == f) {
-                    let mut v = spare.pop().unwrap_or_else(|| scratch::take(c_in * ld_v));
-                    if f < n_pre {
-                        transform_input(&mut v, prefix, n_pre, f, (h, w), p, s, None);
-                    } else {
-                        let norm = opts.input_norm.as_ref();
-                        transform_input(&mut v, x, d, f - n_pre, (h, w), p, s, norm);
+                    let mut buf = spare.pop().unwrap_or_else(|| scratch::take(frame_max));
+                    let v = &mut buf[..frame_len];
+                    let (src, d_src, fl, norm) = match f < n_pre {
+                        true => (prefix, n_pre, f, None),
+                        false => (x, d, f - n_pre, opts.input_norm.as_ref()),
+                    };
+                    match (panels, rows.as_deref_mut()) {
+                        (Some(mr), Some(rows)) => {
+                            for c0 in (0..c_in).step_by(group) {
+                                let g = group.min(c_in - c0);
+                                let r = &mut rows[..g * ld_v];
+                                transform_input(r, c0, src, d_src, fl, (h, w), p, s, norm);
+                                pack_tiles(v, r, (c0, g), (c_in, n_t, ld_v), mr);
+                            }
+                        }
+                        _ => transform_input(v, 0, src, d_src, fl, (h, w), p, s, norm),
                     }
                     if opts.bf16_products {
-                        round_to_bf16(&mut v);
+                        round_to_bf16(v);
                     }
-                    cache.push((f, v));
+                    cache.push((f, buf));
                 }
             }
             let frames: Vec<Option<&[T]>> = srcs
                 .iter()
-                .map(|sf| sf.map(|f| cache.iter().find(|(g, _)| *g == f).expect("cached").1.deref()))
+                .map(|sf| sf.map(|f| &cache.iter().find(|(g, _)| *g == f).expect("cached").1[..frame_len]))
                 .collect();
             // 16 independent gemms (one per transformed position), each over all output
             // channels: the tasks and every element's rounding are independent of the thread count.
             mbuf.par_chunks_mut(c_out * ld_m).enumerate().for_each(|(xi, m)| {
+                if let Some(mr) = panels {
+                    let at = xi * tiles_len(c_in, n_t, mr) / 16;
+                    let a: Vec<Option<&[T]>> = frames.iter().map(|v| v.map(|v| &v[at..])).collect();
+                    let b = &u[xi * weights_len(c_out, c_in, k_d) / 16..];
+                    T::winograd_panel_product(PanelArgs { m, ld_m, c_out, c_in, n_t, a: &a, b, mr });
+                    return;
+                }
                 let mut first = true;
                 for (dt, v) in frames.iter().enumerate() {
                     let Some(v) = v else { continue };
@@ -248,19 +297,19 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
                 }
             });
             out.par_chunks_mut(plane_out).zip(bias.par_iter()).enumerate().for_each(|(co, (dst, &b))| {
-                inverse_transform(dst, &mbuf, co, c_out, b, s, (t, h_out, w_out), opts.accumulate);
+                inverse_transform(dst, (mbuf, ld_m), co, c_out, b, s, (t, h_out, w_out), opts.accumulate);
             });
         }
+        spare.extend(cache.into_iter().map(|(_, v)| v));
     }
 }
 
 /// Writes A^T m A + bias of every tile of strip `s` into output frame `t` of channel `co`.
-/// dst: (d_out, h_out, w_out) of channel co; m: (16, c_out, tiles), row stride
-/// `padded_ld(tiles)`.
+/// dst: (d_out, h_out, w_out) of channel co; m: (16, c_out, tiles), row stride ld_m.
 #[allow(clippy::too_many_arguments)]
 fn inverse_transform<T: Float>(
     dst: &mut [T],
-    m: &[T],
+    (m, ld_m): (&[T], usize),
     co: usize,
     c_out: usize,
     bias: T,
@@ -268,7 +317,6 @@ fn inverse_transform<T: Float>(
     (t, h_out, w_out): (usize, usize, usize),
     accumulate: bool,
 ) {
-    let ld_m = padded_ld(s.tiles());
     let frame = &mut dst[t * h_out * w_out..][..h_out * w_out];
     for ti in 0..s.rows {
         let y = 2 * (s.i0 + ti);

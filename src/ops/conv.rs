@@ -150,12 +150,12 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
     let u: Option<&[T]> = match (algo, layer.transformed) {
         (ConvAlgo::Winograd4, _) => None,
         (_, Some(cell)) if !bf16 => Some(cell.get_or_init(|| {
-            let mut u = vec![T::ZERO; transformed_len(p)];
+            let mut u = vec![T::ZERO; transformed_len::<T>(p)];
             transform_weights(&mut u, layer.weight, p);
             u
         })),
         _ => {
-            let mut u = scratch::take(transformed_len(p));
+            let mut u = scratch::take(transformed_len::<T>(p));
             transform_weights(&mut u, layer.weight, p);
             if bf16 {
                 round_to_bf16(&mut u);

@@ -234,6 +234,19 @@ impl Vector {
         }
     }
 
+    /// f32 lanes of one vector.
+    pub fn lanes(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Vector::Avx512(_) => x86::Avx512::LANES,
+            #[cfg(target_arch = "x86_64")]
+            Vector::Avx2(_) => x86::Avx2::LANES,
+            #[cfg(target_arch = "aarch64")]
+            Vector::Neon(_) => neon::Neon::LANES,
+            Vector::Lane1 => Lane1::LANES,
+        }
+    }
+
     /// Runs `k` on this ISA.
     #[inline]
     pub fn run<K: Kernel>(self, k: K) -> K::Output {

@@ -1,0 +1,303 @@
+//! The 16 gemms of Winograd F(2x2, 3x3) ([`super::winograd`]) on operands packed once, in the
+//! layout the micro-kernel streams: for f32 on a vector ISA these replace the `gemm` crate,
+//! which packs both operands on every call (each transformed frame is read by k_d output
+//! frames, each weight panel by every strip and frame).
+//!
+//! Layouts (`mr` = two vectors of the ISA's lanes, [`NR`] = 6):
+//! - tile panels of one transformed frame: (16, nb, c_in, mr), nb = ceil(tiles / mr); value
+//!   xi of tile t, channel ci at `((xi * nb + t / mr) * c_in + ci) * mr + t % mr`, tiles past
+//!   the strip zero;
+//! - weight panels: (16, k_d, cb, c_in, NR), cb = ceil(c_out / NR); output channels past c_out
+//!   zero;
+//! - product m of one transformed position: (c_out, ld_m), ld_m = [`m_ld`], tiles contiguous.
+//!
+//! Every output sums its products in one fixed order (time taps, then input channels, each a
+//! fused multiply-add onto the running f32 sum, the first onto zero), whatever the blocking:
+//! a block that continues a sum reloads it exactly as it was stored. So the vector kernel
+//! equals its plain twin [`panel_product`] bit for bit on every ISA (tested), and the result
+//! does not depend on the thread count.
+
+use super::simd::{Kernel, Simd};
+use crate::tensor::Element;
+use rayon::prelude::*;
+
+/// Output channels per micro-tile (6 rows x 2 vectors = 12 accumulators).
+pub const NR: usize = 6;
+/// Input channels per block: a weight panel (KC x NR) stays in L1.
+const KC: usize = 512;
+/// Tiles per block: their panels (KC x MC_TILES) stay in L2 while every weight panel passes.
+const MC_TILES: usize = 128;
+
+/// A row stride of at least `n` elements whose byte stride is an odd multiple of 64: rows
+/// then fall into different cache sets. With power-of-two strides (1024 tiles, 512 channels x
+/// 48) the gemm's packing and micro-kernel hit the same L1 sets and 4K-alias, and ran several
+/// times slower (measured: packing was 14 % of a decode before this).
+pub fn padded_ld(n: usize) -> usize {
+    16 * (n.div_ceil(16) | 1)
+}
+
+/// Elements of one frame's tile panels.
+pub fn tiles_len(c_in: usize, n_t: usize, mr: usize) -> usize {
+    16 * n_t.div_ceil(mr) * c_in * mr
+}
+
+/// Elements of a layer's weight panels: (16, k_d, cb, c_in, NR).
+pub fn weights_len(c_out: usize, c_in: usize, k_d: usize) -> usize {
+    16 * k_d * c_out.div_ceil(NR) * c_in * NR
+}
+
+/// Row stride of a product: whole tile panels, odd multiple of 64 bytes ([`padded_ld`]).
+pub fn m_ld(n_t: usize, mr: usize) -> usize {
+    padded_ld(n_t.div_ceil(mr) * mr)
+}
+
+/// dst: tile panels (16, nb, c_in, mr); channels c0 .. c0 + g taken from v: (g, 16, n_t), channel
+/// stride ld_v. Tiles past n_t are written as zero.
+pub fn pack_tiles<T: Element>(
+    dst: &mut [T],
+    v: &[T],
+    (c0, g): (usize, usize),
+    (c_in, n_t, ld_v): (usize, usize, usize),
+    mr: usize,
+) {
+    let nb = n_t.div_ceil(mr);
+    assert!(c0 + g <= c_in && dst.len() == tiles_len(c_in, n_t, mr));
+    assert!(g == 0 || (g - 1) * ld_v + 16 * n_t <= v.len());
+    dst.par_chunks_mut(nb * c_in * mr).enumerate().for_each(|(xi, d)| {
+        for (b, db) in d.chunks_exact_mut(c_in * mr).enumerate() {
+            let (t0, w) = (b * mr, mr.min(n_t - b * mr));
+            for (ci, dc) in db[c0 * mr..(c0 + g) * mr].chunks_exact_mut(mr).enumerate() {
+                // Not copy_from_slice: a call to memmove per 64 bytes cost 5 % of a decode.
+                for (d, &x) in dc[..w].iter_mut().zip(&v[ci * ld_v + xi * n_t + t0..][..w]) {
+                    *d = x;
+                }
+                dc[w..].fill(T::ZERO);
+            }
+        }
+    });
+}
+
+/// dst: weight panels ([`weights_len`]) from u: (c_out, 16, k_d, c_in), row stride `ld_u`
+/// ([`super::winograd::transform_weights`]'s layout).
+pub fn pack_weights<T: Element>(
+    dst: &mut [T],
+    u: &[T],
+    (c_out, c_in, k_d): (usize, usize, usize),
+    ld_u: usize,
+) {
+    let cb = c_out.div_ceil(NR);
+    assert!(dst.len() == weights_len(c_out, c_in, k_d) && c_out * ld_u <= u.len());
+    dst.par_chunks_mut(cb * c_in * NR).enumerate().for_each(|(xd, d)| {
+        for (j, dj) in d.chunks_exact_mut(c_in * NR).enumerate() {
+            for (ci, dc) in dj.chunks_exact_mut(NR).enumerate() {
+                for (r, x) in dc.iter_mut().enumerate() {
+                    let co = j * NR + r;
+                    *x = if co < c_out { u[co * ld_u + xd * c_in + ci] } else { T::ZERO };
+                }
+            }
+        }
+    });
+}
+
+/// One transformed position's product: m = sum over time taps dt of (weights dt) . (tiles dt).
+pub struct PanelArgs<'a, T> {
+    /// (c_out, ld_m): overwritten (columns past the tiles get the zero tiles' products).
+    pub m: &'a mut [T],
+    pub ld_m: usize,
+    pub c_out: usize,
+    pub c_in: usize,
+    pub n_t: usize,
+    /// Per time tap: this position's tile panels (nb, c_in, mr), or `None` (zero padding).
+    pub a: &'a [Option<&'a [T]>],
+    /// This position's weight panels (k_d, cb, c_in, NR), k_d = `a.len()`.
+    pub b: &'a [T],
+    pub mr: usize,
+}
+
+impl<T> PanelArgs<'_, T> {
+    fn check(&self) {
+        let (nb, cb) = (self.n_t.div_ceil(self.mr), self.c_out.div_ceil(NR));
+        assert!(self.mr > 0 && self.ld_m >= nb * self.mr && self.m.len() >= self.c_out * self.ld_m);
+        assert!(self.b.len() >= self.a.len() * cb * self.c_in * NR);
+        assert!(self.a.iter().flatten().all(|a| a.len() >= nb * self.c_in * self.mr));
+    }
+}
+
+/// The plain twin of [`PanelProduct`]: each output's sum in the documented order.
+pub fn panel_product<T: Element>(p: PanelArgs<'_, T>) {
+    p.check();
+    let PanelArgs { m, ld_m, c_out, c_in, n_t, a, b, mr } = p;
+    let (nb, cb) = (n_t.div_ceil(mr), c_out.div_ceil(NR));
+    for co in 0..c_out {
+        for t in 0..nb * mr {
+            let mut acc = T::ZERO;
+            for (dt, ap) in a.iter().enumerate() {
+                let Some(ap) = ap else { continue };
+                for ci in 0..c_in {
+                    let x = ap[((t / mr) * c_in + ci) * mr + t % mr];
+                    let w = b[((dt * cb + co / NR) * c_in + ci) * NR + co % NR];
+                    acc = x.mul_add(w, acc);
+                }
+            }
+            m[co * ld_m + t] = acc;
+        }
+    }
+}
+
+/// [`panel_product`] on f32 in vectors; `mr` must be `2 * S::LANES`.
+pub struct PanelProduct<'a>(pub PanelArgs<'a, f32>);
+
+impl Kernel for PanelProduct<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, s: S) {
+        let p = self.0;
+        p.check();
+        assert_eq!(p.mr, 2 * S::LANES, "tile panels packed for another vector width");
+        let PanelArgs { m, ld_m, c_out, c_in, n_t, a, b, mr } = p;
+        let (nb, cb) = (n_t.div_ceil(mr), c_out.div_ceil(NR));
+        if a.iter().all(Option::is_none) {
+            m[..c_out * ld_m].fill(0.0);
+            return;
+        }
+        let group = (MC_TILES / mr).max(1);
+        for g0 in (0..nb).step_by(group) {
+            let mut first = true;
+            for (dt, ap) in a.iter().enumerate() {
+                let Some(ap) = ap else { continue };
+                for k0 in (0..c_in).step_by(KC) {
+                    let kc = KC.min(c_in - k0);
+                    for j in 0..cb {
+                        let bp = &b[((dt * cb + j) * c_in + k0) * NR..][..kc * NR];
+                        let rows = NR.min(c_out - j * NR);
+                        for tb in g0..(g0 + group).min(nb) {
+                            let ap = &ap[(tb * c_in + k0) * mr..][..kc * mr];
+                            micro_tile(s, ap, bp, &mut m[j * NR * ld_m + tb * mr..], ld_m, rows, !first);
+                        }
+                    }
+                    first = false;
+                }
+            }
+        }
+    }
+}
+
+/// c[r * ld + i] (+)= sum_k a[k * mr + i] * b[k * NR + r] for rows r < `rows`, i < mr = 2 lanes:
+/// continues the stored sums when `load`, else starts from zero.
+#[inline(always)]
+fn micro_tile<S: Simd>(s: S, a: &[f32], b: &[f32], c: &mut [f32], ld: usize, rows: usize, load: bool) {
+    let l = S::LANES;
+    let mut acc = [[s.splat(0.0); 2]; NR];
+    if load {
+        for (r, ar) in acc.iter_mut().enumerate().take(rows) {
+            *ar = [s.load(&c[r * ld..]), s.load(&c[r * ld + l..])];
+        }
+    }
+    for (ak, bk) in a.chunks_exact(2 * l).zip(b.chunks_exact(NR)) {
+        let (a0, a1) = (s.load(ak), s.load(&ak[l..]));
+        for (ar, &w) in acc.iter_mut().zip(bk) {
+            let w = s.splat(w);
+            *ar = [s.fma(a0, w, ar[0]), s.fma(a1, w, ar[1])];
+        }
+    }
+    for (r, ar) in acc.iter().enumerate().take(rows) {
+        s.store(&mut c[r * ld..], ar[0]);
+        s.store(&mut c[r * ld + l..], ar[1]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::simd::Vector;
+    use proptest::prelude::*;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut r = seed | 1;
+        (0..n)
+            .map(|_| {
+                r ^= r << 13;
+                r ^= r >> 7;
+                r ^= r << 17;
+                ((r >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    /// The product on every ISA this CPU has equals the plain twin bit for bit, and the plain
+    /// twin equals a direct sum over the unpacked operands in the same order.
+    fn check(c_out: usize, c_in: usize, n_t: usize, taps: &[bool], seed: u64) -> Result<(), TestCaseError> {
+        let k_d = taps.len();
+        let ld_v = padded_ld(16 * n_t);
+        let v: Vec<Vec<f32>> = (0..k_d).map(|dt| values(c_in * ld_v, seed + dt as u64)).collect();
+        let ld_u = padded_ld(16 * k_d * c_in);
+        let u = values(c_out * ld_u, seed ^ 0x5eed);
+        let mut wp = vec![0.0; weights_len(c_out, c_in, k_d)];
+        pack_weights(&mut wp, &u, (c_out, c_in, k_d), ld_u);
+        for vec in Vector::all_available() {
+            let mr = 2 * vec.lanes();
+            let tiles: Vec<Vec<f32>> = v
+                .iter()
+                .map(|vd| {
+                    let mut t = vec![f32::NAN; tiles_len(c_in, n_t, mr)];
+                    // Two channel groups, as the strip loop packs them.
+                    let g = c_in / 2;
+                    pack_tiles(&mut t, vd, (0, g), (c_in, n_t, ld_v), mr);
+                    pack_tiles(&mut t, &vd[g * ld_v..], (g, c_in - g), (c_in, n_t, ld_v), mr);
+                    t
+                })
+                .collect();
+            let nb = n_t.div_ceil(mr);
+            let ld_m = m_ld(n_t, mr);
+            for xi in [0, 7, 15] {
+                let a: Vec<Option<&[f32]>> =
+                    tiles.iter().zip(taps).map(|(t, &on)| on.then(|| &t[xi * nb * c_in * mr..])).collect();
+                let b = &wp[xi * k_d * c_out.div_ceil(NR) * c_in * NR..];
+                let mut want = vec![f32::NAN; c_out * ld_m];
+                panel_product(PanelArgs { m: &mut want, ld_m, c_out, c_in, n_t, a: &a, b, mr });
+                let mut got = vec![f32::NAN; c_out * ld_m];
+                vec.run(PanelProduct(PanelArgs { m: &mut got, ld_m, c_out, c_in, n_t, a: &a, b, mr }));
+                for co in 0..c_out {
+                    for t in 0..n_t {
+                        let mut acc = 0.0f32;
+                        for dt in (0..k_d).filter(|&dt| taps[dt]) {
+                            for ci in 0..c_in {
+                                acc = v[dt][ci * ld_v + xi * n_t + t]
+                                    .mul_add(u[co * ld_u + (xi * k_d + dt) * c_in + ci], acc);
+                            }
+                        }
+                        let (w, g) = (want[co * ld_m + t], got[co * ld_m + t]);
+                        prop_assert_eq!(w.to_bits(), acc.to_bits(), "twin vs direct at co {} t {}", co, t);
+                        prop_assert_eq!(
+                            g.to_bits(),
+                            w.to_bits(),
+                            "{} vs twin at co {} t {} xi {}",
+                            vec.name(),
+                            co,
+                            t,
+                            xi
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::testing::proptest_cases(24)))]
+        #[test]
+        fn panel_product_matches_twin_on_every_isa(
+            c_out in 1usize..20, c_in in 1usize..40, n_t in 1usize..80,
+            taps in proptest::collection::vec(any::<bool>(), 1..4), seed in any::<u64>(),
+        ) {
+            check(c_out, c_in, n_t, &taps, seed)?;
+        }
+    }
+
+    /// Blocks of KC channels and MC_TILES tiles, and a partial last row block.
+    #[test]
+    fn panel_product_across_blocks() {
+        check(13, KC + 3, MC_TILES * 2 + 5, &[true, false, true], 7).unwrap();
+    }
+}
