@@ -65,6 +65,9 @@ pub fn pack_tiles<T: Element>(
     let nb = n_t.div_ceil(mr);
     assert!(c0 + g <= c_in && dst.len() == tiles_len(c_in, n_t, mr));
     assert!(g == 0 || (g - 1) * ld_v + 16 * n_t <= v.len());
+    if dst.is_empty() {
+        return; // no channels or tiles: nothing to pack (and no chunk size)
+    }
     dst.par_chunks_mut(nb * c_in * mr).enumerate().for_each(|(xi, d)| {
         for (b, db) in d.chunks_exact_mut(c_in * mr).enumerate() {
             let (t0, w) = (b * mr, mr.min(n_t - b * mr));
@@ -89,6 +92,9 @@ pub fn pack_weights<T: Element>(
 ) {
     let cb = c_out.div_ceil(NR);
     assert!(dst.len() == weights_len(c_out, c_in, k_d) && c_out * ld_u <= u.len());
+    if dst.is_empty() {
+        return;
+    }
     dst.par_chunks_mut(cb * c_in * NR).enumerate().for_each(|(xd, d)| {
         for (j, dj) in d.chunks_exact_mut(c_in * NR).enumerate() {
             for (ci, dc) in dj.chunks_exact_mut(NR).enumerate() {
@@ -162,7 +168,8 @@ impl Kernel for PanelProduct<'_> {
         assert_eq!(p.mr, 2 * S::LANES, "tile panels packed for another vector width");
         let PanelArgs { m, ld_m, c_out, c_in, n_t, a, b, mr } = p;
         let (nb, cb) = (n_t.div_ceil(mr), c_out.div_ceil(NR));
-        if a.iter().all(Option::is_none) {
+        // No products at all (every tap padding, or no input channels): the sums are zero.
+        if c_in == 0 || a.iter().all(Option::is_none) {
             m[..c_out * ld_m].fill(0.0);
             return;
         }
@@ -304,6 +311,12 @@ mod tests {
         ) {
             check(c_out, c_in, n_t, &taps, seed)?;
         }
+    }
+
+    /// No input channels: every output is zero, as in the twin.
+    #[test]
+    fn panel_product_without_channels_is_zero() {
+        check(7, 0, 19, &[true, true, false], 3).unwrap();
     }
 
     /// Blocks of KC channels and MC_TILES tiles, and a partial last row block.
