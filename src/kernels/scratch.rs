@@ -53,22 +53,23 @@ pub struct Scratch<T: Float> {
 /// Elements a buffer is longer than asked, to place an aligned start.
 const ALIGN_SLACK: usize = 16;
 
-/// A scratch buffer of `len` elements: the smallest pooled one that is large enough, else the
-/// largest pooled one grown (or a new one). Contents are unspecified (stale or zero).
+/// A scratch buffer of `len` elements: the smallest pooled one that is large enough, else a
+/// new one. Contents are unspecified (stale or zero).
 pub fn take<T: Float>(len: usize) -> Scratch<T> {
-    let mut buf = {
+    let want = len + ALIGN_SLACK;
+    let pooled = {
         let mut pool = T::pool().lock().unwrap_or_else(|e| e.into_inner());
-        let fit = (0..pool.len()).filter(|&i| pool[i].capacity() >= len).min_by_key(|&i| pool[i].capacity());
-        let pick = fit.or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].capacity()));
-        pick.map(|i| pool.swap_remove(i)).unwrap_or_default()
+        let fit = (0..pool.len()).filter(|&i| pool[i].len() >= want).min_by_key(|&i| pool[i].len());
+        fit.map(|i| pool.swap_remove(i))
     };
-    if buf.len() < len + ALIGN_SLACK {
-        // A fresh zeroed block (calloc) rather than growing in place: no fill pass over pages
-        // the caller overwrites anyway.
-        buf = vec![T::ZERO; len + ALIGN_SLACK];
+    let buf = pooled.unwrap_or_else(|| {
+        // A fresh zeroed block (calloc) rather than a fill pass over pages the caller
+        // overwrites anyway.
+        let buf = vec![T::ZERO; want];
         crate::tensor::huge_pages::advise(&buf);
-    }
-    // A reallocation moves the start; only the alignment offset depends on it.
+        buf
+    });
+    // Where this block starts decides the offset to its first 64-byte boundary.
     let off = buf.as_ptr().align_offset(64).min(ALIGN_SLACK);
     Scratch { buf, off, len }
 }
