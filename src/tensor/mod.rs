@@ -139,9 +139,8 @@ pub fn unravel(mut i: usize, dims: &[usize]) -> Vec<usize> {
     idx
 }
 
-/// Allocates `len` copies of `value`, returning an error instead of aborting when the
-/// allocation cannot be made.
-pub fn try_filled<T: Clone>(len: usize, value: T, what: &str) -> Result<Vec<T>> {
+/// An empty vector with room for `len` elements, or [`Error::TooLarge`] naming `what`.
+fn try_reserved<T>(len: usize, what: &str) -> Result<Vec<T>> {
     let mut v = Vec::new();
     v.try_reserve_exact(len).map_err(|_| Error::TooLarge {
         what: what.to_string(),
@@ -150,6 +149,13 @@ pub fn try_filled<T: Clone>(len: usize, value: T, what: &str) -> Result<Vec<T>> 
             len.saturating_mul(std::mem::size_of::<T>()) >> 20
         ),
     })?;
+    Ok(v)
+}
+
+/// Allocates `len` copies of `value`, returning an error instead of aborting when the
+/// allocation cannot be made.
+pub fn try_filled<T: Clone>(len: usize, value: T, what: &str) -> Result<Vec<T>> {
+    let mut v = try_reserved(len, what)?;
     v.resize(len, value);
     Ok(v)
 }
@@ -160,16 +166,7 @@ pub fn try_filled<T: Clone>(len: usize, value: T, what: &str) -> Result<Vec<T>> 
 /// its page faults and memset were 9 % of a decode's CPU time (seed config, perf).
 pub fn try_zeroed<T: Element>(len: usize, what: &str) -> Result<Vec<T>> {
     // Reserving first turns an impossible size into an error instead of an abort.
-    drop(try_filled::<T>(0, T::ZERO, what).and_then(|mut v| {
-        v.try_reserve_exact(len).map_err(|_| Error::TooLarge {
-            what: what.to_string(),
-            reason: format!(
-                "cannot allocate {len} elements ({} MiB)",
-                len.saturating_mul(std::mem::size_of::<T>()) >> 20
-            ),
-        })?;
-        Ok(v)
-    })?);
+    drop(try_reserved::<T>(len, what)?);
     let v = vec![T::ZERO; len];
     huge_pages::advise(&v);
     Ok(v)
