@@ -142,6 +142,7 @@ proptest! {
             prefix: Some((&pre, n_pre)),
             transformed_weights: None,
             bf16_products: false,
+            out_frames: None,
         };
         let mut fast = vec![f64::NAN; p.c_out * d_o * h_o * w_o];
         conv3d_winograd(&mut fast, &ConvCall { x: &x, dims, weight: &wt, bias: &b, p: &p }, &opts);
@@ -309,6 +310,7 @@ proptest! {
             prefix: Some((&pre, n_pre)),
             transformed_weights: None,
             bf16_products: false,
+            out_frames: None,
         };
         let mut fast = vec![f64::NAN; slow.len()];
         conv3d_winograd(&mut fast, &ConvCall { x: &x, dims, weight: &wt, bias: &b, p: &p }, &opts);

@@ -109,6 +109,7 @@ impl Case {
             prefix: Some((&pre, n_pre)),
             transformed_weights: None,
             bf16_products: false,
+            out_frames: None,
         };
         let mut out = if acc { t(&self.residual) } else { vec![T::from_f64(f64::NAN); self.residual.len()] };
         conv3d_winograd4(&mut out, &ConvCall { x: &x, dims, weight: &wt, bias: &b, p }, &opts);

@@ -22,16 +22,18 @@ use super::input_norm::InputNorm;
 use super::params::{Conv3dParams, ConvCall};
 use super::scratch;
 pub use super::winograd_panels::padded_ld;
-use super::winograd_panels::{PanelArgs, m_ld, pack_tiles, pack_weights, tiles_len, weights_len};
+use super::winograd_panels::{
+    PanelArgs, m_ld, pack_tile_channel, pack_weights, tile_groups, tiles_len, weights_len,
+};
 use super::winograd_tiles::{InputRowArgs, OutputRowArgs};
 use rayon::prelude::*;
 
+/// Input channels per task of the input transform into tile panels.
+const PACK_GROUP: usize = 16;
 /// Target number of 2x2 tiles per strip (one gemm's column count).
 pub const TILES_PER_STRIP: usize = 1024;
 /// Upper bound of the transformed-input cache of one strip (k_d source frames).
 pub const STRIP_CACHE_BYTES: usize = 64 << 20;
-/// Channels transformed at a time before packing into tile panels: at most this many bytes.
-const PACK_GROUP_BYTES: usize = 4 << 20;
 
 /// u = the transformed weights `U = G g G^T` of weight (c_out, c_in, k_d, 3, 3), in the layout
 /// the gemms read: weight panels ([`super::winograd_panels`]) when `T` runs on them, else (c_out, 16,
@@ -103,6 +105,9 @@ pub struct WinogradOptions<'a, T> {
     /// Round the gemm operands (transformed inputs, and weights transformed here) to bf16
     /// ([`super::bf16`]): bf16 products summed in T.
     pub bf16_products: bool,
+    /// `Some((frames, at))`: out holds (c_out, frames, h_out, w_out) and the call writes its
+    /// output frames at `at ..` (e.g. one frame of a larger tensor, with no copy afterwards).
+    pub out_frames: Option<(usize, usize)>,
 }
 
 /// Geometry of one strip of tile rows (also of [`super::winograd4`]'s 4x4 tiles).
@@ -122,58 +127,96 @@ impl Strip {
     }
 }
 
-/// v: (g, 16, tiles), channel stride `padded_ld(16 * tiles)`, = B^T d B for every tile of
-/// `strip` in frame `f` of channels c0 .. c0 + g of `src` (c_in, d_src, h, w), normalised on
-/// the fly by `norm` if given.
-#[allow(clippy::too_many_arguments)]
-fn transform_input<T: Float>(
-    v: &mut [T],
-    c0: usize,
-    src: &[T],
+/// What [`transform_input`] reads: a frame of the source and its normalisation.
+#[derive(Clone, Copy)]
+struct InputFrame<'a, T> {
+    /// (c_in, d_src, h, w)
+    src: &'a [T],
     d_src: usize,
+    /// The frame of `src`.
     f: usize,
-    (h, w): (usize, usize),
+    hw: (usize, usize),
+    norm: Option<&'a InputNorm<'a, T>>,
+}
+
+/// The layout [`transform_input`] writes.
+#[derive(Clone, Copy)]
+enum Dest {
+    /// (c_in, 16, tiles), channel stride `padded_ld(16 * tiles)` (the `gemm` crate's operand).
+    Rows,
+    /// Tile panels of width mr ([`super::winograd_panels`]).
+    Panels(usize),
+}
+
+/// v = B^T d B for every tile of strip `s` in one frame of every input channel, normalised on
+/// the fly if `fr.norm` is given; v's length: `c_in * padded_ld(16 * tiles)` ([`Dest::Rows`])
+/// or [`tiles_len`] ([`Dest::Panels`]).
+fn transform_input<T: Float>(v: &mut [T], fr: InputFrame<'_, T>, p: &Conv3dParams, s: Strip, dest: Dest) {
+    let n_t = s.tiles();
+    let (pw, n_rows) = (2 * s.tw + 2, 2 * s.rows + 2);
+    let init = || (vec![T::ZERO; n_rows * pw], (Vec::new(), Vec::new()), Vec::new());
+    if v.is_empty() {
+        return; // no channels (no chunk size)
+    }
+    match dest {
+        Dest::Rows => v.par_chunks_mut(padded_ld(16 * n_t)).enumerate().for_each_init(
+            init,
+            |(pad, scr, _), (ci, vc)| {
+                transform_channel(&mut vc[..16 * n_t], pad, scr, ci, fr, p, s);
+            },
+        ),
+        // One task per channel group writes the group's panels through a per-thread buffer.
+        Dest::Panels(mr) => {
+            let groups = tile_groups(v, p.c_in, n_t, mr, PACK_GROUP);
+            groups.into_par_iter().enumerate().for_each_init(init, |(pad, scr, local), (g, mut pieces)| {
+                local.resize(16 * n_t, T::ZERO);
+                for k in 0..PACK_GROUP.min(p.c_in - g * PACK_GROUP) {
+                    transform_channel(local, pad, scr, g * PACK_GROUP + k, fr, p, s);
+                    pack_tile_channel(&mut pieces, k, local, n_t, mr);
+                }
+            })
+        }
+    }
+}
+
+/// vc: (16, tiles) = B^T d B of every tile of strip `s` in frame `fr` of channel ci; pad: the
+/// strip's (2 rows + 2) x (2 tw + 2) input window, scr: the norm's row scratch.
+fn transform_channel<T: Float>(
+    vc: &mut [T],
+    pad: &mut [T],
+    scr: &mut (Vec<T>, Vec<T>),
+    ci: usize,
+    fr: InputFrame<'_, T>,
     p: &Conv3dParams,
     s: Strip,
-    norm: Option<&InputNorm<'_, T>>,
 ) {
-    let n_t = s.tiles();
+    let ((h, w), n_t) = (fr.hw, s.tiles());
     // The strip's input rows, zero-padded to the tiles' reach: row r is input row
     // 2 * i0 - pad_top + r, column k is input column k - pad_left (w + pad_left <= pw because
     // w_out = w + pad_left + pad_right - 2 <= 2 * tw).
-    let (pw, n_rows) = (2 * s.tw + 2, 2 * s.rows + 2);
+    let pw = 2 * s.tw + 2;
     let (y_base, pl) = ((2 * s.i0) as isize - p.pad_h.0 as isize, p.pad_w.0);
     debug_assert!(pl + w <= pw);
-    let init = || (vec![T::ZERO; n_rows * pw], (Vec::new(), Vec::new()));
-    v.par_chunks_mut(padded_ld(16 * n_t)).enumerate().for_each_init(init, |(pad, scratch), (i, vc)| {
-        let ci = c0 + i;
-        let frame = &src[(ci * d_src + f) * h * w..][..h * w];
-        for (r, prow) in pad.chunks_exact_mut(pw).enumerate() {
-            let y = y_base + r as isize;
-            if y < 0 || y >= h as isize {
-                prow.fill(T::ZERO);
-                continue;
-            }
-            let y = y as usize;
-            prow[..pl].fill(T::ZERO);
-            prow[pl + w..].fill(T::ZERO);
-            let (dst, raw) = (&mut prow[pl..pl + w], &frame[y * w..][..w]);
-            match norm {
-                None => dst.copy_from_slice(raw),
-                Some(nm) => nm.row(dst, raw, ci, f, y, scratch),
-            }
+    let frame = &fr.src[(ci * fr.d_src + fr.f) * h * w..][..h * w];
+    for (r, prow) in pad.chunks_exact_mut(pw).enumerate() {
+        let y = y_base + r as isize;
+        if y < 0 || y >= h as isize {
+            prow.fill(T::ZERO);
+            continue;
         }
-        for ti in 0..s.rows {
-            let rows = std::array::from_fn(|k| &pad[(2 * ti + k) * pw..][..pw]);
-            T::winograd_input_row(InputRowArgs {
-                v: &mut vc[..16 * n_t],
-                n_t,
-                t0: ti * s.tw,
-                rows,
-                tw: s.tw,
-            });
+        let y = y as usize;
+        prow[..pl].fill(T::ZERO);
+        prow[pl + w..].fill(T::ZERO);
+        let (dst, raw) = (&mut prow[pl..pl + w], &frame[y * w..][..w]);
+        match fr.norm {
+            None => dst.copy_from_slice(raw),
+            Some(nm) => nm.row(dst, raw, ci, fr.f, y, scr),
         }
-    });
+    }
+    for ti in 0..s.rows {
+        let rows = std::array::from_fn(|k| &pad[(2 * ti + k) * pw..][..pw]);
+        T::winograd_input_row(InputRowArgs { v: &mut vc[..16 * n_t], n_t, t0: ti * s.tw, rows, tw: s.tw });
+    }
 }
 
 /// out = bias + conv(x) for one sample, for `p` with 3x3 spatial taps ([`Conv3dParams::has_3x3_taps`]).
@@ -187,7 +230,9 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
     // Frame indices below run over the whole sequence prefix ++ x.
     let d_all = n_pre + d;
     let (d_out, h_out, w_out) = p.out_dims(d_all, h, w).expect("caller validated the conv geometry");
-    let plane_out = d_out * h_out * w_out;
+    let (frames, at) = opts.out_frames.unwrap_or((d_out, 0));
+    assert!(at + d_out <= frames);
+    let plane_out = frames * h_out * w_out;
     let (c_in, c_out, k_d) = (p.c_in, p.c_out, p.k_d);
     assert_eq!(out.len(), c_out * plane_out);
     assert_eq!(x.len(), c_in * d * h * w);
@@ -225,17 +270,13 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
             None => (ld_v, c_in * ld_v, padded_ld(n_t)),
         }
     };
-    let (ld_v_max, frame_max, ld_m_max) = sizes(strip_rows.min(th) * tw);
-    // Panels are packed from the transforms of a group of channels at a time.
-    let rows_len = (PACK_GROUP_BYTES / elem).clamp(ld_v_max, (c_in * ld_v_max).max(ld_v_max));
-    let mut rows = panels.map(|_| scratch::take::<T>(rows_len));
+    let (_, frame_max, ld_m_max) = sizes(strip_rows.min(th) * tw);
     let mut mbuf_all = scratch::take::<T>(16 * c_out * ld_m_max);
     let mut spare: Vec<scratch::Scratch<T>> = Vec::new();
     for i0 in (0..th).step_by(strip_rows) {
         let s = Strip { i0, rows: strip_rows.min(th - i0), tw };
         let n_t = s.tiles();
         let (ld_v, frame_len, ld_m) = sizes(n_t);
-        let group = (rows_len / ld_v).clamp(1, c_in.max(1));
         let mut cache: Vec<(usize, scratch::Scratch<T>)> = Vec::new();
         // (16, c_out, tiles) with row stride ld_m
         let mbuf = &mut mbuf_all[..16 * c_out * ld_m];
@@ -249,21 +290,18 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
                 if !cache.iter().any(|(g, _)| *g == f) {
                     let mut buf = spare.pop().unwrap_or_else(|| scratch::take(frame_max));
                     let v = &mut buf[..frame_len];
-                    let (src, d_src, fl, norm) = match f < n_pre {
-                        true => (prefix, n_pre, f, None),
-                        false => (x, d, f - n_pre, opts.input_norm.as_ref()),
+                    let fr = match f < n_pre {
+                        true => InputFrame { src: prefix, d_src: n_pre, f, hw: (h, w), norm: None },
+                        false => InputFrame {
+                            src: x,
+                            d_src: d,
+                            f: f - n_pre,
+                            hw: (h, w),
+                            norm: opts.input_norm.as_ref(),
+                        },
                     };
-                    match (panels, rows.as_deref_mut()) {
-                        (Some(mr), Some(rows)) => {
-                            for c0 in (0..c_in).step_by(group) {
-                                let g = group.min(c_in - c0);
-                                let r = &mut rows[..g * ld_v];
-                                transform_input(r, c0, src, d_src, fl, (h, w), p, s, norm);
-                                pack_tiles(v, r, (c0, g), (c_in, n_t, ld_v), mr);
-                            }
-                        }
-                        _ => transform_input(v, 0, src, d_src, fl, (h, w), p, s, norm),
-                    }
+                    let dest = panels.map_or(Dest::Rows, Dest::Panels);
+                    transform_input(v, fr, p, s, dest);
                     if opts.bf16_products {
                         round_to_bf16(v);
                     }
@@ -297,7 +335,16 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
                 }
             });
             out.par_chunks_mut(plane_out).zip(bias.par_iter()).enumerate().for_each(|(co, (dst, &b))| {
-                inverse_transform(dst, (mbuf, ld_m), co, c_out, b, s, (t, h_out, w_out), opts.accumulate);
+                inverse_transform(
+                    dst,
+                    (mbuf, ld_m),
+                    co,
+                    c_out,
+                    b,
+                    s,
+                    (at + t, h_out, w_out),
+                    opts.accumulate,
+                );
             });
         }
         spare.extend(cache.into_iter().map(|(_, v)| v));
@@ -324,5 +371,36 @@ fn inverse_transform<T: Float>(
         let (r0, rest) = frame[y * w_out..].split_at_mut(w_out);
         let r1 = (y + 1 < h_out).then(|| &mut rest[..w_out]);
         T::winograd_output_row(OutputRowArgs { out: (r0, r1), m, tw: s.tw, bias, accumulate });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::reference;
+
+    /// f32 through the tile panels (on a vector ISA), with several transform tasks of
+    /// [`PACK_GROUP`] channels (the last one short), strips and time taps, against the direct
+    /// convolution in f64.
+    #[test]
+    fn f32_panels_across_channel_groups_match_the_direct_conv() {
+        let (c_in, c_out, dims) = (2 * PACK_GROUP + 5, 7, (3, 9, 13));
+        let mut p = Conv3dParams::plain(c_in, c_out, (3, 3, 3));
+        (p.pad_d, p.pad_h, p.pad_w) = ((2, 0), (1, 1), (1, 1));
+        let val = |i: usize, k: u64| ((i as u64 * 2654435761 + k) % 1000) as f64 / 500.0 - 1.0;
+        let x: Vec<f64> = (0..c_in * dims.0 * dims.1 * dims.2).map(|i| val(i, 1)).collect();
+        let wt: Vec<f64> = (0..c_out * c_in * 27).map(|i| val(i, 7) / 10.0).collect();
+        let b: Vec<f64> = (0..c_out).map(|i| val(i, 3)).collect();
+        let (d, h, w) = p.out_dims(dims.0, dims.1, dims.2).unwrap();
+        let mut want = vec![0.0; c_out * d * h * w];
+        reference::conv3d(&mut want, &ConvCall { x: &x, dims, weight: &wt, bias: &b, p: &p });
+        let f = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+        let (xf, wf, bf) = (f(&x), f(&wt), f(&b));
+        let mut got = vec![f32::NAN; want.len()];
+        let call = ConvCall { x: &xf, dims, weight: &wf, bias: &bf, p: &p };
+        conv3d_winograd(&mut got, &call, &Default::default());
+        for (i, (&g, &r)) in got.iter().zip(&want).enumerate() {
+            assert!((g as f64 - r).abs() <= 1e-4 * (1.0 + r.abs()), "at {i}: {g} vs {r}");
+        }
     }
 }

@@ -246,6 +246,7 @@ fn transform_input<T: Float>(
 /// out: (c_out, d_out, h_out, w_out); x: (c_in, d, h, w); weight: (c_out, c_in, k_d, 3, 3).
 /// With `opts.prefix` (c_in, n_pre, h, w), d_out counts the joined clip prefix ++ x.
 pub fn conv3d_winograd4<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Winograd4Options<'_, T>) {
+    assert!(opts.out_frames.is_none(), "F(4x4) writes whole outputs");
     let ConvCall { x, dims, weight, bias, p } = *c;
     assert!(p.has_3x3_taps());
     assert!(opts.transformed_weights.is_none(), "F(2x2, 3x3) weight transforms passed to F(4x4, 3x3)");

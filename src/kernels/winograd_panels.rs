@@ -4,9 +4,9 @@
 //! frames, each weight panel by every strip and frame).
 //!
 //! Layouts (`mr` = two vectors of the ISA's lanes, [`NR`] = 6):
-//! - tile panels of one transformed frame: (16, nb, c_in, mr), nb = ceil(tiles / mr); value
-//!   xi of tile t, channel ci at `((xi * nb + t / mr) * c_in + ci) * mr + t % mr`, tiles past
-//!   the strip zero;
+//! - tile panels of one transformed frame: (16, nb, ldc, mr), nb = ceil(tiles / mr), ldc =
+//!   [`panel_ldc`]; value xi of tile t, channel ci at `((xi * nb + t / mr) * ldc + ci) * mr +
+//!   t % mr`, tiles past the strip zero, channels past c_in never read;
 //! - weight panels: (16, k_d, cb, c_in, NR), cb = ceil(c_out / NR); output channels past c_out
 //!   zero;
 //! - product m of one transformed position: (c_out, ld_m), ld_m = [`m_ld`], tiles contiguous.
@@ -40,7 +40,14 @@ pub fn padded_ld(n: usize) -> usize {
 
 /// Elements of one frame's tile panels.
 pub fn tiles_len(c_in: usize, n_t: usize, mr: usize) -> usize {
-    16 * n_t.div_ceil(mr) * c_in * mr
+    16 * n_t.div_ceil(mr) * panel_ldc(c_in) * mr
+}
+
+/// Channel slots per tile block: odd, so blocks (mr channels' worth of 64 bytes apart at
+/// least) do not all fall into the same cache sets when c_in is a power of two: the input
+/// transform writes one channel into every block in turn.
+pub fn panel_ldc(c_in: usize) -> usize {
+    c_in | 1
 }
 
 /// Elements of a layer's weight panels: (16, k_d, cb, c_in, NR).
@@ -53,33 +60,55 @@ pub fn m_ld(n_t: usize, mr: usize) -> usize {
     padded_ld(n_t.div_ceil(mr) * mr)
 }
 
-/// dst: tile panels (16, nb, c_in, mr); channels c0 .. c0 + g taken from v: (g, 16, n_t), channel
-/// stride ld_v. Tiles past n_t are written as zero.
-pub fn pack_tiles<T: Element>(
-    dst: &mut [T],
-    v: &[T],
-    (c0, g): (usize, usize),
-    (c_in, n_t, ld_v): (usize, usize, usize),
-    mr: usize,
-) {
-    let nb = n_t.div_ceil(mr);
-    assert!(c0 + g <= c_in && dst.len() == tiles_len(c_in, n_t, mr));
-    assert!(g == 0 || (g - 1) * ld_v + 16 * n_t <= v.len());
-    if dst.is_empty() {
-        return; // no channels or tiles: nothing to pack (and no chunk size)
+/// A frame's tile panels ([`tiles_len`]) cut into channel groups of at most `group`: per group,
+/// its 16 x nb pieces (position xi, tile block tb at `xi * nb + tb`), each (gs, mr). The groups
+/// are disjoint, so one task per group can write its channels' transforms while they are in
+/// cache (packing afterwards from a frame-sized transform buffer cost 7 % of a decode).
+pub fn tile_groups<T>(v: &mut [T], c_in: usize, n_t: usize, mr: usize, group: usize) -> Vec<Vec<&mut [T]>> {
+    assert!(group > 0 && v.len() == tiles_len(c_in, n_t, mr));
+    let mut groups: Vec<Vec<&mut [T]>> = (0..c_in.div_ceil(group)).map(|_| Vec::new()).collect();
+    if v.is_empty() {
+        return groups;
     }
-    dst.par_chunks_mut(nb * c_in * mr).enumerate().for_each(|(xi, d)| {
-        for (b, db) in d.chunks_exact_mut(c_in * mr).enumerate() {
-            let (t0, w) = (b * mr, mr.min(n_t - b * mr));
-            for (ci, dc) in db[c0 * mr..(c0 + g) * mr].chunks_exact_mut(mr).enumerate() {
-                // Not copy_from_slice: a call to memmove per 64 bytes cost 5 % of a decode.
-                for (d, &x) in dc[..w].iter_mut().zip(&v[ci * ld_v + xi * n_t + t0..][..w]) {
-                    *d = x;
-                }
-                dc[w..].fill(T::ZERO);
-            }
+    for block in v.chunks_exact_mut(panel_ldc(c_in) * mr) {
+        let mut rest = block;
+        for (g, pieces) in groups.iter_mut().enumerate() {
+            let (piece, tail) = rest.split_at_mut(group.min(c_in - g * group) * mr);
+            pieces.push(piece);
+            rest = tail;
         }
-    });
+    }
+    groups
+}
+
+/// Writes channel k of a group ([`tile_groups`]'s pieces) from v: (16, n_t), the channel's
+/// transforms. Tiles past n_t are written as zero.
+pub fn pack_tile_channel<T: Element>(pieces: &mut [&mut [T]], k: usize, v: &[T], n_t: usize, mr: usize) {
+    let nb = n_t.div_ceil(mr);
+    assert!(pieces.len() == 16 * nb && v.len() >= 16 * n_t);
+    for (i, piece) in pieces.iter_mut().enumerate() {
+        let (xi, t0) = (i / nb, (i % nb) * mr);
+        let w = mr.min(n_t - t0);
+        let d = &mut piece[k * mr..][..mr];
+        copy_short(&mut d[..w], &v[xi * n_t + t0..][..w]);
+        d[w..].fill(T::ZERO);
+    }
+}
+
+/// d = s (equal lengths) by blocks of 8 moved as values: copy_from_slice, and a plain loop
+/// (which the compiler turns into the same call), cost a call to memmove per 64 bytes, 4-5 %
+/// of a decode.
+#[inline(always)]
+fn copy_short<T: Copy>(d: &mut [T], s: &[T]) {
+    let (mut dc, mut sc) = (d.chunks_exact_mut(8), s.chunks_exact(8));
+    for (d8, s8) in (&mut dc).zip(&mut sc) {
+        let a: [T; 8] = s8.try_into().expect("chunks of 8");
+        let d8: &mut [T; 8] = d8.try_into().expect("chunks of 8");
+        *d8 = a;
+    }
+    for (d, &x) in dc.into_remainder().iter_mut().zip(sc.remainder()) {
+        *d = x;
+    }
 }
 
 /// dst: weight panels ([`weights_len`]) from u: (c_out, 16, k_d, c_in), row stride `ld_u`
@@ -115,7 +144,7 @@ pub struct PanelArgs<'a, T> {
     pub c_out: usize,
     pub c_in: usize,
     pub n_t: usize,
-    /// Per time tap: this position's tile panels (nb, c_in, mr), or `None` (zero padding).
+    /// Per time tap: this position's tile panels (nb, [`panel_ldc`], mr), or `None` (zero padding).
     pub a: &'a [Option<&'a [T]>],
     /// This position's weight panels (k_d, cb, c_in, NR), k_d = `a.len()`.
     pub b: &'a [T],
@@ -127,7 +156,7 @@ impl<T> PanelArgs<'_, T> {
         let (nb, cb) = (self.n_t.div_ceil(self.mr), self.c_out.div_ceil(NR));
         assert!(self.mr > 0 && self.ld_m >= nb * self.mr && self.m.len() >= self.c_out * self.ld_m);
         assert!(self.b.len() >= self.a.len() * cb * self.c_in * NR);
-        assert!(self.a.iter().flatten().all(|a| a.len() >= nb * self.c_in * self.mr));
+        assert!(self.a.iter().flatten().all(|a| a.len() >= nb * panel_ldc(self.c_in) * self.mr));
     }
 }
 
@@ -135,7 +164,7 @@ impl<T> PanelArgs<'_, T> {
 pub fn panel_product<T: Element>(p: PanelArgs<'_, T>) {
     p.check();
     let PanelArgs { m, ld_m, c_out, c_in, n_t, a, b, mr } = p;
-    let (nb, cb) = (n_t.div_ceil(mr), c_out.div_ceil(NR));
+    let (nb, cb, ldc) = (n_t.div_ceil(mr), c_out.div_ceil(NR), panel_ldc(c_in));
     for co in 0..c_out {
         for t in 0..nb * mr {
             let mut sum = None;
@@ -144,7 +173,7 @@ pub fn panel_product<T: Element>(p: PanelArgs<'_, T>) {
                 for k0 in (0..c_in).step_by(KC) {
                     let mut acc = T::ZERO;
                     for ci in k0..(k0 + KC).min(c_in) {
-                        let x = ap[((t / mr) * c_in + ci) * mr + t % mr];
+                        let x = ap[((t / mr) * ldc + ci) * mr + t % mr];
                         let w = b[((dt * cb + co / NR) * c_in + ci) * NR + co % NR];
                         acc = x.mul_add(w, acc);
                     }
@@ -167,7 +196,7 @@ impl Kernel for PanelProduct<'_> {
         p.check();
         assert_eq!(p.mr, 2 * S::LANES, "tile panels packed for another vector width");
         let PanelArgs { m, ld_m, c_out, c_in, n_t, a, b, mr } = p;
-        let (nb, cb) = (n_t.div_ceil(mr), c_out.div_ceil(NR));
+        let (nb, cb, ldc) = (n_t.div_ceil(mr), c_out.div_ceil(NR), panel_ldc(c_in));
         // No products at all (every tap padding, or no input channels): the sums are zero.
         if c_in == 0 || a.iter().all(Option::is_none) {
             m[..c_out * ld_m].fill(0.0);
@@ -184,7 +213,7 @@ impl Kernel for PanelProduct<'_> {
                         let bp = &b[((dt * cb + j) * c_in + k0) * NR..][..kc * NR];
                         let rows = NR.min(c_out - j * NR);
                         for tb in g0..(g0 + group).min(nb) {
-                            let ap = &ap[(tb * c_in + k0) * mr..][..kc * mr];
+                            let ap = &ap[(tb * ldc + k0) * mr..][..kc * mr];
                             micro_tile(s, ap, bp, &mut m[j * NR * ld_m + tb * mr..], ld_m, rows, !first);
                         }
                     }
@@ -253,18 +282,23 @@ mod tests {
                 .iter()
                 .map(|vd| {
                     let mut t = vec![f32::NAN; tiles_len(c_in, n_t, mr)];
-                    // Two channel groups, as the strip loop packs them.
-                    let g = c_in / 2;
-                    pack_tiles(&mut t, vd, (0, g), (c_in, n_t, ld_v), mr);
-                    pack_tiles(&mut t, &vd[g * ld_v..], (g, c_in - g), (c_in, n_t, ld_v), mr);
+                    // Groups of 5 channels (the last shorter), as the input transform packs them.
+                    for (g, mut pieces) in tile_groups(&mut t, c_in, n_t, mr, 5).into_iter().enumerate() {
+                        for k in 0..5.min(c_in - 5 * g) {
+                            pack_tile_channel(&mut pieces, k, &vd[(5 * g + k) * ld_v..], n_t, mr);
+                        }
+                    }
                     t
                 })
                 .collect();
             let nb = n_t.div_ceil(mr);
             let ld_m = m_ld(n_t, mr);
             for xi in [0, 7, 15] {
-                let a: Vec<Option<&[f32]>> =
-                    tiles.iter().zip(taps).map(|(t, &on)| on.then(|| &t[xi * nb * c_in * mr..])).collect();
+                let a: Vec<Option<&[f32]>> = tiles
+                    .iter()
+                    .zip(taps)
+                    .map(|(t, &on)| on.then(|| &t[xi * nb * panel_ldc(c_in) * mr..]))
+                    .collect();
                 let b = &wp[xi * k_d * c_out.div_ceil(NR) * c_in * NR..];
                 let mut want = vec![f32::NAN; c_out * ld_m];
                 panel_product(PanelArgs { m: &mut want, ld_m, c_out, c_in, n_t, a: &a, b, mr });

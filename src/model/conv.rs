@@ -7,7 +7,7 @@ use crate::io::{Param, VarPath};
 use crate::kernels::Float;
 use crate::kernels::params::{Conv3dParams, TimePad};
 pub use crate::ops::conv::ConvInput;
-use crate::ops::conv::{ConvLayer, causal_tail, conv3d, conv3d_owned};
+use crate::ops::conv::{ConvLayer, causal_tail, conv3d, conv3d_into, conv3d_owned};
 use crate::tensor::Tensor;
 use std::sync::OnceLock;
 
@@ -109,6 +109,20 @@ impl<T: Float> Conv2d<T> {
         let y = conv3d(&ConvLayer { transformed: Some(transformed), ..c.layer() }, ConvInput::plain(x));
         c.release();
         y
+    }
+
+    /// [`Self::forward_sharing`] written into frames `at ..` of `out` (n, c_out, frames, h, w).
+    pub fn forward_into(
+        &self,
+        x: &Tensor<T>,
+        transformed: &OnceLock<Vec<T>>,
+        out: &mut Tensor<T>,
+        at: usize,
+    ) -> Result<()> {
+        let c = &self.0;
+        let r = conv3d_into(&ConvLayer { transformed: Some(transformed), ..c.layer() }, x, out, at);
+        c.release();
+        r
     }
 
     pub fn c_out(&self) -> usize {

@@ -30,21 +30,19 @@ impl<T: Float> Upsample3d<T> {
         let maps = IndexMaps::upsample(s.d, s.h, s.w, self.compress_time, self.rule);
         let Some(conv) = &self.conv else { return resize(x, &maps) };
         // The conv works per frame: convolve each source frame once, right after resizing it
-        // (so only one resized frame is alive, not the whole 4x larger tensor), and repeat the
-        // result for time-duplicated frames (exact). Frame maps are non-decreasing.
+        // (so only one resized frame is alive, not the whole 4x larger tensor), straight into
+        // its place in the output, and copy the result to time-duplicated frames (exact).
+        // Frame maps are non-decreasing.
         let (d, h, w) = maps.dims();
         let mut out = Tensor::zeros(Shape::new(s.n, conv.c_out(), d, h, w))?;
-        let mut last: Option<(usize, Tensor<T>)> = None;
         let transformed = std::sync::OnceLock::new();
         for (j, &src) in maps.t.iter().enumerate() {
-            if last.as_ref().is_none_or(|(k, _)| *k != src) {
-                // The previous frame is not needed again (non-decreasing maps): free it first.
-                drop(last.take());
-                let frame = IndexMaps { t: vec![src], h: maps.h.clone(), w: maps.w.clone() };
-                last = Some((src, conv.forward_sharing(&resize(x, &frame)?, &transformed)?));
+            if j > 0 && maps.t[j - 1] == src {
+                out.copy_frame(j - 1, j)?;
+                continue;
             }
-            let (_, y) = last.as_ref().expect("set above");
-            out.paste(y, (j, 0, 0))?;
+            let frame = IndexMaps { t: vec![src], h: maps.h.clone(), w: maps.w.clone() };
+            conv.forward_into(&resize(x, &frame)?, &transformed, &mut out, j)?;
         }
         Ok(out)
     }

@@ -141,7 +141,62 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
         }
         None => Tensor::zeros(out_shape)?,
     };
-    let (in_len, out_len) = (s.sample_len(), out_shape.sample_len());
+    let pre = prefix.map(|pre| (pre, n_pre));
+    winograd_into(layer, algo, WinogradInput { x, norm, prefix: pre }, &mut out, accumulate, 0);
+    Ok(out)
+}
+
+/// conv(x) + bias written into frames `at ..` of `out`, for a plain input (no norm, residual or
+/// prefix): F(2x2, 3x3) Winograd writes there directly (no output tensor of its own, no copy);
+/// other algorithms and bf16 products convolve, then copy.
+/// x: (n, c_in, d, h, w); out: (n, c_out, frames, h', w') with at + d' <= frames.
+pub fn conv3d_into<T: Float>(
+    layer: &ConvLayer<'_, T>,
+    x: &Tensor<T>,
+    out: &mut Tensor<T>,
+    at: usize,
+) -> Result<()> {
+    let p = layer.params;
+    let ys = conv_out_shape(layer.op, x.shape(), p)?;
+    let os = out.shape();
+    if (os.n, os.c, os.h, os.w) != (ys.n, ys.c, ys.h, ys.w) || at + ys.d > os.d {
+        return Err(Error::ShapeMismatch {
+            op: layer.op,
+            expected: format!("an output with room for {ys} at frame {at}"),
+            got: os.to_string(),
+        });
+    }
+    let algo = ConvAlgo::for_params(p);
+    if algo != ConvAlgo::Winograd || crate::kernels::params::bf16_products() {
+        let y = conv3d(layer, ConvInput::plain(x))?;
+        return out.paste(&y, (at, 0, 0));
+    }
+    winograd_into(layer, algo, WinogradInput { x, norm: None, prefix: None }, out, false, at);
+    Ok(())
+}
+
+/// What [`winograd_into`] reads (shapes validated by the caller).
+struct WinogradInput<'a, T> {
+    x: &'a Tensor<T>,
+    norm: Option<&'a NormPlan<T>>,
+    /// The time prefix and its frame count.
+    prefix: Option<(&'a Tensor<T>, usize)>,
+}
+
+/// The Winograd convolution (`algo`: F(2x2) or F(4x4)) of every sample into `out` (n, c_out,
+/// frames, h', w') at frame `at` (0 for F(4x4)), added to it when `accumulate`.
+fn winograd_into<T: Float>(
+    layer: &ConvLayer<'_, T>,
+    algo: ConvAlgo,
+    input: WinogradInput<'_, T>,
+    out: &mut Tensor<T>,
+    accumulate: bool,
+    at: usize,
+) {
+    let (p, bf16) = (layer.params, crate::kernels::params::bf16_products());
+    let WinogradInput { x, norm, prefix } = input;
+    let (s, n_pre) = (x.shape(), prefix.map_or(0, |(_, n)| n));
+    let (in_len, out_len) = (s.sample_len(), out.shape().sample_len());
     let pre_len = s.c * n_pre * s.h * s.w;
     // F(2x2, 3x3) weights transformed once per call (all samples) or once per layer; the
     // opt-in F(4x4, 3x3) transforms its own per call.
@@ -163,15 +218,17 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
             Some(&*own.insert(u))
         }
     };
+    let frames = out.shape().d;
     for b in 0..s.n {
         let xb = &x.data()[b * in_len..(b + 1) * in_len];
         let ob = &mut out.data_mut()[b * out_len..(b + 1) * out_len];
         let opts = WinogradOptions {
             input_norm: norm.map(|n| n.input_norm(b)),
             accumulate,
-            prefix: prefix.map(|pre| (&pre.data()[b * pre_len..(b + 1) * pre_len], n_pre)),
+            prefix: prefix.map(|(pre, n_pre)| (&pre.data()[b * pre_len..(b + 1) * pre_len], n_pre)),
             transformed_weights: u,
             bf16_products: bf16,
+            out_frames: (algo == ConvAlgo::Winograd).then_some((frames, at)),
         };
         let call = ConvCall { x: xb, dims: (s.d, s.h, s.w), weight: layer.weight, bias: layer.bias, p };
         if algo == ConvAlgo::Winograd4 {
@@ -180,7 +237,6 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
             conv3d_winograd(ob, &call, &opts);
         }
     }
-    Ok(out)
 }
 
 /// y = conv(x) + bias, reusing x's memory when the conv is pointwise (1x1x1, no padding, unit
