@@ -28,7 +28,7 @@ use super::winograd_panels::{
 use super::winograd_tiles::{InputRowArgs, OutputRowArgs};
 use rayon::prelude::*;
 
-/// Input channels per task of the input transform into tile panels.
+/// Input channels per task of the input transform into tile panels, at most.
 const PACK_GROUP: usize = 16;
 /// Target number of 2x2 tiles per strip (one gemm's column count).
 pub const TILES_PER_STRIP: usize = 1024;
@@ -156,7 +156,7 @@ fn transform_input<T: Float>(v: &mut [T], fr: InputFrame<'_, T>, p: &Conv3dParam
     let (pw, n_rows) = (2 * s.tw + 2, 2 * s.rows + 2);
     let init = || (vec![T::ZERO; n_rows * pw], (Vec::new(), Vec::new()), Vec::new());
     if v.is_empty() {
-        return; // no channels (no chunk size)
+        return; // nothing to write (no chunk size)
     }
     match dest {
         Dest::Rows => v.par_chunks_mut(padded_ld(16 * n_t)).enumerate().for_each_init(
@@ -165,13 +165,15 @@ fn transform_input<T: Float>(v: &mut [T], fr: InputFrame<'_, T>, p: &Conv3dParam
                 transform_channel(&mut vc[..16 * n_t], pad, scr, ci, fr, p, s);
             },
         ),
-        // One task per channel group writes the group's panels through a per-thread buffer.
+        // One task per channel group writes the group's panels through a per-thread buffer;
+        // groups small enough for a few tasks per thread (the values do not depend on them).
         Dest::Panels(mr) => {
-            let groups = tile_groups(v, p.c_in, n_t, mr, PACK_GROUP);
+            let group = p.c_in.div_ceil(4 * rayon::current_num_threads()).clamp(1, PACK_GROUP);
+            let groups = tile_groups(v, p.c_in, n_t, mr, group);
             groups.into_par_iter().enumerate().for_each_init(init, |(pad, scr, local), (g, mut pieces)| {
                 local.resize(16 * n_t, T::ZERO);
-                for k in 0..PACK_GROUP.min(p.c_in - g * PACK_GROUP) {
-                    transform_channel(local, pad, scr, g * PACK_GROUP + k, fr, p, s);
+                for k in 0..group.min(p.c_in - g * group) {
+                    transform_channel(local, pad, scr, g * group + k, fr, p, s);
                     pack_tile_channel(&mut pieces, k, local, n_t, mr);
                 }
             })
@@ -220,7 +222,8 @@ fn transform_channel<T: Float>(
 }
 
 /// out = bias + conv(x) for one sample, for `p` with 3x3 spatial taps ([`Conv3dParams::has_3x3_taps`]).
-/// out: (c_out, d_out, h_out, w_out); x: (c_in, d, h, w); weight: (c_out, c_in, k_d, 3, 3).
+/// out: (c_out, d_out, h_out, w_out), or (c_out, frames, h_out, w_out) written at frame `at`
+/// with `opts.out_frames = Some((frames, at))`; x: (c_in, d, h, w); weight: (c_out, c_in, k_d, 3, 3).
 pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &WinogradOptions<'_, T>) {
     let ConvCall { x, dims, weight, bias, p } = *c;
     assert!(p.has_3x3_taps());
@@ -230,9 +233,9 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
     // Frame indices below run over the whole sequence prefix ++ x.
     let d_all = n_pre + d;
     let (d_out, h_out, w_out) = p.out_dims(d_all, h, w).expect("caller validated the conv geometry");
-    let (frames, at) = opts.out_frames.unwrap_or((d_out, 0));
-    assert!(at + d_out <= frames);
-    let plane_out = frames * h_out * w_out;
+    let (out_d, out_at) = opts.out_frames.unwrap_or((d_out, 0));
+    assert!(out_at.checked_add(d_out).is_some_and(|e| e <= out_d), "output frames out of range");
+    let plane_out = out_d * h_out * w_out;
     let (c_in, c_out, k_d) = (p.c_in, p.c_out, p.k_d);
     assert_eq!(out.len(), c_out * plane_out);
     assert_eq!(x.len(), c_in * d * h * w);
@@ -257,7 +260,7 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
 
     let (th, tw) = (h_out.div_ceil(2), w_out.div_ceil(2));
     let elem = std::mem::size_of::<T>();
-    let cap = (STRIP_CACHE_BYTES / (elem * 16 * k_d.max(1) * c_in)).max(tw);
+    let cap = (STRIP_CACHE_BYTES / (elem * 16 * k_d.max(1) * c_in.max(1))).max(tw);
     let strip_rows = (TILES_PER_STRIP.min(cap) / tw).clamp(1, th);
     // Per strip of n_t tiles: the input transforms' channel stride ld_v; a cached frame's
     // length (tile panels, or (c_in, 16, tiles) with channel stride ld_v for the gemm crate);
@@ -308,7 +311,7 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
                     cache.push((f, buf));
                 }
             }
-            let frames: Vec<Option<&[T]>> = srcs
+            let taps: Vec<Option<&[T]>> = srcs
                 .iter()
                 .map(|sf| sf.map(|f| &cache.iter().find(|(g, _)| *g == f).expect("cached").1[..frame_len]))
                 .collect();
@@ -316,14 +319,14 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
             // channels: the tasks and every element's rounding are independent of the thread count.
             mbuf.par_chunks_mut(c_out * ld_m).enumerate().for_each(|(xi, m)| {
                 if let Some(mr) = panels {
-                    let at = xi * tiles_len(c_in, n_t, mr) / 16;
-                    let a: Vec<Option<&[T]>> = frames.iter().map(|v| v.map(|v| &v[at..])).collect();
+                    let xo = xi * tiles_len(c_in, n_t, mr) / 16;
+                    let a: Vec<Option<&[T]>> = taps.iter().map(|v| v.map(|v| &v[xo..])).collect();
                     let b = &u[xi * weights_len(c_out, c_in, k_d) / 16..];
                     T::winograd_panel_product(PanelArgs { m, ld_m, c_out, c_in, n_t, a: &a, b, mr });
                     return;
                 }
                 let mut first = true;
-                for (dt, v) in frames.iter().enumerate() {
+                for (dt, v) in taps.iter().enumerate() {
                     let Some(v) = v else { continue };
                     let lhs = Mat { data: &u[(xi * k_d + dt) * c_in..], rs: kk, cs: 1 };
                     let rhs = Mat { data: &v[xi * n_t..], rs: ld_v, cs: 1 };
@@ -342,7 +345,7 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
                     c_out,
                     b,
                     s,
-                    (at + t, h_out, w_out),
+                    (out_at + t, h_out, w_out),
                     opts.accumulate,
                 );
             });
@@ -352,7 +355,7 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
 }
 
 /// Writes A^T m A + bias of every tile of strip `s` into output frame `t` of channel `co`.
-/// dst: (d_out, h_out, w_out) of channel co; m: (16, c_out, tiles), row stride ld_m.
+/// dst: (frames, h_out, w_out) of channel co; m: (16, c_out, tiles), row stride ld_m.
 #[allow(clippy::too_many_arguments)]
 fn inverse_transform<T: Float>(
     dst: &mut [T],
@@ -379,28 +382,85 @@ mod tests {
     use super::*;
     use crate::kernels::reference;
 
-    /// f32 through the tile panels (on a vector ISA), with several transform tasks of
-    /// [`PACK_GROUP`] channels (the last one short), strips and time taps, against the direct
-    /// convolution in f64.
+    fn val(i: usize, k: u64) -> f64 {
+        ((i as u64 * 2654435761 + k) % 1000) as f64 / 500.0 - 1.0
+    }
+
+    fn to_f32(v: &[f64]) -> Vec<f32> {
+        v.iter().map(|&a| a as f32).collect()
+    }
+
+    /// f32 through the tile panels (on a vector ISA; the `gemm` crate under MOVQ_ISA=scalar),
+    /// with several transform tasks (the last group short), two strips of tile rows and time
+    /// taps, against the direct convolution in f64.
     #[test]
     fn f32_panels_across_channel_groups_match_the_direct_conv() {
-        let (c_in, c_out, dims) = (2 * PACK_GROUP + 5, 7, (3, 9, 13));
+        let (c_in, c_out, dims) = (2 * PACK_GROUP + 5, 7, (3, 70, 67));
         let mut p = Conv3dParams::plain(c_in, c_out, (3, 3, 3));
         (p.pad_d, p.pad_h, p.pad_w) = ((2, 0), (1, 1), (1, 1));
-        let val = |i: usize, k: u64| ((i as u64 * 2654435761 + k) % 1000) as f64 / 500.0 - 1.0;
+        let (d, h, w) = p.out_dims(dims.0, dims.1, dims.2).unwrap();
+        assert!(h.div_ceil(2) * w.div_ceil(2) > TILES_PER_STRIP, "two strips");
         let x: Vec<f64> = (0..c_in * dims.0 * dims.1 * dims.2).map(|i| val(i, 1)).collect();
         let wt: Vec<f64> = (0..c_out * c_in * 27).map(|i| val(i, 7) / 10.0).collect();
         let b: Vec<f64> = (0..c_out).map(|i| val(i, 3)).collect();
-        let (d, h, w) = p.out_dims(dims.0, dims.1, dims.2).unwrap();
         let mut want = vec![0.0; c_out * d * h * w];
         reference::conv3d(&mut want, &ConvCall { x: &x, dims, weight: &wt, bias: &b, p: &p });
-        let f = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
-        let (xf, wf, bf) = (f(&x), f(&wt), f(&b));
+        let (xf, wf, bf) = (to_f32(&x), to_f32(&wt), to_f32(&b));
         let mut got = vec![f32::NAN; want.len()];
         let call = ConvCall { x: &xf, dims, weight: &wf, bias: &bf, p: &p };
         conv3d_winograd(&mut got, &call, &Default::default());
         for (i, (&g, &r)) in got.iter().zip(&want).enumerate() {
             assert!((g as f64 - r).abs() <= 1e-4 * (1.0 + r.abs()), "at {i}: {g} vs {r}");
+        }
+    }
+
+    /// Written at frame `at` of a larger output (`out_frames`), with a time prefix, with and
+    /// without accumulating: those frames equal the call on an output of its own, bit for bit,
+    /// and no other frame is touched.
+    #[test]
+    fn out_frames_write_only_their_frames() {
+        let (c_in, c_out, dims, n_pre) = (5, 3, (2, 6, 7), 2);
+        let mut p = Conv3dParams::plain(c_in, c_out, (3, 3, 3));
+        (p.pad_h, p.pad_w) = ((1, 1), (1, 1));
+        let x = to_f32(&(0..c_in * dims.0 * 42).map(|i| val(i, 5)).collect::<Vec<_>>());
+        let pre = to_f32(&(0..c_in * n_pre * 42).map(|i| val(i, 6)).collect::<Vec<_>>());
+        let wt = to_f32(&(0..c_out * c_in * 27).map(|i| val(i, 8)).collect::<Vec<_>>());
+        let b = [0.5f32, -0.25, 1.0];
+        let (d, h, w) = p.out_dims(n_pre + dims.0, dims.1, dims.2).unwrap();
+        let (frames, at, plane) = (d + 3, 2, h * w);
+        let call = ConvCall { x: &x, dims, weight: &wt, bias: &b, p: &p };
+        for accumulate in [false, true] {
+            let base: Vec<f32> = (0..c_out * d * plane).map(|i| val(i, 9) as f32).collect();
+            let mut own = if accumulate { base.clone() } else { vec![f32::NAN; c_out * d * plane] };
+            let opts = |out_frames| WinogradOptions {
+                accumulate,
+                prefix: Some((&pre[..], n_pre)),
+                out_frames,
+                ..Default::default()
+            };
+            conv3d_winograd(&mut own, &call, &opts(None));
+            let mut big = vec![f32::NAN; c_out * frames * plane];
+            if accumulate {
+                for co in 0..c_out {
+                    big[(co * frames + at) * plane..][..d * plane]
+                        .copy_from_slice(&base[co * d * plane..][..d * plane]);
+                }
+            }
+            conv3d_winograd(&mut big, &call, &opts(Some((frames, at))));
+            for co in 0..c_out {
+                for t in 0..frames {
+                    let got = &big[(co * frames + t) * plane..][..plane];
+                    if (at..at + d).contains(&t) {
+                        let want = &own[(co * d + t - at) * plane..][..plane];
+                        assert!(
+                            got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "co {co} t {t}"
+                        );
+                    } else {
+                        assert!(got.iter().all(|v| v.is_nan()), "frame {t} of channel {co} touched");
+                    }
+                }
+            }
         }
     }
 }

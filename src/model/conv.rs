@@ -100,18 +100,10 @@ impl<T: Float> Conv2d<T> {
         self.0.forward(x)
     }
 
-    /// [`Self::forward`] for one of several calls that share `transformed`, the Winograd
-    /// weight transforms made by the first of them (e.g. an upsampler's frames: once per
-    /// forward, not per frame, and gone with the cell).
-    /// x: (n, c_in, d, h, w) -> (n, c_out, d, h, w)
-    pub fn forward_sharing(&self, x: &Tensor<T>, transformed: &OnceLock<Vec<T>>) -> Result<Tensor<T>> {
-        let c = &self.0;
-        let y = conv3d(&ConvLayer { transformed: Some(transformed), ..c.layer() }, ConvInput::plain(x));
-        c.release();
-        y
-    }
-
-    /// [`Self::forward_sharing`] written into frames `at ..` of `out` (n, c_out, frames, h, w).
+    /// [`Self::forward`] written into frames `at ..` of `out` (n, c_out, frames, h, w), for one
+    /// of several calls that share `transformed`, the Winograd weight transforms made by the
+    /// first of them (e.g. frame by frame: once per forward, not per frame, and gone with the
+    /// cell). x: (n, c_in, d, h, w)
     pub fn forward_into(
         &self,
         x: &Tensor<T>,

@@ -148,7 +148,7 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
 
 /// conv(x) + bias written into frames `at ..` of `out`, for a plain input (no norm, residual or
 /// prefix): F(2x2, 3x3) Winograd writes there directly (no output tensor of its own, no copy);
-/// other algorithms and bf16 products convolve, then copy.
+/// other algorithms convolve, then copy.
 /// x: (n, c_in, d, h, w); out: (n, c_out, frames, h', w') with at + d' <= frames.
 pub fn conv3d_into<T: Float>(
     layer: &ConvLayer<'_, T>,
@@ -159,7 +159,7 @@ pub fn conv3d_into<T: Float>(
     let p = layer.params;
     let ys = conv_out_shape(layer.op, x.shape(), p)?;
     let os = out.shape();
-    if (os.n, os.c, os.h, os.w) != (ys.n, ys.c, ys.h, ys.w) || at + ys.d > os.d {
+    if (os.n, os.c, os.h, os.w) != (ys.n, ys.c, ys.h, ys.w) || at.checked_add(ys.d).is_none_or(|e| e > os.d) {
         return Err(Error::ShapeMismatch {
             op: layer.op,
             expected: format!("an output with room for {ys} at frame {at}"),
@@ -167,7 +167,7 @@ pub fn conv3d_into<T: Float>(
         });
     }
     let algo = ConvAlgo::for_params(p);
-    if algo != ConvAlgo::Winograd || crate::kernels::params::bf16_products() {
+    if algo != ConvAlgo::Winograd {
         let y = conv3d(layer, ConvInput::plain(x))?;
         return out.paste(&y, (at, 0, 0));
     }
@@ -194,6 +194,7 @@ fn winograd_into<T: Float>(
     at: usize,
 ) {
     let (p, bf16) = (layer.params, crate::kernels::params::bf16_products());
+    debug_assert!(algo == ConvAlgo::Winograd || at == 0, "F(4x4) writes whole outputs");
     let WinogradInput { x, norm, prefix } = input;
     let (s, n_pre) = (x.shape(), prefix.map_or(0, |(_, n)| n));
     let (in_len, out_len) = (s.sample_len(), out.shape().sample_len());

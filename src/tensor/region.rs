@@ -71,9 +71,9 @@ impl<T: Element> Tensor<T> {
         if ss.numel()? == 0 {
             return Ok(());
         }
-        // One task per (sample, channel) plane: the copy of a large paste (an upsampled frame
-        // into a fresh tensor) is dominated by first-touch page faults, which then run on every
-        // thread instead of one.
+        // One task per (sample, channel) plane: the copy of a large paste (frames into a fresh
+        // tensor) is dominated by first-touch page faults, which then run on every thread
+        // instead of one.
         let (plane, src_plane) = (s.d * s.h * s.w, ss.d * ss.h * ss.w);
         self.data_mut().par_chunks_mut(plane).zip(src.data().par_chunks(src_plane)).for_each(
             |(dst, from)| {
