@@ -246,7 +246,6 @@ fn transform_input<T: Float>(
 /// out: (c_out, d_out, h_out, w_out); x: (c_in, d, h, w); weight: (c_out, c_in, k_d, 3, 3).
 /// With `opts.prefix` (c_in, n_pre, h, w), d_out counts the joined clip prefix ++ x.
 pub fn conv3d_winograd4<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Winograd4Options<'_, T>) {
-    assert!(opts.out_frames.is_none(), "F(4x4) writes whole outputs");
     let ConvCall { x, dims, weight, bias, p } = *c;
     assert!(p.has_3x3_taps());
     assert!(opts.transformed_weights.is_none(), "F(2x2, 3x3) weight transforms passed to F(4x4, 3x3)");
@@ -257,6 +256,8 @@ pub fn conv3d_winograd4<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Win
     // Frame indices below run over the whole sequence prefix ++ x.
     let d_all = n_pre + d;
     let (d_out, h_out, w_out) = p.out_dims(d_all, h, w).expect("caller validated the conv geometry");
+    let whole = opts.out_frames.is_none_or(|f| f == (d_out, 0));
+    assert!(whole, "F(4x4) writes whole outputs only");
     let plane_out = d_out * h_out * w_out;
     let (c_in, c_out, k_d) = (p.c_in, p.c_out, p.k_d);
     assert_eq!(out.len(), c_out * plane_out);

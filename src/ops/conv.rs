@@ -184,7 +184,7 @@ struct WinogradInput<'a, T> {
 }
 
 /// The Winograd convolution (`algo`: F(2x2) or F(4x4)) of every sample into `out` (n, c_out,
-/// frames, h', w') at frame `at` (0 for F(4x4)), added to it when `accumulate`.
+/// frames, h', w') at frame `at` (F(4x4): the whole output only), added to it when `accumulate`.
 fn winograd_into<T: Float>(
     layer: &ConvLayer<'_, T>,
     algo: ConvAlgo,
@@ -194,7 +194,6 @@ fn winograd_into<T: Float>(
     at: usize,
 ) {
     let (p, bf16) = (layer.params, crate::kernels::params::bf16_products());
-    debug_assert!(algo == ConvAlgo::Winograd || at == 0, "F(4x4) writes whole outputs");
     let WinogradInput { x, norm, prefix } = input;
     let (s, n_pre) = (x.shape(), prefix.map_or(0, |(_, n)| n));
     let (in_len, out_len) = (s.sample_len(), out.shape().sample_len());
@@ -229,7 +228,7 @@ fn winograd_into<T: Float>(
             prefix: prefix.map(|(pre, n_pre)| (&pre.data()[b * pre_len..(b + 1) * pre_len], n_pre)),
             transformed_weights: u,
             bf16_products: bf16,
-            out_frames: (algo == ConvAlgo::Winograd).then_some((frames, at)),
+            out_frames: Some((frames, at)),
         };
         let call = ConvCall { x: xb, dims: (s.d, s.h, s.w), weight: layer.weight, bias: layer.bias, p };
         if algo == ConvAlgo::Winograd4 {
