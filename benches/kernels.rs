@@ -59,6 +59,36 @@ fn convs(c: &mut Criterion) {
     bench_conv(c, "c256_to_128_d13_64x64_k1", &Conv3dParams::plain(256, 128, (1, 1, 1)), (13, 64, 64), false);
 }
 
+/// The Winograd panel product alone (one transformed position, one thread): c_out x c_in x k_d
+/// multiply-adds per tile, so its GFLOP/s read directly against the FMA peak.
+fn panels(c: &mut Criterion) {
+    use movq::kernels::simd::Vector;
+    use movq::kernels::winograd_panels::{NR, PanelArgs, PanelProduct, m_ld, panel_ldc};
+    let v = Vector::detect(None);
+    let mr = 2 * v.lanes();
+    let mut g = c.benchmark_group("panels");
+    g.sample_size(10);
+    // CogVideoX-2b's 512-channel level (60x90 frames: 1350 tiles) and the seed's 256 x 64x64.
+    for (ch, n_t) in [(512usize, 1350usize), (256, 1024)] {
+        let (nb, k_d) = (n_t.div_ceil(mr), 3);
+        let a_len = nb * panel_ldc(ch) * mr;
+        let a: Vec<Vec<f32>> = (0..k_d).map(|i| data(a_len, 20 + i as u64)).collect();
+        let b = data(k_d * ch.div_ceil(NR) * ch * NR, 30);
+        let ld_m = m_ld(n_t, mr);
+        let mut m = vec![0.0f32; ch * ld_m];
+        g.throughput(Throughput::Elements((2 * ch * ch * k_d * nb * mr) as u64));
+        g.bench_function(format!("c{ch}_tiles{n_t}_k3_{}", v.name()), |bch| {
+            bch.iter(|| {
+                let taps: Vec<Option<&[f32]>> = a.iter().map(|x| Some(&x[..])).collect();
+                let args =
+                    PanelArgs { m: black_box(&mut m), ld_m, c_out: ch, c_in: ch, n_t, a: &taps, b: &b, mr };
+                v.run(PanelProduct(args))
+            })
+        });
+    }
+    g.finish();
+}
+
 fn norm(c: &mut Criterion) {
     let s = Shape::new(1, 256, 13, 64, 64);
     let n = s.numel().unwrap();
@@ -156,5 +186,5 @@ fn simd_layer(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, convs, norm, attention, simd_layer);
+criterion_group!(benches, convs, panels, norm, attention, simd_layer);
 criterion_main!(benches);

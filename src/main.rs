@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use cli::decode::{DecodeArgs, Precision, peak_rss_mib};
 use movq::io::{read_latent, write_safetensors};
 use movq::model::DecoderPlan;
-use movq::verify::{CaseOutcome, golden_files, verify_file_with};
+use movq::verify::{CaseOutcome, golden_files, verify_file_rows};
 use movq::{Checkpoint, Decoder, Tensor};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -120,6 +120,10 @@ enum Command {
         /// bf16-emulated`) and report its error and 8-bit video PSNR (row "bf16e", not judged).
         #[arg(long)]
         bf16_emulated: bool,
+        /// Also run each case in the bf16 mode (as `--precision bf16`: the CPU's bf16 dot
+        /// products; ARM FEAT_BF16) and report its error and PSNR (row "bf16", not judged).
+        #[arg(long)]
+        bf16: bool,
     },
 }
 
@@ -190,7 +194,12 @@ fn peak_report() -> serde_json::Value {
 
 fn kernels_used() -> serde_json::Value {
     let conv = movq::kernels::params::conv_algo().name();
-    serde_json::json!({"isa": movq::kernels::isa().name(), "conv": conv, "threads": rayon::current_num_threads()})
+    // The bf16 dot-product kernel, in the bf16 mode only (the twin under MOVQ_ISA=scalar).
+    let bf16 = movq::kernels::params::bf16_native()
+        .then(|| movq::kernels::bf16_panels::Bf16Dot::detect().map(|d| d.name()))
+        .flatten();
+    serde_json::json!({"isa": movq::kernels::isa().name(), "conv": conv, "bf16_dot": bf16,
+        "threads": rayon::current_num_threads()})
 }
 
 fn bench<T: movq::kernels::Float>(a: &BenchArgs, ck: &Checkpoint, latent: &Path) -> Result<()> {
@@ -240,7 +249,10 @@ fn bench<T: movq::kernels::Float>(a: &BenchArgs, ck: &Checkpoint, latent: &Path)
     Ok(())
 }
 
-fn verify(paths: &[PathBuf], bf16: bool) -> Result<bool> {
+fn verify(paths: &[PathBuf], rows: &[&'static str]) -> Result<bool> {
+    if rows.contains(&"bf16") {
+        movq::ops::conv::bf16_dot_available::<f32>("verify --bf16")?;
+    }
     let mut files = Vec::new();
     for p in paths {
         files.extend(golden_files(p)?);
@@ -254,7 +266,7 @@ fn verify(paths: &[PathBuf], bf16: bool) -> Result<bool> {
     );
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for f in &files {
-        match verify_file_with(f, bf16) {
+        match verify_file_rows(f, rows) {
             Ok(CaseOutcome::Ran { name, class, torch_f32, runs }) => {
                 for r in &runs {
                     // ratio: how far from the f64 reference relative to PyTorch's own f32 run.
@@ -272,7 +284,7 @@ fn verify(paths: &[PathBuf], bf16: bool) -> Result<bool> {
                         ratio,
                         r.seconds,
                         match (r.precision, r.pass) {
-                            ("bf16e", _) => match r.psnr8 {
+                            ("bf16e" | "bf16", _) => match r.psnr8 {
                                 Some(db) => format!("measured; 8-bit video PSNR {db:.2} dB"),
                                 None => "measured".to_string(),
                             },
@@ -280,7 +292,7 @@ fn verify(paths: &[PathBuf], bf16: bool) -> Result<bool> {
                             (_, false) => "FAIL".to_string(),
                         }
                     );
-                    if r.precision == "bf16e" {
+                    if matches!(r.precision, "bf16e" | "bf16") {
                         continue;
                     }
                     if r.pass { passed += 1 } else { failed += 1 }
@@ -378,7 +390,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let hints = cli::inspect::HintArgs::default();
             let ck =
                 cli::inspect::open_checkpoint(weights, a.config.as_deref(), a.prefix.as_deref(), &hints)?;
-            if a.precision.select() {
+            if a.precision.select()? {
                 bench::<f64>(&a, &ck, latent)?
             } else {
                 bench::<f32>(&a, &ck, latent)?
@@ -404,8 +416,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Golden(args) => {
             Ok(if cli::trace::golden_cmd(&args)? { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Command::Verify { paths, bf16_emulated } => {
-            Ok(if verify(&paths, bf16_emulated)? { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        Command::Verify { paths, bf16_emulated, bf16 } => {
+            let rows: Vec<&'static str> = [(bf16_emulated, "bf16e"), (bf16, "bf16")]
+                .into_iter()
+                .filter_map(|(on, r)| on.then_some(r))
+                .collect();
+            Ok(if verify(&paths, &rows)? { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
     }
 }
@@ -444,6 +460,12 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
             "pass --config"
         }
         movq::Error::Unsupported(s) if s.contains("chunked decoding needs") => "use --mode whole",
+        movq::Error::Unsupported(s) if s.contains("the bf16 mode") && s.contains("bf16-emulated") => {
+            "use --precision bf16-emulated for the bf16 rounding on this CPU"
+        }
+        movq::Error::Unsupported(s) if s.contains("the bf16 mode runs 3x3 convolutions") => {
+            "use --conv winograd (the default) with --precision bf16"
+        }
         movq::Error::OutputKind { reason, .. } if reason.contains("animated PNG only when asked") => {
             "add --apng for an animated PNG"
         }

@@ -269,6 +269,14 @@ pub fn verify_file(path: &Path) -> Result<CaseOutcome> {
 /// golden rule bounds f32 error, which bf16 rounding exceeds by design. Sets and clears the
 /// process-wide bf16 switch.
 pub fn verify_file_with(path: &Path, bf16: bool) -> Result<CaseOutcome> {
+    verify_file_rows(path, if bf16 { &["bf16e"] } else { &[] })
+}
+
+/// [`verify_file`] plus measured (not judged) runs in the bf16 modes of `rows`: "bf16e"
+/// (emulated bf16 products, `--precision bf16-emulated`) and "bf16" (the CPU's bf16 dot
+/// products, `--precision bf16`; an error without them). Sets and clears the process-wide
+/// bf16 switches.
+pub fn verify_file_rows(path: &Path, rows: &[&'static str]) -> Result<CaseOutcome> {
     let file = WeightFile::open(path)?;
     let case = read_case(&file)?;
     if !SUPPORTED_CLASSES.contains(&case.class.as_str()) {
@@ -288,18 +296,28 @@ pub fn verify_file_with(path: &Path, bf16: bool) -> Result<CaseOutcome> {
     let video = matches!(case.class.as_str(), "MOVQDecoder3D" | "NewDecoder3D" | "AutoencoderKLCogVideoX");
 
     let mut runs = Vec::new();
-    let precisions: &[&'static str] = if bf16 { &["f32", "f64", "bf16e"] } else { &["f32", "f64"] };
-    for &precision in precisions {
+    let precisions = ["f32", "f64"].into_iter().chain(rows.iter().copied());
+    for precision in precisions {
         let t0 = Instant::now();
         let y = match precision {
             "f64" => run::<f64>(path, &file, &case),
             "f32" => run::<f32>(path, &file, &case),
-            _ => {
-                crate::kernels::params::set_bf16_products(true);
-                let y = run::<f32>(path, &file, &case);
-                crate::kernels::params::set_bf16_products(false);
-                y
+            "bf16e" | "bf16" => {
+                use crate::kernels::params::{set_bf16_native, set_bf16_products};
+                // Process-wide (decoders read the process settings); cleared also on panic.
+                struct Clear;
+                impl Drop for Clear {
+                    fn drop(&mut self) {
+                        set_bf16_products(false);
+                        set_bf16_native(false);
+                    }
+                }
+                let _clear = Clear;
+                set_bf16_products(true);
+                set_bf16_native(precision == "bf16");
+                run::<f32>(path, &file, &case)
             }
+            other => return Err(Error::Unsupported(format!("verify: no precision {other:?}"))),
         }?;
         let seconds = t0.elapsed().as_secs_f64();
         let Distance { max_abs, rel_l2, .. } = distance(&y, &reference);

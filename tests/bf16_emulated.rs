@@ -206,3 +206,78 @@ fn verify_reports_a_bf16_run() {
     assert!(db > 20.0, "PSNR {db}");
     assert!(!movq::kernels::params::bf16_products(), "the switch is cleared afterwards");
 }
+
+/// `--precision bf16` (the CPU's bf16 dot products): where movq has a kernel (ARM FEAT_BF16,
+/// e.g. under qemu), the Winograd conv differs from the emulated bf16 products only by the
+/// sums' rounding; elsewhere the op and the CLI refuse it with a named error. f64 never runs it.
+#[test]
+fn bf16_mode_runs_where_it_can_and_is_a_named_error_elsewhere() {
+    use movq::kernels::bf16_panels::Bf16Dot;
+    use movq::kernels::params::set_bf16_native;
+    let _g = SWITCH.lock().unwrap();
+    let mut p = Conv3dParams::plain(9, 8, (3, 3, 3));
+    (p.pad_h, p.pad_w) = ((1, 1), (1, 1));
+    let dims = (3, 9, 10);
+    let (x, w, b) = (values(9 * 3 * 9 * 10, 8), values(8 * p.k_len(), 9), values(8, 10));
+    let emulated = engine_conv(&p, dims, &x, &w, &b, true);
+    let layer = ConvLayer { op: "test", weight: &w, bias: &b, params: &p, transformed: None };
+    let xt = Tensor::from_vec(Shape::new(1, 9, 3, 9, 10), x.clone()).unwrap();
+    let x64 = Tensor::from_vec(xt.shape(), x.iter().map(|&v| v as f64).collect()).unwrap();
+    let (w64, b64): (Vec<f64>, Vec<f64>) =
+        (w.iter().map(|&v| v as f64).collect(), b.iter().map(|&v| v as f64).collect());
+    let layer64 = ConvLayer { op: "test64", weight: &w64, bias: &b64, params: &p, transformed: None };
+    set_bf16_products(true);
+    set_bf16_native(true);
+    let native = conv3d(&layer, ConvInput::plain(&xt));
+    let native64 = conv3d(&layer64, ConvInput::plain(&x64));
+    set_bf16_products(false);
+    set_bf16_native(false);
+    // Another algorithm for the 3x3 convs would round as bf16-emulated: refused, not run.
+    let before = movq::kernels::params::conv_algo();
+    movq::kernels::params::set_conv_algo(movq::kernels::params::ConvAlgo::Im2col);
+    set_bf16_products(true);
+    set_bf16_native(true);
+    let im2col = conv3d(&layer, ConvInput::plain(&xt));
+    set_bf16_products(false);
+    set_bf16_native(false);
+    movq::kernels::params::set_conv_algo(before);
+    let e = im2col.expect_err("the bf16 mode refuses im2col for 3x3 convs");
+    assert!(e.to_string().contains("Winograd F(2x2, 3x3) only, not im2col"), "{e}");
+    let e = native64.expect_err("f64 refuses the bf16 mode");
+    assert!(matches!(e, movq::Error::Unsupported(_)) && e.to_string().contains("f64"), "{e}");
+    let cli = common::movq().args(["verify", "--bf16", "no-such-dir"]).output().unwrap();
+    match Bf16Dot::detect() {
+        Some(dot) => {
+            let y = native.unwrap();
+            for (i, (&g, &r)) in y.data().iter().zip(&emulated).enumerate() {
+                assert!((g - r).abs() <= 1e-5 * (1.0 + r.abs()), "{}: at {i}: {g} vs {r}", dot.name());
+            }
+            // The layer cache made by a bf16 call serves bf16 calls; an f32 call beside it
+            // transforms its own (bitwise the uncached results).
+            let cell = OnceLock::new();
+            let cached = ConvLayer { transformed: Some(&cell), ..layer };
+            set_bf16_products(true);
+            set_bf16_native(true);
+            let first = conv3d(&cached, ConvInput::plain(&xt)).unwrap();
+            let again = conv3d(&cached, ConvInput::plain(&xt)).unwrap();
+            set_bf16_products(false);
+            set_bf16_native(false);
+            assert!(cell.get().is_some_and(|t| t.bf16_pairs), "a bf16 call fills the cache with pairs");
+            assert_eq!((first.data(), again.data()), (y.data(), y.data()));
+            let f32_cached = conv3d(&cached, ConvInput::plain(&xt)).unwrap();
+            let f32_plain = conv3d(&layer, ConvInput::plain(&xt)).unwrap();
+            assert_eq!(f32_cached.data(), f32_plain.data());
+            // BFDOT's round-to-odd pair sums are not f32's: the kernel path ran.
+            assert!(y.data().iter().zip(&emulated).any(|(g, r)| g != r), "{}: emulated path", dot.name());
+            // The CLI gets past the bf16 check to the missing directory.
+            assert!(!String::from_utf8_lossy(&cli.stderr).contains("FEAT_BF16"));
+        }
+        None => {
+            let e = native.expect_err("no bf16 kernel here");
+            assert!(matches!(e, movq::Error::Unsupported(_)) && e.to_string().contains("FEAT_BF16"), "{e}");
+            let err = String::from_utf8_lossy(&cli.stderr);
+            assert_eq!(cli.status.code(), Some(2), "{err}");
+            assert!(err.contains("FEAT_BF16") && err.contains("bf16-emulated"), "{err}");
+        }
+    }
+}

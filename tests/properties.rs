@@ -142,6 +142,7 @@ proptest! {
             prefix: Some((&pre, n_pre)),
             transformed_weights: None,
             bf16_products: false,
+            bf16_dot: None,
             out_frames: None,
         };
         let mut fast = vec![f64::NAN; p.c_out * d_o * h_o * w_o];
@@ -310,6 +311,7 @@ proptest! {
             prefix: Some((&pre, n_pre)),
             transformed_weights: None,
             bf16_products: false,
+            bf16_dot: None,
             out_frames: None,
         };
         let mut fast = vec![f64::NAN; slow.len()];

@@ -109,6 +109,7 @@ impl Case {
             prefix: Some((&pre, n_pre)),
             transformed_weights: None,
             bf16_products: false,
+            bf16_dot: None,
             out_frames: None,
         };
         let mut out = if acc { t(&self.residual) } else { vec![T::from_f64(f64::NAN); self.residual.len()] };

@@ -98,7 +98,9 @@ class Decoder:
         prefix: key prefix of the decoder tensors (default: detected).
         precision: ``"f32"`` (fast), ``"f64"`` (reference) or ``"bf16-emulated"`` (f32 with
             the convolutions' gemm operands rounded to bf16 and summed in f32: the error a bf16
-            GPU port can expect; not faster). The setting is this decoder's own.
+            GPU port can expect; not faster) or ``"bf16"`` (the CPU's bf16 dot products with f32
+            sums: ARM FEAT_BF16 only; ``movq.UnsupportedError`` elsewhere, never a silent
+            fallback). The setting is this decoder's own.
         threads: worker threads of this decoder's own pool (default: the number of cores).
         resolution, pad_mode, temporal_compress_times: what an inferred config cannot read off
             the tensors (see ``movq inspect``).
@@ -152,7 +154,7 @@ class Decoder:
 
     @property
     def precision(self) -> str:
-        """``"f32"``, ``"f64"`` or ``"bf16-emulated"``."""
+        """``"f32"``, ``"f64"``, ``"bf16-emulated"`` or ``"bf16"``."""
         return self._native.precision
 
     @property

@@ -229,7 +229,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--threads-per-worker", type=int, default=1)
     ap.add_argument("--address", help="Ray cluster address (default: start a local one)")
     ap.add_argument("--max-retries", type=int, default=2, help="restarts of a dead worker")
-    ap.add_argument("--precision", default="f32", choices=("f32", "f64", "bf16-emulated"))
+    ap.add_argument("--precision", default="f32", choices=("f32", "f64", "bf16-emulated", "bf16"))
     ap.add_argument("--mode", choices=("whole", "chunked", "tiled"))
     ap.add_argument("--layout", default="bcthw", choices=("bcthw", "btchw"))
     ap.add_argument("--latent-scaled", action="store_true", help="divide by the model's scaling_factor")

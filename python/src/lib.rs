@@ -103,11 +103,11 @@ impl NativeDecoder {
                 ));
             }
         };
-        if !matches!(precision, "f32" | "float32" | "f64" | "float64" | "bf16-emulated") {
+        if !matches!(precision, "f32" | "float32" | "f64" | "float64" | "bf16-emulated" | "bf16") {
             return Err(named(
                 py,
                 "ConfigError",
-                format!("precision {precision:?}: use \"f32\", \"f64\" or \"bf16-emulated\""),
+                format!("precision {precision:?}: use \"f32\", \"f64\", \"bf16-emulated\" or \"bf16\""),
             ));
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -144,6 +144,10 @@ impl NativeDecoder {
                     d.allow_nonfinite(allow_nonfinite_output);
                     // This decoder's own setting: other decoders of the process keep theirs.
                     d.emulate_bf16_products(precision == "bf16-emulated");
+                    if precision == "bf16" {
+                        // The CPU's bf16 dot products, or Error::Unsupported where movq has none.
+                        d.use_bf16_dot_products(true)?;
+                    }
                     Loaded::F32(Arc::new(d))
                 }
             };
@@ -159,7 +163,7 @@ impl NativeDecoder {
             .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))
     }
 
-    /// "f32", "f64" or "bf16-emulated".
+    /// "f32", "f64", "bf16-emulated" or "bf16".
     #[getter]
     fn precision(&self) -> &'static str {
         match &self.dec {

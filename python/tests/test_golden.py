@@ -82,3 +82,23 @@ def test_bf16_emulated_is_the_decoders_own():
     rel_f32 = errors(alone, r)[1]
     assert rel_f32 < 1e-5, rel_f32
     assert 1e-3 < rel_bf < 5e-2, rel_bf
+
+
+def test_bf16_mode_runs_or_names_why_not():
+    """precision="bf16": where the CPU has bf16 dot products movq has a kernel for (ARM
+    FEAT_BF16) a bf16-sized error; elsewhere movq.UnsupportedError naming the alternative."""
+    import platform
+
+    name = "diffusers_decoder_whole_t3"
+    path, t, _ = read_golden(name)
+    try:
+        dec = movq.Decoder(path, ignore=GOLDEN_IGNORE, precision="bf16", threads=1)
+    except movq.UnsupportedError as e:
+        assert platform.machine() in ("x86_64", "AMD64") or "FEAT_BF16" in str(e), str(e)
+        assert "bf16-emulated" in str(e), str(e)
+        return
+    assert dec.precision == "bf16"
+    z, r = t["input.z"], t["output.f64"]
+    y = dec.decode(z).astype(np.float64)
+    rel = float(np.linalg.norm(y - r) / np.linalg.norm(r))
+    assert 1e-4 < rel < 5e-2, rel

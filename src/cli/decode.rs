@@ -21,13 +21,22 @@ pub enum Precision {
     /// error of a bf16 port, on any CPU, at f32 speed or a little slower.
     #[value(name = "bf16-emulated")]
     Bf16Emulated,
+    /// bf16 products in the CPU's bf16 dot-product instructions with f32 sums (ARM BFDOT),
+    /// where movq has a kernel for them; an error elsewhere.
+    Bf16,
 }
 
 impl Precision {
-    /// Whether the decode runs in f64; sets the process-wide bf16 switch for `bf16-emulated`.
-    pub fn select(self) -> bool {
-        movq::kernels::params::set_bf16_products(self == Precision::Bf16Emulated);
-        self == Precision::F64
+    /// Whether the decode runs in f64; sets the process-wide bf16 switches (`bf16-emulated`,
+    /// `bf16`). `bf16` where movq has no bf16 kernel for this CPU is an error.
+    pub fn select(self) -> Result<bool> {
+        use movq::kernels::params::{set_bf16_native, set_bf16_products};
+        if self == Precision::Bf16 {
+            movq::ops::conv::bf16_dot_available::<f32>("--precision bf16")?;
+        }
+        set_bf16_products(matches!(self, Precision::Bf16Emulated | Precision::Bf16));
+        set_bf16_native(self == Precision::Bf16);
+        Ok(self == Precision::F64)
     }
 }
 
@@ -362,7 +371,7 @@ pub fn decode(a: &DecodeArgs) -> Result<()> {
         eprintln!("note: {}", ck.class_reason);
     }
     let mode = super::inspect::mode_for(a.mode, &ck, &a.tile)?;
-    if a.precision.select() { run::<f64>(a, &ck, &mode) } else { run::<f32>(a, &ck, &mode) }
+    if a.precision.select()? { run::<f64>(a, &ck, &mode) } else { run::<f32>(a, &ck, &mode) }
 }
 
 /// What the decoder tensors say about non-finite output: the first NaN / infinite weight, or

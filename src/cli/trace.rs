@@ -140,7 +140,7 @@ fn run_trace<T: Float>(a: &TraceArgs, ck: &Checkpoint) -> Result<()> {
 
 pub fn trace_cmd(a: &TraceArgs) -> Result<()> {
     let ck = open_checkpoint(&a.weights, a.config.as_deref(), a.prefix.as_deref(), &a.hints)?;
-    if a.precision.select() { run_trace::<f64>(a, &ck) } else { run_trace::<f32>(a, &ck) }
+    if a.precision.select()? { run_trace::<f64>(a, &ck) } else { run_trace::<f32>(a, &ck) }
 }
 
 #[derive(Args)]

@@ -9,9 +9,13 @@ use super::Float;
 use rayon::prelude::*;
 
 /// The name of the compute precision of a decode in `T` (`T::NAME`), `"bf16-emulated"` when
-/// [`super::params::bf16_products`] is on.
+/// [`super::params::bf16_products`] is on, `"bf16"` with [`super::params::bf16_native`] too.
 pub fn precision_name<T: Float>() -> &'static str {
-    if super::params::bf16_products() { "bf16-emulated" } else { T::NAME }
+    match (super::params::bf16_products(), super::params::bf16_native()) {
+        (true, true) => "bf16",
+        (true, false) => "bf16-emulated",
+        (false, _) => T::NAME,
+    }
 }
 
 /// `x` rounded to the nearest bf16 (8 significand bits, f32's exponent range; ties to even),

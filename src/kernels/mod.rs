@@ -7,6 +7,9 @@
 pub mod activation;
 pub mod attention;
 pub mod bf16;
+#[cfg(target_arch = "aarch64")]
+pub mod bf16_neon;
+pub mod bf16_panels;
 pub mod conv3d;
 pub mod gemm;
 pub mod group_norm;
@@ -123,6 +126,19 @@ pub trait Float: Element + scratch::Pooled {
     fn winograd_panel_product(a: PanelArgs<'_, Self>) {
         winograd_panels::panel_product(a)
     }
+    /// See [`bf16_panels::pack_tile_pair`]. The bf16 dot-product kernels run on f32 only: the
+    /// conv ops refuse other element types before a kernel is reached.
+    fn bf16_pack_pair(_: &mut [&mut [Self]], _: usize, _: &[Self], _: Option<&[Self]>, _: usize) {
+        unreachable!("bf16 dot products on {}", Self::NAME)
+    }
+    /// See [`bf16_panels::pack_weights_bf16`] (f32 only).
+    fn bf16_pack_weights(_: &mut [Self], _: &[Self], _: (usize, usize, usize), _: usize) {
+        unreachable!("bf16 dot products on {}", Self::NAME)
+    }
+    /// See [`bf16_panels::Bf16Dot::panel_product`] (f32 only).
+    fn bf16_panel_product(_: bf16_panels::Bf16Dot, _: PanelArgs<'_, Self>) {
+        unreachable!("bf16 dot products on {}", Self::NAME)
+    }
 }
 
 impl Float for f64 {
@@ -208,5 +224,14 @@ impl Float for f32 {
             Isa::Scalar => winograd_panels::panel_product(a),
             Isa::Vector(v) => v.run(winograd_panels::PanelProduct(a)),
         }
+    }
+    fn bf16_pack_pair(pieces: &mut [&mut [f32]], k: usize, lo: &[f32], hi: Option<&[f32]>, n_t: usize) {
+        bf16_panels::pack_tile_pair(pieces, k, lo, hi, n_t)
+    }
+    fn bf16_pack_weights(dst: &mut [f32], u: &[f32], dims: (usize, usize, usize), ld_u: usize) {
+        bf16_panels::pack_weights_bf16(dst, u, dims, ld_u)
+    }
+    fn bf16_panel_product(dot: bf16_panels::Bf16Dot, a: PanelArgs<'_, f32>) {
+        dot.panel_product(a)
     }
 }

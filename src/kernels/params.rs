@@ -207,8 +207,8 @@ pub fn set_weight_cache(on: bool) {
 static BF16_PRODUCTS: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
-    /// A decode's own bf16 setting ([`with_bf16_products`]), over the process-wide one.
-    static BF16_SCOPE: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+    /// A decode's own bf16 settings ([`with_bf16`]): (products, native), over the process-wide ones.
+    static BF16_SCOPE: std::cell::Cell<Option<(bool, bool)>> = const { std::cell::Cell::new(None) };
 }
 
 /// Whether the convolutions round their gemm operands to bf16 and sum the products in f32
@@ -217,7 +217,7 @@ thread_local! {
 /// its own setting, `Decoder::emulate_bf16_products`). Read by the conv ops on the thread that
 /// runs the module forwards, never by kernel workers (they get it as an argument).
 pub fn bf16_products() -> bool {
-    BF16_SCOPE.with(|s| s.get()).unwrap_or_else(|| BF16_PRODUCTS.load(Ordering::Relaxed))
+    BF16_SCOPE.with(|s| s.get()).map_or_else(|| BF16_PRODUCTS.load(Ordering::Relaxed), |s| s.0)
 }
 
 /// The process-wide setting alone (what [`bf16_products`] gives outside any scope).
@@ -230,19 +230,46 @@ pub fn set_bf16_products(on: bool) {
     BF16_PRODUCTS.store(on, Ordering::Relaxed);
 }
 
-/// Runs `f` with [`bf16_products`] = `on` on this thread (restored afterwards, also on panic),
-/// whatever the process-wide setting: decoders with different settings can decode at once.
-/// Every decode opens one (a rayon worker blocked inside one decode may run another decode's
-/// job, which must not inherit the first one's setting).
+/// Runs `f` with [`bf16_products`] = `on` and [`bf16_native`] off on this thread
+/// ([`with_bf16`]).
 pub fn with_bf16_products<R>(on: bool, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<bool>);
+    with_bf16(on, false, f)
+}
+
+/// Runs `f` with [`bf16_products`] = `products` and [`bf16_native`] = `native` on this thread
+/// (restored afterwards, also on panic), whatever the process-wide settings: decoders with
+/// different settings can decode at once. Every decode opens one (a rayon worker blocked
+/// inside one decode may run another decode's job, which must not inherit the first one's
+/// setting).
+pub fn with_bf16<R>(products: bool, native: bool, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<(bool, bool)>);
     impl Drop for Restore {
         fn drop(&mut self) {
             BF16_SCOPE.with(|s| s.set(self.0));
         }
     }
-    let _restore = Restore(BF16_SCOPE.with(|s| s.replace(Some(on))));
+    let _restore = Restore(BF16_SCOPE.with(|s| s.replace(Some((products, native)))));
     f()
+}
+
+static BF16_NATIVE: AtomicBool = AtomicBool::new(false);
+
+/// Whether bf16 products run in the CPU's bf16 dot-product kernels (`--precision bf16`,
+/// [`super::bf16_panels`]) where the convolution is Winograd F(2x2, 3x3); effective only
+/// together with [`bf16_products`] (other convolutions keep the emulated rounding).
+/// Process-wide, unless inside [`with_bf16`] (a decoder's own setting).
+pub fn bf16_native() -> bool {
+    BF16_SCOPE.with(|s| s.get()).map_or_else(process_bf16_native, |s| s.1)
+}
+
+/// The process-wide setting alone (what [`bf16_native`] gives outside any scope).
+pub fn process_bf16_native() -> bool {
+    BF16_NATIVE.load(Ordering::Relaxed)
+}
+
+/// Sets [`bf16_native`] for the whole process.
+pub fn set_bf16_native(on: bool) {
+    BF16_NATIVE.store(on, Ordering::Relaxed);
 }
 
 static RELEASE_WEIGHTS: AtomicBool = AtomicBool::new(true);

@@ -64,12 +64,17 @@ pub fn fma_gflops(v: Vector, seconds: f64) -> f64 {
 }
 
 /// This thread's bf16 dot-product GFLOP/s (`vdpbf16ps` zmm: 32 products and 32 additions per
-/// instruction), or `None` without avx512_bf16.
+/// instruction; ARM `BFDOT` on q registers: 8 and 8), or `None` without avx512_bf16 / FEAT_BF16.
 pub fn bf16_gflops(seconds: f64) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
     if let Some(t) = super::x86_64::Bf16::detect() {
         let flop = (super::x86_64::CHAINS * 64) as u64;
         return Some(measure(seconds, flop, |iters| super::x86_64::dpbf16_chains(t, iters)));
+    }
+    #[cfg(target_arch = "aarch64")]
+    if let Some(t) = super::bf16_neon::BfdotToken::detect() {
+        let flop = (super::bf16_neon::CHAINS * 16) as u64;
+        return Some(measure(seconds, flop, |iters| super::bf16_neon::bfdot_chains(t, iters)));
     }
     let _ = seconds;
     None

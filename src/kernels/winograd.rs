@@ -17,6 +17,7 @@
 
 use super::Float;
 use super::bf16::round_to_bf16;
+use super::bf16_panels::{Bf16Dot, MR as BF16_MR};
 use super::gemm::{Mat, Par, gemm};
 use super::input_norm::InputNorm;
 use super::params::{Conv3dParams, ConvCall};
@@ -46,6 +47,20 @@ pub fn transform_weights<T: Float>(u: &mut [T], weight: &[T], p: &Conv3dParams) 
     let mut rows = scratch::take(p.c_out * ld_u);
     transform_weight_rows(&mut rows, weight, p);
     pack_weights(u, &rows, (p.c_out, p.c_in, p.k_d), ld_u);
+}
+
+/// u = the transformed weights as bf16 channel-pair weight panels ([`super::bf16_panels`]).
+/// u: ([`transformed_len_bf16`],) ; f32 decodes only.
+pub fn transform_weights_bf16<T: Float>(u: &mut [T], weight: &[T], p: &Conv3dParams) {
+    let ld_u = padded_ld(16 * p.k_d * p.c_in);
+    let mut rows = scratch::take(p.c_out * ld_u);
+    transform_weight_rows(&mut rows, weight, p);
+    T::bf16_pack_weights(u, &rows, (p.c_out, p.c_in, p.k_d), ld_u);
+}
+
+/// Elements of [`transform_weights_bf16`]'s output.
+pub fn transformed_len_bf16(p: &Conv3dParams) -> usize {
+    weights_len(p.c_out, p.c_in.div_ceil(2), p.k_d)
 }
 
 // The small 4x4 transforms index rows and columns explicitly, like the formulas they implement.
@@ -105,6 +120,10 @@ pub struct WinogradOptions<'a, T> {
     /// Round the gemm operands (transformed inputs, and weights transformed here) to bf16
     /// ([`super::bf16`]): bf16 products summed in T.
     pub bf16_products: bool,
+    /// Multiply in a bf16 dot-product kernel ([`super::bf16_panels`]; f32 only): operands
+    /// rounded to bf16 in channel-pair panels, `transformed_weights` (if given) from
+    /// [`transform_weights_bf16`]. Overrides `bf16_products`.
+    pub bf16_dot: Option<Bf16Dot>,
     /// `Some((frames, at))`: out holds (c_out, frames, h_out, w_out) and the call writes its
     /// output frames at `at ..` (e.g. one frame of a larger tensor, with no copy afterwards).
     pub out_frames: Option<(usize, usize)>,
@@ -146,6 +165,8 @@ enum Dest {
     Rows,
     /// Tile panels of width mr ([`super::winograd_panels`]).
     Panels(usize),
+    /// bf16 channel-pair tile panels ([`super::bf16_panels`]).
+    Bf16Pairs,
 }
 
 /// v = B^T d B for every tile of strip `s` in one frame of every input channel, normalised on
@@ -175,6 +196,24 @@ fn transform_input<T: Float>(v: &mut [T], fr: InputFrame<'_, T>, p: &Conv3dParam
                 for k in 0..group.min(p.c_in - g * group) {
                     transform_channel(local, pad, scr, g * group + k, fr, p, s);
                     pack_tile_channel(&mut pieces, k, local, n_t, mr);
+                }
+            })
+        }
+        Dest::Bf16Pairs => {
+            let pairs = p.c_in.div_ceil(2);
+            let group = pairs.div_ceil(4 * rayon::current_num_threads()).clamp(1, PACK_GROUP / 2);
+            let groups = tile_groups(v, pairs, n_t, BF16_MR, group);
+            groups.into_par_iter().enumerate().for_each_init(init, |(pad, scr, local), (g, mut pieces)| {
+                local.resize(32 * n_t, T::ZERO);
+                let (lo, hi) = local.split_at_mut(16 * n_t);
+                for k in 0..group.min(pairs - g * group) {
+                    let ci = 2 * (g * group + k);
+                    transform_channel(lo, pad, scr, ci, fr, p, s);
+                    let hi = (ci + 1 < p.c_in).then(|| {
+                        transform_channel(hi, pad, scr, ci + 1, fr, p, s);
+                        &*hi
+                    });
+                    T::bf16_pack_pair(&mut pieces, k, lo, hi, n_t);
                 }
             })
         }
@@ -241,12 +280,24 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
     assert_eq!(x.len(), c_in * d * h * w);
     assert_eq!(weight.len(), p.c_out * c_in * k_d * 9);
     let kk = padded_ld(16 * k_d * c_in);
-    let panels = T::winograd_panel_width();
+    let bf16_dot = opts.bf16_dot;
+    assert!(bf16_dot.is_none() || T::NAME == "f32", "bf16 dot products on {}", T::NAME);
+    // Channel slots of the tile and weight panels: channel pairs for the bf16 kernels.
+    let (panels, slots) = match bf16_dot {
+        Some(_) => (Some(BF16_MR), c_in.div_ceil(2)),
+        None => (T::winograd_panel_width(), c_in),
+    };
     let mut own_u = None;
     let u: &[T] = match opts.transformed_weights {
         Some(u) => {
-            assert_eq!(u.len(), transformed_len::<T>(p));
+            let len = if bf16_dot.is_some() { transformed_len_bf16(p) } else { transformed_len::<T>(p) };
+            assert_eq!(u.len(), len);
             u
+        }
+        None if bf16_dot.is_some() => {
+            let mut u = scratch::take(transformed_len_bf16(p));
+            transform_weights_bf16(&mut u, weight, p);
+            own_u.insert(u)
         }
         None => {
             let mut u = scratch::take(transformed_len::<T>(p));
@@ -269,7 +320,7 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
     let sizes = |n_t: usize| {
         let ld_v = padded_ld(16 * n_t);
         match panels {
-            Some(mr) => (ld_v, tiles_len(c_in, n_t, mr), m_ld(n_t, mr)),
+            Some(mr) => (ld_v, tiles_len(slots, n_t, mr), m_ld(n_t, mr)),
             None => (ld_v, c_in * ld_v, padded_ld(n_t)),
         }
     };
@@ -303,9 +354,13 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
                             norm: opts.input_norm.as_ref(),
                         },
                     };
-                    let dest = panels.map_or(Dest::Rows, Dest::Panels);
+                    let dest = match (bf16_dot, panels) {
+                        (Some(_), _) => Dest::Bf16Pairs,
+                        (None, Some(mr)) => Dest::Panels(mr),
+                        (None, None) => Dest::Rows,
+                    };
                     transform_input(v, fr, p, s, dest);
-                    if opts.bf16_products {
+                    if opts.bf16_products && bf16_dot.is_none() {
                         round_to_bf16(v);
                     }
                     cache.push((f, buf));
@@ -319,10 +374,14 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
             // channels: the tasks and every element's rounding are independent of the thread count.
             mbuf.par_chunks_mut(c_out * ld_m).enumerate().for_each(|(xi, m)| {
                 if let Some(mr) = panels {
-                    let xo = xi * tiles_len(c_in, n_t, mr) / 16;
+                    let xo = xi * tiles_len(slots, n_t, mr) / 16;
                     let a: Vec<Option<&[T]>> = taps.iter().map(|v| v.map(|v| &v[xo..])).collect();
-                    let b = &u[xi * weights_len(c_out, c_in, k_d) / 16..];
-                    T::winograd_panel_product(PanelArgs { m, ld_m, c_out, c_in, n_t, a: &a, b, mr });
+                    let b = &u[xi * weights_len(c_out, slots, k_d) / 16..];
+                    let args = PanelArgs { m, ld_m, c_out, c_in: slots, n_t, a: &a, b, mr };
+                    match bf16_dot {
+                        Some(dot) => T::bf16_panel_product(dot, args),
+                        None => T::winograd_panel_product(args),
+                    }
                     return;
                 }
                 let mut first = true;
@@ -411,6 +470,42 @@ mod tests {
         conv3d_winograd(&mut got, &call, &Default::default());
         for (i, (&g, &r)) in got.iter().zip(&want).enumerate() {
             assert!((g as f64 - r).abs() <= 1e-4 * (1.0 + r.abs()), "at {i}: {g} vs {r}");
+        }
+    }
+
+    /// The bf16 dot-product path (channel-pair panels: an odd channel count, several pack
+    /// groups, two strips) against the emulated bf16 products of the f32 path: the same
+    /// rounded operands, so only the sums' rounding differs; every kernel equals the twin.
+    #[test]
+    fn bf16_dot_matches_emulated_bf16_products() {
+        let (c_in, c_out, dims) = (PACK_GROUP + 5, 7, (3, 70, 67));
+        let mut p = Conv3dParams::plain(c_in, c_out, (3, 3, 3));
+        (p.pad_d, p.pad_h, p.pad_w) = ((2, 0), (1, 1), (1, 1));
+        let x: Vec<f32> = (0..c_in * dims.0 * dims.1 * dims.2).map(|i| val(i, 1) as f32).collect();
+        let wt: Vec<f32> = (0..c_out * c_in * 27).map(|i| (val(i, 7) / 10.0) as f32).collect();
+        let b: Vec<f32> = (0..c_out).map(|i| val(i, 3) as f32).collect();
+        let call = ConvCall { x: &x, dims, weight: &wt, bias: &b, p: &p };
+        let (d, h, w) = p.out_dims(dims.0, dims.1, dims.2).unwrap();
+        let mut want = vec![f32::NAN; c_out * d * h * w];
+        conv3d_winograd(&mut want, &call, &WinogradOptions { bf16_products: true, ..Default::default() });
+        let mut twin = vec![f32::NAN; want.len()];
+        for dot in Bf16Dot::all_available() {
+            let mut got = vec![f32::NAN; want.len()];
+            conv3d_winograd(&mut got, &call, &WinogradOptions { bf16_dot: Some(dot), ..Default::default() });
+            for (i, (&g, &r)) in got.iter().zip(&want).enumerate() {
+                assert!((g - r).abs() <= 1e-5 * (1.0 + r.abs()), "{}: at {i}: {g} vs {r}", dot.name());
+            }
+            // The pairwise round-to-odd sums are not f32's: some outputs differ.
+            assert!(got.iter().zip(&want).any(|(g, r)| g != r), "{}: the emulated path ran", dot.name());
+            if dot == Bf16Dot::Twin {
+                twin = got;
+            } else {
+                assert!(
+                    got.iter().zip(&twin).all(|(g, t)| g.to_bits() == t.to_bits()),
+                    "{} vs twin",
+                    dot.name()
+                );
+            }
         }
     }
 

@@ -249,7 +249,10 @@ pub fn conv3d_winograd4<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Win
     let ConvCall { x, dims, weight, bias, p } = *c;
     assert!(p.has_3x3_taps());
     assert!(opts.transformed_weights.is_none(), "F(2x2, 3x3) weight transforms passed to F(4x4, 3x3)");
-    assert!(!opts.bf16_products, "bf16 products are not implemented for F(4x4, 3x3)");
+    assert!(
+        !opts.bf16_products && opts.bf16_dot.is_none(),
+        "bf16 products are not implemented for F(4x4, 3x3)"
+    );
     let (d, h, w) = dims;
     let (prefix, n_pre) = opts.prefix.unwrap_or((&[], 0));
     assert_eq!(prefix.len(), p.c_in * n_pre * h * w);

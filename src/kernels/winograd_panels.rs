@@ -196,30 +196,46 @@ impl Kernel for PanelProduct<'_> {
         let p = self.0;
         p.check();
         assert_eq!(p.mr, 2 * S::LANES, "tile panels packed for another vector width");
-        let PanelArgs { m, ld_m, c_out, c_in, n_t, a, b, mr } = p;
-        let (nb, cb, ldc) = (n_t.div_ceil(mr), c_out.div_ceil(NR), panel_ldc(c_in));
-        // No products at all (every tap padding, or no input channels): the sums are zero.
-        if c_in == 0 || a.iter().all(Option::is_none) {
-            m[..c_out * ld_m].fill(0.0);
-            return;
-        }
-        let group = (MC_TILES / mr).max(1);
-        for g0 in (0..nb).step_by(group) {
-            let mut first = true;
-            for (dt, ap) in a.iter().enumerate() {
-                let Some(ap) = ap else { continue };
-                for k0 in (0..c_in).step_by(KC) {
-                    let kc = KC.min(c_in - k0);
-                    for j in 0..cb {
-                        let bp = &b[((dt * cb + j) * c_in + k0) * NR..][..kc * NR];
-                        let rows = NR.min(c_out - j * NR);
-                        for tb in g0..(g0 + group).min(nb) {
-                            let ap = &ap[(tb * ldc + k0) * mr..][..kc * mr];
-                            micro_tile(s, ap, bp, &mut m[j * NR * ld_m + tb * mr..], ld_m, rows, !first);
-                        }
+        let mc_blocks = (MC_TILES / p.mr).max(1);
+        for_each_micro_tile(p, KC, mc_blocks, |a, b, c, ld, rows, add| micro_tile(s, a, b, c, ld, rows, add));
+    }
+}
+
+/// The blocking of the panel products (f32 here, bf16 channel pairs in
+/// [`super::bf16_panels`]): per group of `mc_blocks` tile blocks, time tap, block of `kc`
+/// channel slots and weight panel, `tile(a, b, c, ld_m, rows, add)` for every tile block of the
+/// group, with a: (kc, mr) of the tile panel, b: (kc, NR) of the weight panel, c: the
+/// micro-tile's first output (rows `rows` of stride ld_m), `add`: sum onto what c holds (every
+/// block after an output's first). Without any product (no channels, every tap padding) m is
+/// zeroed. `p` checked by the caller.
+#[inline(always)]
+pub fn for_each_micro_tile<T: Element>(
+    p: PanelArgs<'_, T>,
+    kc: usize,
+    mc_blocks: usize,
+    mut tile: impl FnMut(&[T], &[T], &mut [T], usize, usize, bool),
+) {
+    let PanelArgs { m, ld_m, c_out, c_in, n_t, a, b, mr } = p;
+    let (nb, cb, ldc) = (n_t.div_ceil(mr), c_out.div_ceil(NR), panel_ldc(c_in));
+    if c_in == 0 || a.iter().all(Option::is_none) {
+        m[..c_out * ld_m].fill(T::ZERO);
+        return;
+    }
+    for g0 in (0..nb).step_by(mc_blocks) {
+        let mut first = true;
+        for (dt, ap) in a.iter().enumerate() {
+            let Some(ap) = ap else { continue };
+            for k0 in (0..c_in).step_by(kc) {
+                let kk = kc.min(c_in - k0);
+                for j in 0..cb {
+                    let bp = &b[((dt * cb + j) * c_in + k0) * NR..][..kk * NR];
+                    let rows = NR.min(c_out - j * NR);
+                    for tb in g0..(g0 + mc_blocks).min(nb) {
+                        let ap = &ap[(tb * ldc + k0) * mr..][..kk * mr];
+                        tile(ap, bp, &mut m[j * NR * ld_m + tb * mr..], ld_m, rows, !first);
                     }
-                    first = false;
                 }
+                first = false;
             }
         }
     }

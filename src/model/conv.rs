@@ -7,7 +7,7 @@ use crate::io::{Param, VarPath};
 use crate::kernels::Float;
 use crate::kernels::params::{Conv3dParams, TimePad};
 pub use crate::ops::conv::ConvInput;
-use crate::ops::conv::{ConvLayer, causal_tail, conv3d, conv3d_into, conv3d_owned};
+use crate::ops::conv::{ConvLayer, Transformed, causal_tail, conv3d, conv3d_into, conv3d_owned};
 use crate::tensor::Tensor;
 use std::sync::OnceLock;
 
@@ -19,7 +19,7 @@ pub struct Conv3d<T> {
     params: Conv3dParams,
     op: &'static str,
     /// Winograd weight transforms kept across chunks ([`crate::kernels::params::weight_cache`]).
-    transformed: OnceLock<Vec<T>>,
+    transformed: OnceLock<Transformed<T>>,
 }
 
 impl<T: Float> Conv3d<T> {
@@ -80,7 +80,7 @@ impl<T: Float> Conv3d<T> {
 
     /// Bytes of Winograd weight transforms the layer keeps ([`ConvCache::last_chunk`]).
     pub fn cached_bytes(&self) -> usize {
-        self.transformed.get().map_or(0, |u| std::mem::size_of_val(u.as_slice()))
+        self.transformed.get().map_or(0, Transformed::bytes)
     }
 }
 
@@ -107,7 +107,7 @@ impl<T: Float> Conv2d<T> {
     pub fn forward_into(
         &self,
         x: &Tensor<T>,
-        transformed: &OnceLock<Vec<T>>,
+        transformed: &OnceLock<Transformed<T>>,
         out: &mut Tensor<T>,
         at: usize,
     ) -> Result<()> {

@@ -44,6 +44,8 @@ pub struct Decoder<T> {
     pub(crate) check_finite: bool,
     /// This decoder's convolutions use bf16 products ([`Self::emulate_bf16_products`]).
     bf16_products: bool,
+    /// ... in the CPU's bf16 dot-product kernels ([`Self::use_bf16_dot_products`]).
+    bf16_native: bool,
 }
 
 impl<T: Float> Decoder<T> {
@@ -92,6 +94,7 @@ impl<T: Float> Decoder<T> {
             conv_out: CausalConv3d::load(&vp.pp("conv_out"), c0, plan.out_ch, 3, pm)?,
             check_finite: true,
             bf16_products: false,
+            bf16_native: false,
         })
     }
 
@@ -123,12 +126,30 @@ impl<T: Float> Decoder<T> {
     /// also while decoding at the same time on other threads.
     pub fn emulate_bf16_products(&mut self, on: bool) {
         self.bf16_products = on;
+        self.bf16_native = false;
     }
 
-    /// The precision a decode computes in: `T::NAME` ("f32", "f64"), or "bf16-emulated" when
-    /// this decoder, or the process, has bf16 products on.
+    /// `true`: this decoder's convolutions run in the bf16 mode proper (`--precision bf16`):
+    /// the Winograd convolutions in the CPU's bf16 dot-product kernels
+    /// ([`crate::kernels::bf16_panels`]), the others with emulated bf16 products. An error
+    /// (`Error::Unsupported`) for a decoder not in f32 or a CPU movq has no such kernel for;
+    /// `false` turns both bf16 settings of this decoder off.
+    pub fn use_bf16_dot_products(&mut self, on: bool) -> Result<()> {
+        if on {
+            crate::ops::conv::bf16_dot_available::<T>("Decoder::use_bf16_dot_products")?;
+        }
+        (self.bf16_products, self.bf16_native) = (on, on);
+        Ok(())
+    }
+
+    /// The precision a decode computes in: `T::NAME` ("f32", "f64"), "bf16-emulated" or "bf16"
+    /// when this decoder, or (without a setting of its own) the process, has bf16 products on.
     pub fn precision_name(&self) -> &'static str {
-        if self.bf16_products { "bf16-emulated" } else { crate::kernels::bf16::precision_name::<T>() }
+        match (self.bf16_products, self.bf16_native) {
+            (true, true) => "bf16",
+            (true, false) => "bf16-emulated",
+            _ => crate::kernels::bf16::precision_name::<T>(),
+        }
     }
 
     /// True if this decoder's own setting ([`Self::emulate_bf16_products`]) is on.
@@ -160,8 +181,12 @@ impl<T: Float> Decoder<T> {
         on_stage: &mut dyn FnMut(Stage) -> Result<()>,
         tracer: Option<&mut dyn Tracer<T>>,
     ) -> Result<Tensor<T>> {
-        let bf16 = self.bf16_products || crate::kernels::params::process_bf16_products();
-        crate::kernels::params::with_bf16_products(bf16, || self.run(z, cache, on_stage, tracer))
+        use crate::kernels::params::{process_bf16_native, process_bf16_products, with_bf16};
+        let (products, native) = match self.bf16_products {
+            true => (true, self.bf16_native),
+            false => (process_bf16_products(), process_bf16_native()),
+        };
+        with_bf16(products, native, || self.run(z, cache, on_stage, tracer))
     }
 
     fn run(

@@ -3,10 +3,14 @@
 use crate::error::{Error, Result};
 use crate::kernels::Float;
 use crate::kernels::bf16::round_to_bf16;
+use crate::kernels::bf16_panels::Bf16Dot;
 use crate::kernels::conv3d::{conv3d_tiled, pointwise_in_place, tile_cols};
 use crate::kernels::params::{Conv3dParams, ConvAlgo, ConvCall};
 use crate::kernels::scratch;
-use crate::kernels::winograd::{WinogradOptions, conv3d_winograd, transform_weights, transformed_len};
+use crate::kernels::winograd::{
+    WinogradOptions, conv3d_winograd, transform_weights, transform_weights_bf16, transformed_len,
+    transformed_len_bf16,
+};
 use crate::kernels::winograd4::conv3d_winograd4;
 use crate::ops::add_inplace;
 use crate::ops::norm::NormPlan;
@@ -41,7 +45,31 @@ pub struct ConvLayer<'a, T> {
     pub params: &'a Conv3dParams,
     /// Where the layer keeps its Winograd weight transforms across calls (filled on first
     /// use); `None` transforms per call into reused scratch.
-    pub transformed: Option<&'a OnceLock<Vec<T>>>,
+    pub transformed: Option<&'a OnceLock<Transformed<T>>>,
+}
+
+/// A layer's F(2x2, 3x3) weight transforms, in the layout of the kernel that made them.
+pub struct Transformed<T> {
+    /// bf16 channel-pair panels ([`transform_weights_bf16`], `--precision bf16`), else
+    /// [`transform_weights`]' f32 layout.
+    pub bf16_pairs: bool,
+    pub u: Vec<T>,
+}
+
+impl<T: Float> Transformed<T> {
+    fn new(weight: &[T], p: &Conv3dParams, bf16_pairs: bool) -> Self {
+        let mut u = vec![T::ZERO; if bf16_pairs { transformed_len_bf16(p) } else { transformed_len::<T>(p) }];
+        match bf16_pairs {
+            true => transform_weights_bf16(&mut u, weight, p),
+            false => transform_weights(&mut u, weight, p),
+        }
+        Transformed { bf16_pairs, u }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of_val(self.u.as_slice())
+    }
 }
 
 /// What one convolution call reads: the input, and what is fused around it.
@@ -93,6 +121,14 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
     }
     let algo = ConvAlgo::for_params(p);
     let bf16 = crate::kernels::params::bf16_products();
+    let dot = bf16_dot::<T>(layer.op)?;
+    if dot.is_some() && p.has_3x3_taps() && algo != ConvAlgo::Winograd {
+        // Its kernels are F(2x2, 3x3)'s: another algorithm would round as bf16-emulated.
+        return Err(Error::Unsupported(format!(
+            "{op}: the bf16 mode runs 3x3 convolutions with Winograd F(2x2, 3x3) only, not {}",
+            algo.name()
+        )));
+    }
     if bf16 && algo == ConvAlgo::Winograd4 {
         return Err(Error::Unsupported(format!(
             "{op}: bf16 products with the F(4x4, 3x3) Winograd kernel (use --conv winograd or im2col)"
@@ -142,7 +178,7 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
         None => Tensor::zeros(out_shape)?,
     };
     let pre = prefix.map(|pre| (pre, n_pre));
-    winograd_into(layer, algo, WinogradInput { x, norm, prefix: pre }, &mut out, accumulate, 0);
+    winograd_into(layer, (algo, dot), WinogradInput { x, norm, prefix: pre }, &mut out, accumulate, 0);
     Ok(out)
 }
 
@@ -171,8 +207,46 @@ pub fn conv3d_into<T: Float>(
         let y = conv3d(layer, ConvInput::plain(x))?;
         return out.paste(&y, (at, 0, 0));
     }
-    winograd_into(layer, algo, WinogradInput { x, norm: None, prefix: None }, out, false, at);
+    let dot = bf16_dot::<T>(layer.op)?;
+    winograd_into(layer, (algo, dot), WinogradInput { x, norm: None, prefix: None }, out, false, at);
     Ok(())
+}
+
+/// The bf16 dot-product kernel the F(2x2, 3x3) convolutions use: `None` unless the bf16 mode
+/// (`--precision bf16`, [`crate::kernels::params::bf16_native`]) is on; an error where movq
+/// has no such kernel for this CPU or the decode is not in f32.
+pub fn bf16_dot<T: Float>(op: &'static str) -> Result<Option<Bf16Dot>> {
+    if !(crate::kernels::params::bf16_native() && crate::kernels::params::bf16_products()) {
+        return Ok(None);
+    }
+    bf16_dot_available::<T>(op).map(Some)
+}
+
+/// The bf16 dot-product kernel for decodes in `T` on this CPU under the process's convolution
+/// algorithm, or the error saying why not.
+pub fn bf16_dot_available<T: Float>(op: &'static str) -> Result<Bf16Dot> {
+    if T::NAME != "f32" {
+        return Err(Error::Unsupported(format!("{op}: the bf16 mode computes in f32, not {}", T::NAME)));
+    }
+    let algo = crate::kernels::params::conv_algo();
+    if algo != ConvAlgo::Winograd {
+        return Err(Error::Unsupported(format!(
+            "{op}: the bf16 mode runs 3x3 convolutions with Winograd F(2x2, 3x3) only, not {}",
+            algo.name()
+        )));
+    }
+    Bf16Dot::detect().ok_or_else(|| Error::Unsupported(format!("{op}: {}", bf16_unavailable())))
+}
+
+/// Why the bf16 mode cannot run on this CPU.
+pub fn bf16_unavailable() -> &'static str {
+    if cfg!(target_arch = "aarch64") {
+        "the bf16 mode needs an ARM CPU with bf16 dot products (FEAT_BF16, BFDOT); this one has none \
+         (the bf16-emulated mode gives its operand rounding with f32 sums, at f32 speed)"
+    } else {
+        "the bf16 mode runs on ARM CPUs with FEAT_BF16 (BFDOT) only: movq has no x86 bf16 kernel yet \
+         (avx512_bf16 vdpbf16ps is planned); the bf16-emulated mode gives bf16 products with f32 sums here"
+    }
 }
 
 /// What [`winograd_into`] reads (shapes validated by the caller).
@@ -187,7 +261,7 @@ struct WinogradInput<'a, T> {
 /// frames, h', w') at frame `at` (F(4x4): the whole output only), added to it when `accumulate`.
 fn winograd_into<T: Float>(
     layer: &ConvLayer<'_, T>,
-    algo: ConvAlgo,
+    (algo, dot): (ConvAlgo, Option<Bf16Dot>),
     input: WinogradInput<'_, T>,
     out: &mut Tensor<T>,
     accumulate: bool,
@@ -200,23 +274,29 @@ fn winograd_into<T: Float>(
     let pre_len = s.c * n_pre * s.h * s.w;
     // F(2x2, 3x3) weights transformed once per call (all samples) or once per layer; the
     // opt-in F(4x4, 3x3) transforms its own per call.
+    let pairs = dot.is_some();
     let mut own = None;
-    // bf16 products round the transforms per call (the layer cache holds f32 ones).
+    let per_call = || {
+        let mut u = scratch::take(if pairs { transformed_len_bf16(p) } else { transformed_len::<T>(p) });
+        match pairs {
+            true => transform_weights_bf16(&mut u, layer.weight, p),
+            false => transform_weights(&mut u, layer.weight, p),
+        }
+        if bf16 && !pairs {
+            round_to_bf16(&mut u);
+        }
+        u
+    };
     let u: Option<&[T]> = match (algo, layer.transformed) {
         (ConvAlgo::Winograd4, _) => None,
-        (_, Some(cell)) if !bf16 => Some(cell.get_or_init(|| {
-            let mut u = vec![T::ZERO; transformed_len::<T>(p)];
-            transform_weights(&mut u, layer.weight, p);
-            u
-        })),
-        _ => {
-            let mut u = scratch::take(transformed_len::<T>(p));
-            transform_weights(&mut u, layer.weight, p);
-            if bf16 {
-                round_to_bf16(&mut u);
-            }
-            Some(&*own.insert(u))
+        // The layer's cache, in the layout of the kernel of its first call (a later call in
+        // the other layout transforms its own). Emulated bf16 rounds per call: the cache holds
+        // the f32 transforms.
+        (_, Some(cell)) if !bf16 || pairs => {
+            let t = cell.get_or_init(|| Transformed::new(layer.weight, p, pairs));
+            Some(if t.bf16_pairs == pairs { &t.u[..] } else { &**own.insert(per_call()) })
         }
+        _ => Some(&**own.insert(per_call())),
     };
     let frames = out.shape().d;
     for b in 0..s.n {
@@ -228,6 +308,7 @@ fn winograd_into<T: Float>(
             prefix: prefix.map(|(pre, n_pre)| (&pre.data()[b * pre_len..(b + 1) * pre_len], n_pre)),
             transformed_weights: u,
             bf16_products: bf16,
+            bf16_dot: dot,
             out_frames: Some((frames, at)),
         };
         let call = ConvCall { x: xb, dims: (s.d, s.h, s.w), weight: layer.weight, bias: layer.bias, p };

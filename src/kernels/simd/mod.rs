@@ -262,6 +262,7 @@ impl Vector {
     }
 
     /// Every vector ISA this CPU runs, widest first, and [`Lane1`] (what property tests cover).
+    #[allow(clippy::vec_init_then_push)] // the pushes depend on the target
     pub fn all_available() -> Vec<Vector> {
         let mut v = Vec::new();
         #[cfg(target_arch = "x86_64")]
