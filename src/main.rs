@@ -337,6 +337,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         movq::kernels::params::set_release_weights(false);
     }
     if cli.verbose {
+        // After the precision switches (set by `select` below) the bf16 kernel shows too.
+        let precision = match &cli.command {
+            Command::Decode(a) => Some(a.precision),
+            Command::Bench(a) if !a.peak => Some(a.precision),
+            _ => None,
+        };
+        if let Some(p) = precision {
+            p.select()?;
+        }
         eprintln!("movq {}: kernels {}", env!("CARGO_PKG_VERSION"), kernels_used());
     }
     match cli.command {
@@ -460,11 +469,17 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
             "pass --config"
         }
         movq::Error::Unsupported(s) if s.contains("chunked decoding needs") => "use --mode whole",
+        movq::Error::Unsupported(s) if s.starts_with("verify --bf16:") && s.contains("bf16-emulated") => {
+            "use --bf16-emulated for the bf16 rounding on this CPU"
+        }
         movq::Error::Unsupported(s) if s.contains("the bf16 mode") && s.contains("bf16-emulated") => {
             "use --precision bf16-emulated for the bf16 rounding on this CPU"
         }
         movq::Error::Unsupported(s) if s.contains("the bf16 mode runs 3x3 convolutions") => {
-            "use --conv winograd (the default) with --precision bf16"
+            "use --conv winograd (the default) for the bf16 mode"
+        }
+        movq::Error::Unsupported(s) if s.contains("bf16 products with the F(4x4, 3x3)") => {
+            "use --conv winograd or im2col with bf16 products"
         }
         movq::Error::OutputKind { reason, .. } if reason.contains("animated PNG only when asked") => {
             "add --apng for an animated PNG"

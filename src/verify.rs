@@ -303,16 +303,18 @@ pub fn verify_file_rows(path: &Path, rows: &[&'static str]) -> Result<CaseOutcom
             "f64" => run::<f64>(path, &file, &case),
             "f32" => run::<f32>(path, &file, &case),
             "bf16e" | "bf16" => {
-                use crate::kernels::params::{set_bf16_native, set_bf16_products};
-                // Process-wide (decoders read the process settings); cleared also on panic.
-                struct Clear;
-                impl Drop for Clear {
+                use crate::kernels::params::{
+                    process_bf16_native, process_bf16_products, set_bf16_native, set_bf16_products,
+                };
+                // Process-wide (decoders read the process settings); restored also on panic.
+                struct Restore(bool, bool);
+                impl Drop for Restore {
                     fn drop(&mut self) {
-                        set_bf16_products(false);
-                        set_bf16_native(false);
+                        set_bf16_products(self.0);
+                        set_bf16_native(self.1);
                     }
                 }
-                let _clear = Clear;
+                let _restore = Restore(process_bf16_products(), process_bf16_native());
                 set_bf16_products(true);
                 set_bf16_native(precision == "bf16");
                 run::<f32>(path, &file, &case)

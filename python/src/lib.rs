@@ -132,6 +132,10 @@ impl NativeDecoder {
                 hints: InferHints { resolution, pad_mode, temporal_compress_times, class },
                 ignore: &ignore,
             };
+            if precision == "bf16" {
+                // Before any weights load: the CPU's bf16 dot products, or why not.
+                movq::ops::conv::bf16_dot_available::<f32>("precision=\"bf16\"")?;
+            }
             let ck = Checkpoint::open(&weights, &opts)?;
             let dec = match precision {
                 "f64" | "float64" => {

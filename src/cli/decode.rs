@@ -118,8 +118,8 @@ pub struct DecodeArgs {
     /// Chroma subsampling of Y4M outputs.
     #[arg(long, value_enum, default_value = "420")]
     pub chroma: ChromaArg,
-    /// Compute precision: f32 (fast), f64 (reference), or bf16-emulated (f32 with bf16
-    /// products in the convolutions).
+    /// Compute precision: f32 (fast), f64 (reference), bf16-emulated (f32 with bf16
+    /// products in the convolutions), or bf16 (the CPU's bf16 dot products: ARM FEAT_BF16).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: Precision,
     /// Memory budget in GiB (default: the memory the system reports available). A decode whose

@@ -131,7 +131,7 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
     }
     if bf16 && algo == ConvAlgo::Winograd4 {
         return Err(Error::Unsupported(format!(
-            "{op}: bf16 products with the F(4x4, 3x3) Winograd kernel (use --conv winograd or im2col)"
+            "{op}: bf16 products with the F(4x4, 3x3) Winograd kernel (F(2x2, 3x3) and im2col have them)"
         )));
     }
     if algo == ConvAlgo::Im2col {

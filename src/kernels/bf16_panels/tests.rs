@@ -203,7 +203,7 @@ fn chain(dot: Bf16Dot, pairs: &[(f32, f32)]) -> f32 {
 
 /// Slot of two bf16 values given as f32 (exactly representable).
 fn raw(lo: f32, hi: f32) -> f32 {
-    assert!(round_bf16(lo) == lo || lo.is_nan());
+    assert!((round_bf16(lo) == lo || lo.is_nan()) && (round_bf16(hi) == hi || hi.is_nan()));
     f32::from_bits((lo.to_bits() >> 16) | (hi.to_bits() & 0xFFFF_0000))
 }
 
@@ -222,8 +222,8 @@ fn bfdot_edge_values_match_the_instruction() {
         (vec![(big, one), (big, one)], f32::INFINITY.to_bits()),
         // 2^-126 x 2^-1: a subnormal product flushes to +0.
         (vec![(raw(p2(-126), 0.0), raw(0.5, 0.0))], 0),
-        // A subnormal operand (bf16 0x0040) is zero: 1 x it + 0 = 0.
-        (vec![(raw(1.0, 0.0), f32::from_bits(0x0000_0040))], 0),
+        // A subnormal operand (bf16 0x0040, 2^-127) is zero: 2^20 x it is 0, not 2^-107.
+        (vec![(raw(p2(20), 0.0), f32::from_bits(0x0000_0040))], 0),
         // 1 + 2^-30 (from two products): inexact, rounds to odd.
         (vec![(raw(1.0, p2(-15)), raw(1.0, p2(-15)))], 0x3F80_0001),
         // inf x 0 is NaN: the default NaN.
