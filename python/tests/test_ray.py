@@ -72,12 +72,20 @@ def make_latents(src, n=N):
 
 def test_kill_a_worker_then_rerun(ray_cluster, tiny_vae_dir, tmp_path):
     weights, _ = tiny_vae_dir
-    src, out = tmp_path / "latents", tmp_path / "out"
+    src = tmp_path / "latents"
     make_latents(src)
     kwargs = dict(workers=2, threads_per_worker=1, fmt="npy", max_retries=0)
-    r1 = run_and_kill_a_worker(src, out, weights, **kwargs)
-    assert r1.workers_lost == 1 and r1.failed == []
-    assert 1 <= len(r1.missing) < N and len(r1.written) + len(r1.missing) == N
+    # The kill can land after the victim finished its output but before the test read that
+    # from the log (CI saw it once): then nothing is missing and the run is repeated, in a
+    # fresh output directory, up to three times.
+    for attempt in range(3):
+        out = tmp_path / f"out{attempt}"
+        r1 = run_and_kill_a_worker(src, out, weights, **kwargs)
+        assert r1.workers_lost == 1 and r1.failed == []
+        assert len(r1.missing) < N and len(r1.written) + len(r1.missing) == N
+        if r1.missing:
+            break
+    assert r1.missing, "in three runs every kill landed after the victim's output was complete"
     # The killed worker's latent has no file under its output name (at most a hidden temporary).
     for latent in r1.missing:
         assert not (out / (os.path.basename(latent)[:-4] + ".npy")).exists()
