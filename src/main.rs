@@ -121,7 +121,8 @@ enum Command {
         #[arg(long)]
         bf16_emulated: bool,
         /// Also run each case in the bf16 mode (as `--precision bf16`: the CPU's bf16 dot
-        /// products; ARM FEAT_BF16) and report its error and PSNR (row "bf16", not judged).
+        /// products; ARM FEAT_BF16, x86 avx512_bf16) and report its error and PSNR (row
+        /// "bf16", not judged).
         #[arg(long)]
         bf16: bool,
     },
@@ -182,9 +183,13 @@ fn peak_report() -> serde_json::Value {
             (best_1t, best_all, best_name) = (one, all, v.name());
         }
     }
+    // With the self-check of movq's kernel for the instruction (the bf16 mode needs it).
+    let kernels = movq::kernels::bf16_panels::hardware_kernels();
     let bf16 = bf16_gflops(1.0).map(|one| {
         let all: f64 = rayon::broadcast(|_| bf16_gflops(1.0).unwrap_or(0.0)).iter().sum();
-        serde_json::json!({"peak_1t_gflops": one, "peak_gflops": all})
+        let checks: serde_json::Map<_, _> =
+            kernels.iter().map(|(k, ok)| (k.name().to_string(), serde_json::json!(ok))).collect();
+        serde_json::json!({"peak_1t_gflops": one, "peak_gflops": all, "kernel_self_check": checks})
     });
     serde_json::json!({
         "peak_1t_gflops": best_1t, "peak_gflops": best_all, "peak_isa": best_name,

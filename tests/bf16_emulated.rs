@@ -208,8 +208,8 @@ fn verify_reports_a_bf16_run() {
 }
 
 /// `--precision bf16` (the CPU's bf16 dot products): where movq has a kernel (ARM FEAT_BF16,
-/// e.g. under qemu), the Winograd conv differs from the emulated bf16 products only by the
-/// sums' rounding; elsewhere the op and the CLI refuse it with a named error. f64 never runs it.
+/// e.g. under qemu; x86 avx512_bf16, e.g. under Bochs), the Winograd conv differs from the
+/// emulated bf16 products only by the sums' rounding; elsewhere the op and the CLI refuse it with a named error. f64 never runs it.
 #[test]
 fn bf16_mode_runs_where_it_can_and_is_a_named_error_elsewhere() {
     use movq::kernels::bf16_panels::Bf16Dot;
@@ -246,6 +246,8 @@ fn bf16_mode_runs_where_it_can_and_is_a_named_error_elsewhere() {
     let e = native64.expect_err("f64 refuses the bf16 mode");
     assert!(matches!(e, movq::Error::Unsupported(_)) && e.to_string().contains("f64"), "{e}");
     let cli = common::movq().args(["verify", "--bf16", "no-such-dir"]).output().unwrap();
+    // The error names the instruction set's bf16 feature.
+    let feature = if cfg!(target_arch = "x86_64") { "avx512_bf16" } else { "FEAT_BF16" };
     match Bf16Dot::detect() {
         Some(dot) => {
             let y = native.unwrap();
@@ -267,17 +269,18 @@ fn bf16_mode_runs_where_it_can_and_is_a_named_error_elsewhere() {
             let f32_cached = conv3d(&cached, ConvInput::plain(&xt)).unwrap();
             let f32_plain = conv3d(&layer, ConvInput::plain(&xt)).unwrap();
             assert_eq!(f32_cached.data(), f32_plain.data());
-            // BFDOT's round-to-odd pair sums are not f32's: the kernel path ran.
+            // The instruction's sums (rounded to odd, or fused in pairs) are not the gemm's:
+            // the kernel path ran.
             assert!(y.data().iter().zip(&emulated).any(|(g, r)| g != r), "{}: emulated path", dot.name());
             // The CLI gets past the bf16 check to the missing directory.
-            assert!(!String::from_utf8_lossy(&cli.stderr).contains("FEAT_BF16"));
+            assert!(!String::from_utf8_lossy(&cli.stderr).contains(feature));
         }
         None => {
             let e = native.expect_err("no bf16 kernel here");
-            assert!(matches!(e, movq::Error::Unsupported(_)) && e.to_string().contains("FEAT_BF16"), "{e}");
+            assert!(matches!(e, movq::Error::Unsupported(_)) && e.to_string().contains(feature), "{e}");
             let err = String::from_utf8_lossy(&cli.stderr);
             assert_eq!(cli.status.code(), Some(2), "{err}");
-            assert!(err.contains("FEAT_BF16") && err.contains("bf16-emulated"), "{err}");
+            assert!(err.contains(feature) && err.contains("bf16-emulated"), "{err}");
         }
     }
 }

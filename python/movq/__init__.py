@@ -99,7 +99,7 @@ class Decoder:
         precision: ``"f32"`` (fast), ``"f64"`` (reference) or ``"bf16-emulated"`` (f32 with
             the convolutions' gemm operands rounded to bf16 and summed in f32: the error a bf16
             GPU port can expect; not faster) or ``"bf16"`` (the CPU's bf16 dot products with f32
-            sums: ARM FEAT_BF16 only; ``movq.UnsupportedError`` elsewhere, never a silent
+            sums: ARM FEAT_BF16 or x86 avx512_bf16; ``movq.UnsupportedError`` elsewhere, never a silent
             fallback). The setting is this decoder's own.
         threads: worker threads of this decoder's own pool (default: the number of cores).
         resolution, pad_mode, temporal_compress_times: what an inferred config cannot read off

@@ -119,7 +119,7 @@ pub struct DecodeArgs {
     #[arg(long, value_enum, default_value = "420")]
     pub chroma: ChromaArg,
     /// Compute precision: f32 (fast), f64 (reference), bf16-emulated (f32 with bf16
-    /// products in the convolutions), or bf16 (the CPU's bf16 dot products: ARM FEAT_BF16).
+    /// products in the convolutions), or bf16 (the CPU's bf16 dot products: ARM FEAT_BF16, x86 avx512_bf16).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: Precision,
     /// Memory budget in GiB (default: the memory the system reports available). A decode whose

@@ -6,7 +6,7 @@ use super::winograd_panels::{NR, PanelArgs, for_each_micro_tile};
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-/// Tiles per micro-tile: two vectors of 4 f32 lanes (`bf16_panels::MR`).
+/// Tiles per micro-tile: two vectors of 4 f32 lanes (`bf16_panels::MR_BFDOT`).
 pub const MR: usize = 8;
 
 /// Proof that the CPU has FEAT_BF16 (made only by [`BfdotToken::detect`]).

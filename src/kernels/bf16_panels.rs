@@ -1,33 +1,40 @@
 //! bf16 dot products for the Winograd panel product (`--precision bf16`): the transformed
 //! inputs and weights rounded to bf16 (nearest, ties to even), multiplied in pairs of input
 //! channels by the CPU's bf16 dot-product instruction with f32 accumulation. Kernels: ARM
-//! `BFDOT` (FEAT_BF16, NEON) and its plain twin [`panel_product_bfdot`], which computes what
-//! the instruction computes, bit for bit.
+//! `BFDOT` (FEAT_BF16, NEON) and x86 `vdpbf16ps` (AVX512_BF16), each with a plain twin
+//! ([`panel_product_bfdot`], [`panel_product_dpbf16`]) that computes what its instruction
+//! computes, bit for bit. The two instructions round differently ([`bfdot`], [`dpbf16`]), so
+//! the bf16 mode's output depends on the instruction set (never on the thread count).
 //!
 //! Layouts: those of [`super::winograd_panels`] with a *channel pair* in every f32 slot: the
 //! even channel's bf16 bits in the low half, the odd one's in the high half (in memory: the
-//! 2 x bf16 element pair one `BFDOT` lane reads). A frame's tile panels are
-//! `tiles_len(pairs, n_t, MR)` slots, a layer's weight panels `weights_len(c_out, pairs, k_d)`,
+//! 2 x bf16 element pair one instruction lane reads). A frame's tile panels are
+//! `tiles_len(pairs, n_t, mr)` slots (mr: [`Bf16Dot::mr`], the kernel's micro-tile width), a
+//! layer's weight panels `weights_len(c_out, pairs, k_d)` (the same for every kernel),
 //! pairs = ceil(c_in / 2); a missing odd channel is zero.
 //!
 //! Sum order: per output, time tap and block of `KC` input channels (`KC / 2` pairs), one
-//! f32 accumulator starting at zero takes every pair in channel order through `BFDOT`'s
-//! arithmetic ([`bfdot`]); the block sums are added (f32, nearest) in tap, then block order,
+//! f32 accumulator starting at zero takes every pair in channel order through the
+//! instruction's arithmetic; the block sums are added (f32, nearest) in tap, then block order,
 //! as in the f32 kernel.
 
 use super::bf16::round_bf16;
 use super::winograd_panels::{KC, NR, PanelArgs, panel_ldc};
 use rayon::prelude::*;
 
-/// Tiles per micro-tile row of the bf16 kernels (two vectors of 4 f32 lanes), on every ISA.
-pub const MR: usize = 8;
+/// Tiles per micro-tile of the `BFDOT` kernel and its twin (two vectors of 4 f32 lanes).
+pub const MR_BFDOT: usize = 8;
 #[cfg(target_arch = "aarch64")]
-const _: () = assert!(MR == super::bf16_neon::MR);
+const _: () = assert!(MR_BFDOT == super::bf16_neon::MR);
+/// Tiles per micro-tile of the `vdpbf16ps` kernel and its twin (two vectors of 16 f32 lanes).
+pub const MR_DPBF16: usize = 32;
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(MR_DPBF16 == super::x86_64::MR);
 /// Channel pairs per block (one partial sum): the f32 kernel's [`KC`] channels.
 const KC_PAIRS: usize = KC / 2;
-/// Tile blocks per pass over the weight panels (as the f32 kernel's 128 tiles).
-#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
-const MC_BLOCKS: usize = 128 / MR;
+/// Tiles per pass over the weight panels (as the f32 kernel's).
+#[cfg_attr(not(any(target_arch = "aarch64", target_arch = "x86_64")), allow(dead_code))]
+const MC_TILES: usize = 128;
 
 /// The bf16 nearest to x (ties to even), as its 16 bits.
 pub fn bf16_bits(x: f32) -> u16 {
@@ -39,16 +46,23 @@ pub fn pair(lo: f32, hi: f32) -> f32 {
     f32::from_bits(u32::from(bf16_bits(lo)) | (u32::from(bf16_bits(hi)) << 16))
 }
 
-/// Writes channel pair k of a channel-pair group (`tile_groups` over pairs) from the
-/// transforms of its two channels, each (16, n_t); `hi` is `None` past the last channel.
-/// Tiles past n_t are zero.
-pub fn pack_tile_pair(pieces: &mut [&mut [f32]], k: usize, lo: &[f32], hi: Option<&[f32]>, n_t: usize) {
-    let nb = n_t.div_ceil(MR);
+/// Writes channel pair k of a channel-pair group (`tile_groups` over pairs, micro-tile width
+/// mr) from the transforms of its two channels, each (16, n_t); `hi` is `None` past the last
+/// channel. Tiles past n_t are zero.
+pub fn pack_tile_pair(
+    pieces: &mut [&mut [f32]],
+    k: usize,
+    lo: &[f32],
+    hi: Option<&[f32]>,
+    n_t: usize,
+    mr: usize,
+) {
+    let nb = n_t.div_ceil(mr);
     assert!(pieces.len() == 16 * nb && lo.len() >= 16 * n_t && hi.is_none_or(|h| h.len() >= 16 * n_t));
     for (i, piece) in pieces.iter_mut().enumerate() {
-        let (xi, t0) = (i / nb, (i % nb) * MR);
-        let w = MR.min(n_t - t0);
-        let d = &mut piece[k * MR..][..MR];
+        let (xi, t0) = (i / nb, (i % nb) * mr);
+        let w = mr.min(n_t - t0);
+        let d = &mut piece[k * mr..][..mr];
         let l = &lo[xi * n_t + t0..][..w];
         match hi {
             Some(h) => {
@@ -144,11 +158,33 @@ pub fn bfdot(acc: f32, a: f32, b: f32) -> f32 {
     add_round_odd(acc, add_round_odd(lo, hi))
 }
 
+/// One `vdpbf16ps` lane (Intel SDM, as Bochs 3.0 emulates it): acc + a.hi b.hi, then + a.lo
+/// b.lo, each a fused multiply-add rounded to nearest (ties to even); subnormal operands are
+/// zero and subnormal results flush to zero (MXCSR is not read). NaN results are some NaN
+/// (the payload is not modelled). a, b: channel-pair slots.
+pub fn dpbf16(acc: f32, a: f32, b: f32) -> f32 {
+    let (a, b) = (a.to_bits(), b.to_bits());
+    let half = |x: u32| flush(f32::from_bits(x));
+    let hi = flush(half(a & 0xFFFF_0000).mul_add(half(b & 0xFFFF_0000), flush(acc)));
+    flush(half(a << 16).mul_add(half(b << 16), hi))
+}
+
 /// The plain twin of the `BFDOT` panel product: m = sum over time taps of (weights) . (tiles)
-/// on channel-pair panels (`p.c_in` counts pairs, `p.mr` must be [`MR`]), in the documented
-/// order.
+/// on channel-pair panels (`p.c_in` counts pairs, `p.mr` must be [`MR_BFDOT`]), in the
+/// documented order.
 pub fn panel_product_bfdot(p: PanelArgs<'_, f32>) {
-    check(&p);
+    check(&p, MR_BFDOT);
+    panel_product_twin(p, bfdot)
+}
+
+/// The plain twin of the `vdpbf16ps` panel product (`p.mr` must be [`MR_DPBF16`]).
+pub fn panel_product_dpbf16(p: PanelArgs<'_, f32>) {
+    check(&p, MR_DPBF16);
+    panel_product_twin(p, dpbf16)
+}
+
+/// The panel product in the documented order with `lane` as the instruction's arithmetic.
+fn panel_product_twin(p: PanelArgs<'_, f32>, lane: fn(f32, f32, f32) -> f32) {
     let PanelArgs { m, ld_m, c_out, c_in: pairs, n_t, a, b, mr } = p;
     let (nb, cb, ldc) = (n_t.div_ceil(mr), c_out.div_ceil(NR), panel_ldc(pairs));
     for co in 0..c_out {
@@ -161,7 +197,7 @@ pub fn panel_product_bfdot(p: PanelArgs<'_, f32>) {
                     for q in q0..(q0 + KC_PAIRS).min(pairs) {
                         let x = ap[((t / mr) * ldc + q) * mr + t % mr];
                         let w = b[((dt * cb + co / NR) * pairs + q) * NR + co % NR];
-                        acc = bfdot(acc, x, w);
+                        acc = lane(acc, x, w);
                     }
                     sum = Some(sum.map_or(acc, |s: f32| s + acc));
                 }
@@ -171,65 +207,156 @@ pub fn panel_product_bfdot(p: PanelArgs<'_, f32>) {
     }
 }
 
-fn check(p: &PanelArgs<'_, f32>) {
-    let (nb, cb) = (p.n_t.div_ceil(MR), p.c_out.div_ceil(NR));
-    assert!(p.mr == MR && p.ld_m >= nb * MR && p.m.len() >= p.c_out * p.ld_m);
+fn check(p: &PanelArgs<'_, f32>, mr: usize) {
+    let (nb, cb) = (p.n_t.div_ceil(mr), p.c_out.div_ceil(NR));
+    assert!(p.mr == mr && p.ld_m >= nb * mr && p.m.len() >= p.c_out * p.ld_m);
     assert!(p.b.len() >= p.a.len() * cb * p.c_in * NR);
-    assert!(p.a.iter().flatten().all(|a| a.len() >= nb * panel_ldc(p.c_in) * MR));
+    assert!(p.a.iter().flatten().all(|a| a.len() >= nb * panel_ldc(p.c_in) * mr));
+}
+
+/// The bf16 kernels this CPU has instructions for, each with the result of its
+/// [`self_check`] (run once per process).
+pub fn hardware_kernels() -> &'static [(Bf16Dot, bool)] {
+    static KERNELS: std::sync::OnceLock<Vec<(Bf16Dot, bool)>> = std::sync::OnceLock::new();
+    KERNELS.get_or_init(|| {
+        #[allow(unused_mut)]
+        let mut v = Vec::new();
+        #[cfg(target_arch = "aarch64")]
+        if let Some(t) = super::bf16_neon::BfdotToken::detect() {
+            v.push(Bf16Dot::Neon(t));
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = super::x86_64::Bf16::detect() {
+            v.push(Bf16Dot::Avx512(t));
+        }
+        v.into_iter()
+            .map(|k| (k, self_check(|p| k.panel_product(p), |p| k.twin().panel_product(p), k.mr())))
+            .collect()
+    })
+}
+
+/// Whether `kernel` computes what `twin` computes, bit for bit, on a fixed product: 7 output
+/// channels, 130 pairs (two KC blocks), 37 tiles, taps (on, off, on), operands of magnitudes
+/// 2^-12 .. 2^4. The kernels' arithmetic was checked under emulators only (qemu-aarch64,
+/// Bochs's reading of the Intel SDM), so a CPU whose instruction rounds otherwise loses the
+/// bf16 mode (a named error) instead of giving other numbers than the twin.
+fn self_check(kernel: impl Fn(PanelArgs<'_, f32>), twin: impl Fn(PanelArgs<'_, f32>), mr: usize) -> bool {
+    let (c_out, pairs, n_t): (usize, usize, usize) = (7, 130, 37);
+    let mut r = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        r ^= r << 13;
+        r ^= r >> 7;
+        r ^= r << 17;
+        let m = ((r >> 40) as f32 / (1u64 << 24) as f32) - 0.5;
+        m * f32::powi(2.0, (r % 17) as i32 - 12)
+    };
+    let mut slots = |n: usize| -> Vec<f32> { (0..n).map(|_| pair(next(), next())).collect() };
+    let ta = slots(n_t.div_ceil(mr) * panel_ldc(pairs) * mr);
+    let tb = slots(ta.len());
+    let b = slots(3 * c_out.div_ceil(NR) * pairs * NR);
+    let a = [Some(&ta[..]), None, Some(&tb[..])];
+    let ld_m = super::winograd_panels::m_ld(n_t, mr);
+    let (mut got, mut want) = (vec![f32::NAN; c_out * ld_m], vec![f32::NAN; c_out * ld_m]);
+    kernel(PanelArgs { m: &mut got, ld_m, c_out, c_in: pairs, n_t, a: &a, b: &b, mr });
+    twin(PanelArgs { m: &mut want, ld_m, c_out, c_in: pairs, n_t, a: &a, b: &b, mr });
+    got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits())
 }
 
 /// Which bf16 panel product runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bf16Dot {
-    /// [`panel_product_bfdot`] (`MOVQ_ISA=scalar` on a CPU with a bf16 kernel, and tests).
-    Twin,
+    /// [`panel_product_bfdot`] (`MOVQ_ISA=scalar` on ARM with FEAT_BF16, and tests).
+    BfdotTwin,
+    /// [`panel_product_dpbf16`] (`MOVQ_ISA=scalar` on x86 with AVX512_BF16, and tests).
+    Dpbf16Twin,
     /// NEON `BFDOT` (the CPU has FEAT_BF16: checked when this value is made).
     #[cfg(target_arch = "aarch64")]
     Neon(super::bf16_neon::BfdotToken),
+    /// AVX-512 `vdpbf16ps` (the CPU has AVX-512F and AVX512_BF16: checked when made).
+    #[cfg(target_arch = "x86_64")]
+    Avx512(super::x86_64::Bf16),
 }
 
 impl Bf16Dot {
-    /// The fast kernel of this CPU (the twin under `MOVQ_ISA=scalar`), or `None` where movq
-    /// has no bf16 dot-product kernel (every x86 CPU for now: the `vdpbf16ps` kernel is not
-    /// written; ARM without FEAT_BF16).
+    /// The fast kernel of this CPU, or `None` where movq has no bf16 dot-product kernel (x86
+    /// without AVX512_BF16, ARM without FEAT_BF16). Its twin (the same numbers, slowly) under
+    /// `MOVQ_ISA=scalar`, and on x86 under `MOVQ_ISA=avx2`, which rules out AVX-512 code.
     pub fn detect() -> Option<Bf16Dot> {
-        #[cfg(target_arch = "aarch64")]
-        if let Some(t) = super::bf16_neon::BfdotToken::detect() {
-            return Some(match super::isa() {
-                super::Isa::Scalar => Bf16Dot::Twin,
-                super::Isa::Vector(_) => Bf16Dot::Neon(t),
-            });
-        }
-        None
+        let kernel = Self::kernels().into_iter().next()?;
+        Some(match super::isa() {
+            super::Isa::Scalar => kernel.twin(),
+            #[cfg(target_arch = "x86_64")]
+            super::Isa::Vector(v) if !matches!(v, super::simd::Vector::Avx512(_)) => kernel.twin(),
+            super::Isa::Vector(_) => kernel,
+        })
     }
 
-    /// The twin and every bf16 kernel this CPU runs (what the property tests compare).
+    /// The bf16 kernels this CPU runs that passed their [`self_check`].
+    fn kernels() -> Vec<Bf16Dot> {
+        hardware_kernels().iter().filter(|(_, ok)| *ok).map(|&(k, _)| k).collect()
+    }
+
+    /// Both twins and every bf16 kernel this CPU has an instruction for, whatever its
+    /// self-check said (what the property tests compare).
     pub fn all_available() -> Vec<Bf16Dot> {
-        #[allow(unused_mut)]
-        let mut v = vec![Bf16Dot::Twin];
-        #[cfg(target_arch = "aarch64")]
-        if let Some(t) = super::bf16_neon::BfdotToken::detect() {
-            v.push(Bf16Dot::Neon(t));
-        }
+        let mut v = vec![Bf16Dot::BfdotTwin, Bf16Dot::Dpbf16Twin];
+        v.extend(hardware_kernels().iter().map(|&(k, _)| k));
         v
+    }
+
+    /// The plain twin computing what this kernel computes.
+    pub fn twin(self) -> Bf16Dot {
+        match self {
+            Bf16Dot::BfdotTwin | Bf16Dot::Dpbf16Twin => self,
+            #[cfg(target_arch = "aarch64")]
+            Bf16Dot::Neon(_) => Bf16Dot::BfdotTwin,
+            #[cfg(target_arch = "x86_64")]
+            Bf16Dot::Avx512(_) => Bf16Dot::Dpbf16Twin,
+        }
+    }
+
+    /// Tiles per micro-tile: the `mr` of the tile panels this kernel reads.
+    pub fn mr(self) -> usize {
+        match self.twin() {
+            Bf16Dot::Dpbf16Twin => MR_DPBF16,
+            _ => MR_BFDOT,
+        }
+    }
+
+    /// One lane of the instruction's arithmetic (the twin's): acc + a . b over a channel pair.
+    pub fn lane(self, acc: f32, a: f32, b: f32) -> f32 {
+        match self.twin() {
+            Bf16Dot::Dpbf16Twin => dpbf16(acc, a, b),
+            _ => bfdot(acc, a, b),
+        }
     }
 
     pub fn name(self) -> &'static str {
         match self {
-            Bf16Dot::Twin => "bfdot-twin",
+            Bf16Dot::BfdotTwin => "bfdot-twin",
+            Bf16Dot::Dpbf16Twin => "vdpbf16ps-twin",
             #[cfg(target_arch = "aarch64")]
             Bf16Dot::Neon(_) => "neon-bfdot",
+            #[cfg(target_arch = "x86_64")]
+            Bf16Dot::Avx512(_) => "avx512-vdpbf16ps",
         }
     }
 
-    /// m = the panel product of channel-pair panels (see [`panel_product_bfdot`]).
+    /// m = the panel product of channel-pair panels (see [`panel_product_bfdot`]), `p.mr`
+    /// this kernel's [`Bf16Dot::mr`].
     pub fn panel_product(self, p: PanelArgs<'_, f32>) {
         match self {
-            Bf16Dot::Twin => panel_product_bfdot(p),
+            Bf16Dot::BfdotTwin => panel_product_bfdot(p),
+            Bf16Dot::Dpbf16Twin => panel_product_dpbf16(p),
             #[cfg(target_arch = "aarch64")]
             Bf16Dot::Neon(t) => {
-                check(&p);
-                super::bf16_neon::panel_product(t, p, KC_PAIRS, MC_BLOCKS)
+                check(&p, MR_BFDOT);
+                super::bf16_neon::panel_product(t, p, KC_PAIRS, MC_TILES / MR_BFDOT)
+            }
+            #[cfg(target_arch = "x86_64")]
+            Bf16Dot::Avx512(t) => {
+                check(&p, MR_DPBF16);
+                super::x86_64::panel_product(t, p, KC_PAIRS, MC_TILES / MR_DPBF16)
             }
         }
     }

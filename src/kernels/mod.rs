@@ -128,7 +128,7 @@ pub trait Float: Element + scratch::Pooled {
     }
     /// See [`bf16_panels::pack_tile_pair`]. The bf16 dot-product kernels run on f32 only: the
     /// conv ops refuse other element types before a kernel is reached.
-    fn bf16_pack_pair(_: &mut [&mut [Self]], _: usize, _: &[Self], _: Option<&[Self]>, _: usize) {
+    fn bf16_pack_pair(_: &mut [&mut [Self]], _: usize, _: &[Self], _: Option<&[Self]>, _: usize, _: usize) {
         unreachable!("bf16 dot products on {}", Self::NAME)
     }
     /// See [`bf16_panels::pack_weights_bf16`] (f32 only).
@@ -225,8 +225,15 @@ impl Float for f32 {
             Isa::Vector(v) => v.run(winograd_panels::PanelProduct(a)),
         }
     }
-    fn bf16_pack_pair(pieces: &mut [&mut [f32]], k: usize, lo: &[f32], hi: Option<&[f32]>, n_t: usize) {
-        bf16_panels::pack_tile_pair(pieces, k, lo, hi, n_t)
+    fn bf16_pack_pair(
+        pieces: &mut [&mut [f32]],
+        k: usize,
+        lo: &[f32],
+        hi: Option<&[f32]>,
+        n_t: usize,
+        mr: usize,
+    ) {
+        bf16_panels::pack_tile_pair(pieces, k, lo, hi, n_t, mr)
     }
     fn bf16_pack_weights(dst: &mut [f32], u: &[f32], dims: (usize, usize, usize), ld_u: usize) {
         bf16_panels::pack_weights_bf16(dst, u, dims, ld_u)

@@ -17,7 +17,7 @@
 
 use super::Float;
 use super::bf16::round_to_bf16;
-use super::bf16_panels::{Bf16Dot, MR as BF16_MR};
+use super::bf16_panels::Bf16Dot;
 use super::gemm::{Mat, Par, gemm};
 use super::input_norm::InputNorm;
 use super::params::{Conv3dParams, ConvCall};
@@ -165,8 +165,8 @@ enum Dest {
     Rows,
     /// Tile panels of width mr ([`super::winograd_panels`]).
     Panels(usize),
-    /// bf16 channel-pair tile panels ([`super::bf16_panels`]).
-    Bf16Pairs,
+    /// bf16 channel-pair tile panels of width mr ([`super::bf16_panels`]).
+    Bf16Pairs(usize),
 }
 
 /// v = B^T d B for every tile of strip `s` in one frame of every input channel, normalised on
@@ -199,10 +199,10 @@ fn transform_input<T: Float>(v: &mut [T], fr: InputFrame<'_, T>, p: &Conv3dParam
                 }
             })
         }
-        Dest::Bf16Pairs => {
+        Dest::Bf16Pairs(mr) => {
             let pairs = p.c_in.div_ceil(2);
             let group = pairs.div_ceil(4 * rayon::current_num_threads()).clamp(1, PACK_GROUP / 2);
-            let groups = tile_groups(v, pairs, n_t, BF16_MR, group);
+            let groups = tile_groups(v, pairs, n_t, mr, group);
             groups.into_par_iter().enumerate().for_each_init(init, |(pad, scr, local), (g, mut pieces)| {
                 local.resize(32 * n_t, T::ZERO);
                 let (lo, hi) = local.split_at_mut(16 * n_t);
@@ -213,7 +213,7 @@ fn transform_input<T: Float>(v: &mut [T], fr: InputFrame<'_, T>, p: &Conv3dParam
                         transform_channel(hi, pad, scr, ci + 1, fr, p, s);
                         &*hi
                     });
-                    T::bf16_pack_pair(&mut pieces, k, lo, hi, n_t);
+                    T::bf16_pack_pair(&mut pieces, k, lo, hi, n_t, mr);
                 }
             })
         }
@@ -284,7 +284,7 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
     assert!(bf16_dot.is_none() || T::NAME == "f32", "bf16 dot products on {}", T::NAME);
     // Channel slots of the tile and weight panels: channel pairs for the bf16 kernels.
     let (panels, slots) = match bf16_dot {
-        Some(_) => (Some(BF16_MR), c_in.div_ceil(2)),
+        Some(dot) => (Some(dot.mr()), c_in.div_ceil(2)),
         None => (T::winograd_panel_width(), c_in),
     };
     let mut own_u = None;
@@ -355,7 +355,7 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
                         },
                     };
                     let dest = match (bf16_dot, panels) {
-                        (Some(_), _) => Dest::Bf16Pairs,
+                        (Some(dot), _) => Dest::Bf16Pairs(dot.mr()),
                         (None, Some(mr)) => Dest::Panels(mr),
                         (None, None) => Dest::Rows,
                     };
@@ -488,20 +488,23 @@ mod tests {
         let (d, h, w) = p.out_dims(dims.0, dims.1, dims.2).unwrap();
         let mut want = vec![f32::NAN; c_out * d * h * w];
         conv3d_winograd(&mut want, &call, &WinogradOptions { bf16_products: true, ..Default::default() });
-        let mut twin = vec![f32::NAN; want.len()];
+        let mut twins: Vec<(Bf16Dot, Vec<f32>)> = Vec::new();
+        // The twins come first.
         for dot in Bf16Dot::all_available() {
             let mut got = vec![f32::NAN; want.len()];
             conv3d_winograd(&mut got, &call, &WinogradOptions { bf16_dot: Some(dot), ..Default::default() });
             for (i, (&g, &r)) in got.iter().zip(&want).enumerate() {
                 assert!((g - r).abs() <= 1e-5 * (1.0 + r.abs()), "{}: at {i}: {g} vs {r}", dot.name());
             }
-            // The pairwise round-to-odd sums are not f32's: some outputs differ.
+            // The instructions' sums (rounded to odd, or fused pairs) are not the gemm's: some
+            // outputs differ.
             assert!(got.iter().zip(&want).any(|(g, r)| g != r), "{}: the emulated path ran", dot.name());
-            if dot == Bf16Dot::Twin {
-                twin = got;
+            if dot == dot.twin() {
+                twins.push((dot, got));
             } else {
+                let twin = &twins.iter().find(|(t, _)| *t == dot.twin()).expect("twin first").1;
                 assert!(
-                    got.iter().zip(&twin).all(|(g, t)| g.to_bits() == t.to_bits()),
+                    got.iter().zip(twin).all(|(g, t)| g.to_bits() == t.to_bits()),
                     "{} vs twin",
                     dot.name()
                 );

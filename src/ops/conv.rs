@@ -239,14 +239,29 @@ pub fn bf16_dot_available<T: Float>(op: &'static str) -> Result<Bf16Dot> {
 }
 
 /// Why the bf16 mode cannot run on this CPU.
-pub fn bf16_unavailable() -> &'static str {
-    if cfg!(target_arch = "aarch64") {
+pub fn bf16_unavailable() -> String {
+    if let Some(&(k, _)) = crate::kernels::bf16_panels::hardware_kernels().iter().find(|(_, ok)| !ok) {
+        let feature = if cfg!(target_arch = "x86_64") { "avx512_bf16" } else { "FEAT_BF16" };
+        return format!(
+            "this CPU has bf16 dot products ({feature}), but movq's {} kernel did not reproduce its \
+             plain twin ({}) on the self-check, so the bf16 mode is off here (please report the CPU \
+             model; the bf16-emulated mode gives the bf16 operand rounding with f32 sums, at f32 speed)",
+            k.name(),
+            k.twin().name()
+        );
+    }
+    let why = if cfg!(target_arch = "aarch64") {
         "the bf16 mode needs an ARM CPU with bf16 dot products (FEAT_BF16, BFDOT); this one has none \
          (the bf16-emulated mode gives its operand rounding with f32 sums, at f32 speed)"
+    } else if cfg!(target_arch = "x86_64") {
+        "the bf16 mode needs an x86 CPU with AVX-512 bf16 dot products (avx512_bf16, vdpbf16ps: \
+         Zen 4 and later, Cooper Lake, Sapphire Rapids and later); this one has none (the \
+         bf16-emulated mode gives its operand rounding with f32 sums, at f32 speed)"
     } else {
-        "the bf16 mode runs on ARM CPUs with FEAT_BF16 (BFDOT) only: movq has no x86 bf16 kernel yet \
-         (avx512_bf16 vdpbf16ps is planned); the bf16-emulated mode gives bf16 products with f32 sums here"
-    }
+        "the bf16 mode runs on ARM CPUs with FEAT_BF16 and x86 CPUs with avx512_bf16 only (the \
+         bf16-emulated mode gives its operand rounding with f32 sums, at f32 speed)"
+    };
+    why.to_string()
 }
 
 /// What [`winograd_into`] reads (shapes validated by the caller).

@@ -70,10 +70,24 @@ proptest! {
     }
 }
 
-/// Every bf16 panel product this CPU runs equals the twin bit for bit, and the twin equals
+/// Every bf16 panel product this CPU runs equals its twin bit for bit, and each twin equals
 /// a direct sum over the unpacked operands in the documented order.
 fn check(c_out: usize, c_in: usize, n_t: usize, taps: &[bool], seed: u64) -> Result<(), TestCaseError> {
-    let (k_d, pairs) = (taps.len(), c_in.div_ceil(2));
+    for twin in [Bf16Dot::BfdotTwin, Bf16Dot::Dpbf16Twin] {
+        check_twin(twin, c_out, c_in, n_t, taps, seed)?;
+    }
+    Ok(())
+}
+
+fn check_twin(
+    twin: Bf16Dot,
+    c_out: usize,
+    c_in: usize,
+    n_t: usize,
+    taps: &[bool],
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let (k_d, pairs, mr) = (taps.len(), c_in.div_ceil(2), twin.mr());
     let ld_v = padded_ld(16 * n_t);
     let v: Vec<Vec<f32>> = (0..k_d).map(|dt| values(c_in * ld_v, seed + dt as u64)).collect();
     let ld_u = padded_ld(16 * k_d * c_in);
@@ -83,19 +97,19 @@ fn check(c_out: usize, c_in: usize, n_t: usize, taps: &[bool], seed: u64) -> Res
     let tiles: Vec<Vec<f32>> = v
         .iter()
         .map(|vd| {
-            let mut t = vec![f32::NAN; tiles_len(pairs, n_t, MR)];
+            let mut t = vec![f32::NAN; tiles_len(pairs, n_t, mr)];
             // Groups of 3 pairs (the last shorter), as the input transform packs them.
-            for (g, mut pieces) in tile_groups(&mut t, pairs, n_t, MR, 3).into_iter().enumerate() {
+            for (g, mut pieces) in tile_groups(&mut t, pairs, n_t, mr, 3).into_iter().enumerate() {
                 for k in 0..3.min(pairs - 3 * g) {
                     let ci = 2 * (3 * g + k);
                     let hi = (ci + 1 < c_in).then(|| &vd[(ci + 1) * ld_v..]);
-                    pack_tile_pair(&mut pieces, k, &vd[ci * ld_v..], hi, n_t);
+                    pack_tile_pair(&mut pieces, k, &vd[ci * ld_v..], hi, n_t, mr);
                 }
             }
             t
         })
         .collect();
-    let (nb, ld_m) = (n_t.div_ceil(MR), m_ld(n_t, MR));
+    let (nb, ld_m) = (n_t.div_ceil(mr), m_ld(n_t, mr));
     let bf = |x: f32| f32::from_bits(u32::from(bf16_bits(x)) << 16);
     // Two bf16 values (low 16 bits zero) as one channel-pair slot.
     let slot = |lo: f32, hi: f32| f32::from_bits((lo.to_bits() >> 16) | (hi.to_bits() & 0xFFFF_0000));
@@ -103,11 +117,11 @@ fn check(c_out: usize, c_in: usize, n_t: usize, taps: &[bool], seed: u64) -> Res
         let a: Vec<Option<&[f32]>> = tiles
             .iter()
             .zip(taps)
-            .map(|(t, &on)| on.then(|| &t[xi * nb * panel_ldc(pairs) * MR..]))
+            .map(|(t, &on)| on.then(|| &t[xi * nb * panel_ldc(pairs) * mr..]))
             .collect();
         let b = &wp[xi * k_d * c_out.div_ceil(NR) * pairs * NR..];
         let mut want = vec![f32::NAN; c_out * ld_m];
-        panel_product_bfdot(PanelArgs { m: &mut want, ld_m, c_out, c_in: pairs, n_t, a: &a, b, mr: MR });
+        twin.panel_product(PanelArgs { m: &mut want, ld_m, c_out, c_in: pairs, n_t, a: &a, b, mr });
         for co in 0..c_out {
             for t in 0..n_t {
                 let mut acc = None;
@@ -123,8 +137,7 @@ fn check(c_out: usize, c_in: usize, n_t: usize, taps: &[bool], seed: u64) -> Res
                                 false => (0.0, 0.0),
                             };
                             let ((x0, w0), (x1, w1)) = (elem(2 * q), elem(2 * q + 1));
-                            let (x, w) = (slot(x0, x1), slot(w0, w1));
-                            part = bfdot(part, x, w);
+                            part = twin.lane(part, slot(x0, x1), slot(w0, w1));
                         }
                         acc = Some(acc.map_or(part, |s: f32| s + part));
                     }
@@ -133,15 +146,16 @@ fn check(c_out: usize, c_in: usize, n_t: usize, taps: &[bool], seed: u64) -> Res
                 prop_assert_eq!(
                     want[co * ld_m + t].to_bits(),
                     acc.to_bits(),
-                    "twin vs direct at co {} t {}",
+                    "{} vs direct at co {} t {}",
+                    twin.name(),
                     co,
                     t
                 );
             }
         }
-        for dot in Bf16Dot::all_available() {
+        for dot in Bf16Dot::all_available().into_iter().filter(|d| d.twin() == twin && *d != twin) {
             let mut got = vec![f32::NAN; c_out * ld_m];
-            dot.panel_product(PanelArgs { m: &mut got, ld_m, c_out, c_in: pairs, n_t, a: &a, b, mr: MR });
+            dot.panel_product(PanelArgs { m: &mut got, ld_m, c_out, c_in: pairs, n_t, a: &a, b, mr });
             for co in 0..c_out {
                 for t in 0..n_t {
                     let (g, w) = (got[co * ld_m + t], want[co * ld_m + t]);
@@ -175,7 +189,7 @@ proptest! {
 /// Blocks of KC channels (odd count: a zero high half) and MC tile blocks.
 #[test]
 fn bf16_panel_product_across_blocks() {
-    check(13, KC + 3, MR * MC_BLOCKS * 2 + 5, &[true, false, true], 7).unwrap();
+    check(13, KC + 3, MC_TILES * 2 + 5, &[true, false, true], 7).unwrap();
 }
 
 #[test]
@@ -184,20 +198,20 @@ fn bf16_panel_product_without_taps_is_zero() {
 }
 
 /// One output of a 1-tap product over the given channel-pair slots (x, w), pair by pair, on
-/// `dot`: the BFDOT chain from zero.
+/// `dot`: the instruction's chain from zero.
 fn chain(dot: Bf16Dot, pairs: &[(f32, f32)]) -> f32 {
-    let n = pairs.len();
+    let (n, mr) = (pairs.len(), dot.mr());
     let ldc = panel_ldc(n);
-    let mut a = vec![0.0f32; ldc * MR];
+    let mut a = vec![0.0f32; ldc * mr];
     let mut b = vec![0.0f32; n * NR];
     for (q, &(x, w)) in pairs.iter().enumerate() {
-        a[q * MR] = x;
+        a[q * mr] = x;
         b[q * NR] = w;
     }
-    let ld_m = m_ld(1, MR);
+    let ld_m = m_ld(1, mr);
     let mut m = vec![f32::NAN; ld_m];
     let taps = [Some(&a[..])];
-    dot.panel_product(PanelArgs { m: &mut m, ld_m, c_out: 1, c_in: n, n_t: 1, a: &taps, b: &b, mr: MR });
+    dot.panel_product(PanelArgs { m: &mut m, ld_m, c_out: 1, c_in: n, n_t: 1, a: &taps, b: &b, mr });
     m[0]
 }
 
@@ -229,8 +243,13 @@ fn bfdot_edge_values_match_the_instruction() {
         // inf x 0 is NaN: the default NaN.
         (vec![(raw(f32::INFINITY, 0.0), raw(0.0, 0.0))], DEFAULT_NAN),
     ];
-    for dot in Bf16Dot::all_available() {
-        for (pairs, want) in &cases {
+    check_chains(Bf16Dot::BfdotTwin, &cases);
+}
+
+/// Each case's chain gives its bits on `twin` and on every kernel it is the twin of.
+fn check_chains(twin: Bf16Dot, cases: &[(Vec<(f32, f32)>, u32)]) {
+    for dot in Bf16Dot::all_available().into_iter().filter(|d| d.twin() == twin) {
+        for (pairs, want) in cases {
             let got = chain(dot, pairs);
             assert_eq!(
                 got.to_bits(),
@@ -241,5 +260,56 @@ fn bfdot_edge_values_match_the_instruction() {
                 got.to_bits()
             );
         }
+    }
+}
+
+/// Edge cases of `vdpbf16ps`'s arithmetic (Intel SDM; Bochs 3.0 emulates it so), on the twin
+/// and the instruction: the high products first, nearest-even fused additions, overflow,
+/// subnormal operands and results. NaN results are checked as NaN only.
+#[test]
+fn dpbf16_edge_values_match_the_instruction() {
+    let p2 = |e: i32| f32::powi(2.0, e);
+    let big = raw(f32::from_bits(0x7F7F_0000), 0.0);
+    let one = raw(1.0, 0.0);
+    let cases: Vec<(Vec<(f32, f32)>, u32)> = vec![
+        (vec![(big, one), (big, one)], f32::INFINITY.to_bits()),
+        // 2^-126 x 2^-1: a subnormal result flushes to +0.
+        (vec![(raw(p2(-126), 0.0), raw(0.5, 0.0))], 0),
+        // A subnormal operand (bf16 0x0040, 2^-127) is zero.
+        (vec![(raw(p2(20), 0.0), f32::from_bits(0x0000_0040))], 0),
+        // 2^-30 + 1: nearest even, 1 (BFDOT: rounded to odd).
+        (vec![(raw(1.0, p2(-15)), raw(1.0, p2(-15)))], 1.0f32.to_bits()),
+        // Onto 1: the high product -1 first gives 0, then + 2^-24 exactly; the low one first
+        // would round 1 + 2^-24 to 1 and give 0.
+        (vec![(one, one), (raw(p2(-24), -1.0), raw(1.0, 1.0))], p2(-24).to_bits()),
+    ];
+    check_chains(Bf16Dot::Dpbf16Twin, &cases);
+    for dot in Bf16Dot::all_available().into_iter().filter(|d| d.twin() == Bf16Dot::Dpbf16Twin) {
+        let nan = chain(dot, &[(raw(f32::INFINITY, 0.0), raw(0.0, 0.0))]);
+        assert!(nan.is_nan(), "{}: inf x 0 gave {nan:e}", dot.name());
+    }
+}
+
+/// The self-check sees a difference in the last bit: the two instructions' arithmetic on the
+/// same panels.
+#[test]
+fn self_check_tells_the_two_arithmetics_apart() {
+    assert!(self_check(|p| panel_product_twin(p, bfdot), |p| panel_product_twin(p, bfdot), MR_BFDOT));
+    assert!(!self_check(|p| panel_product_twin(p, bfdot), |p| panel_product_twin(p, dpbf16), MR_BFDOT));
+    assert!(!self_check(|p| panel_product_twin(p, dpbf16), |p| panel_product_twin(p, bfdot), MR_DPBF16));
+    // An instruction that took the even (low) pair first.
+    fn low_first(acc: f32, a: f32, b: f32) -> f32 {
+        let swap = |x: f32| f32::from_bits(x.to_bits().rotate_left(16));
+        dpbf16(acc, swap(a), swap(b))
+    }
+    assert!(!self_check(|p| panel_product_twin(p, low_first), |p| panel_product_twin(p, dpbf16), MR_DPBF16));
+}
+
+/// Where the CPU has a bf16 dot-product instruction, movq's kernel for it reproduces its twin
+/// (otherwise the bf16 mode is an error on this CPU, and this test says why).
+#[test]
+fn every_bf16_kernel_of_this_cpu_passes_its_self_check() {
+    for &(k, ok) in hardware_kernels() {
+        assert!(ok, "{} differs from {} on this CPU", k.name(), k.twin().name());
     }
 }
