@@ -131,7 +131,16 @@ proptest! {
         let joined = (n_pre + d, h, w);
         let (d_o, h_o, w_o) = p.out_dims(joined.0, h, w).expect("a longer clip stays valid");
         let x = values(p.c_in * d * h * w, seed);
-        let pre = values(p.c_in * n_pre * h * w, seed ^ 3);
+        let mut pre = values(p.c_in * n_pre * h * w, seed ^ 3);
+        // With two or more prefix frames, the first copies the second (a cache holding the
+        // replicated first frame): read as that frame, the result is the same.
+        let copies = usize::from(n_pre >= 2);
+        if copies == 1 {
+            for f in pre.chunks_exact_mut(n_pre * h * w) {
+                let (a, b) = f.split_at_mut(h * w);
+                a.copy_from_slice(&b[..h * w]);
+            }
+        }
         let coeffs: Vec<(f64, f64)> =
             values(2 * p.c_in, seed ^ 4).chunks(2).map(|c| (1.0 + c[0], c[1])).collect();
         let wt = values(p.c_out * p.k_len(), seed ^ 1);
@@ -140,6 +149,7 @@ proptest! {
             input_norm: Some(InputNorm { coeffs: &coeffs, modulation: None, act }),
             accumulate: false,
             prefix: Some((&pre, n_pre)),
+            prefix_copies: copies,
             transformed_weights: None,
             bf16_products: false,
             bf16_dot: None,
@@ -309,6 +319,7 @@ proptest! {
             input_norm: Some(InputNorm { coeffs: &coeffs, modulation: None, act: silu }),
             accumulate: false,
             prefix: Some((&pre, n_pre)),
+            prefix_copies: 0,
             transformed_weights: None,
             bf16_products: false,
             bf16_dot: None,

@@ -25,6 +25,7 @@ pub mod winograd;
 pub mod winograd4;
 pub mod winograd_panels;
 pub mod winograd_tiles;
+pub mod winograd_weights;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 

@@ -11,8 +11,10 @@
 //! scratch, fixed by the layer shape only). Per strip and output frame, the transformed input of
 //! each source frame is computed once (kept while later frames still read it); then 16 tasks
 //! (one per transformed position) each run the k_d gemms over all output channels, and tasks
-//! over output channels apply the output transform into their own channel planes. Kernel transforms are computed per call in f64 and rounded
-//! once. Numerics: the transforms add terms before multiplying, so rounding differs from the
+//! over output channels apply the output transform into their own channel planes. Kernel
+//! transforms are computed in f64 and rounded once ([`super::winograd_weights`]); an output
+//! frame whose taps read one source frame several times (the replicated first frame of a
+//! causal conv) multiplies it once, by the taps' summed weights. Numerics: the transforms add terms before multiplying, so rounding differs from the
 //! direct convolution; the golden cases bound the difference (see README).
 
 use super::Float;
@@ -23,11 +25,14 @@ use super::input_norm::InputNorm;
 use super::params::{Conv3dParams, ConvCall};
 use super::scratch;
 pub use super::winograd_panels::padded_ld;
-use super::winograd_panels::{
-    PanelArgs, m_ld, pack_tile_channel, pack_weights, tile_groups, tiles_len, weights_len,
-};
+use super::winograd_panels::{PanelArgs, m_ld, pack_tile_channel, tile_groups, tiles_len, weights_len};
 use super::winograd_tiles::{InputRowArgs, OutputRowArgs};
+use super::winograd_weights::{merged_weights, tap_runs};
+pub use super::winograd_weights::{
+    transform_weights, transform_weights_bf16, transformed_len, transformed_len_bf16,
+};
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Input channels per task of the input transform into tile panels, at most.
 const PACK_GROUP: usize = 16;
@@ -35,72 +40,6 @@ const PACK_GROUP: usize = 16;
 pub const TILES_PER_STRIP: usize = 1024;
 /// Upper bound of the transformed-input cache of one strip (k_d source frames).
 pub const STRIP_CACHE_BYTES: usize = 64 << 20;
-
-/// u = the transformed weights `U = G g G^T` of weight (c_out, c_in, k_d, 3, 3), in the layout
-/// the gemms read: weight panels ([`super::winograd_panels`]) when `T` runs on them, else (c_out, 16,
-/// k_d, c_in) with row stride `padded_ld(16 * k_d * c_in)`. u: ([`transformed_len`],)
-pub fn transform_weights<T: Float>(u: &mut [T], weight: &[T], p: &Conv3dParams) {
-    if T::winograd_panel_width().is_none() {
-        return transform_weight_rows(u, weight, p);
-    }
-    let ld_u = padded_ld(16 * p.k_d * p.c_in);
-    let mut rows = scratch::take(p.c_out * ld_u);
-    transform_weight_rows(&mut rows, weight, p);
-    pack_weights(u, &rows, (p.c_out, p.c_in, p.k_d), ld_u);
-}
-
-/// u = the transformed weights as bf16 channel-pair weight panels ([`super::bf16_panels`]).
-/// u: ([`transformed_len_bf16`],) ; f32 decodes only.
-pub fn transform_weights_bf16<T: Float>(u: &mut [T], weight: &[T], p: &Conv3dParams) {
-    let ld_u = padded_ld(16 * p.k_d * p.c_in);
-    let mut rows = scratch::take(p.c_out * ld_u);
-    transform_weight_rows(&mut rows, weight, p);
-    T::bf16_pack_weights(u, &rows, (p.c_out, p.c_in, p.k_d), ld_u);
-}
-
-/// Elements of [`transform_weights_bf16`]'s output.
-pub fn transformed_len_bf16(p: &Conv3dParams) -> usize {
-    weights_len(p.c_out, p.c_in.div_ceil(2), p.k_d)
-}
-
-// The small 4x4 transforms index rows and columns explicitly, like the formulas they implement.
-#[allow(clippy::needless_range_loop)]
-/// u: (c_out, 16, k_d, c_in), row stride `padded_ld(16 * k_d * c_in)`, from weight (c_out, c_in, k_d, 3, 3): `U = G g G^T`.
-fn transform_weight_rows<T: Float>(u: &mut [T], weight: &[T], p: &Conv3dParams) {
-    let (c_in, k_d) = (p.c_in, p.k_d);
-    u.par_chunks_mut(padded_ld(16 * k_d * c_in)).enumerate().for_each(|(co, uo)| {
-        for ci in 0..c_in {
-            for dt in 0..k_d {
-                let g = &weight[((co * c_in + ci) * k_d + dt) * 9..][..9];
-                let g = |r: usize, c: usize| g[r * 3 + c].to_f64();
-                // Gg: 4x3, rows (g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2) of the columns.
-                let mut gg = [[0.0f64; 3]; 4];
-                for c in 0..3 {
-                    let (a, b, d) = (g(0, c), g(1, c), g(2, c));
-                    gg[0][c] = a;
-                    gg[1][c] = 0.5 * (a + b + d);
-                    gg[2][c] = 0.5 * (a - b + d);
-                    gg[3][c] = d;
-                }
-                for (r, row) in gg.iter().enumerate() {
-                    let (a, b, d) = (row[0], row[1], row[2]);
-                    let vals = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
-                    for (c, v) in vals.into_iter().enumerate() {
-                        uo[((r * 4 + c) * k_d + dt) * c_in + ci] = T::from_f64(v);
-                    }
-                }
-            }
-        }
-    });
-}
-
-/// Elements of the transformed weights of `p` ([`transform_weights`]).
-pub fn transformed_len<T: Float>(p: &Conv3dParams) -> usize {
-    match T::winograd_panel_width() {
-        Some(_) => weights_len(p.c_out, p.c_in, p.k_d),
-        None => p.c_out * padded_ld(16 * p.k_d * p.c_in),
-    }
-}
 
 /// Options of [`conv3d_winograd`].
 #[derive(Default)]
@@ -113,6 +52,10 @@ pub struct WinogradOptions<'a, T> {
     /// normalised): the convolution reads the sequence prefix ++ norm(x), and the time padding
     /// of `p` applies to that whole sequence. A causal conv's carried cache.
     pub prefix: Option<(&'a [T], usize)>,
+    /// The first `prefix_copies` prefix frames are copies of the prefix frame after them (a
+    /// causal conv's replicated first frame, carried in its cache): read as that frame, so
+    /// their taps merge as in the call that padded with them.
+    pub prefix_copies: usize,
     /// The weights already transformed by [`transform_weights`] (a layer's cache); without
     /// them each call transforms into a reused scratch buffer. With `bf16_products` they must
     /// already be rounded to bf16.
@@ -269,6 +212,9 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
     let (d, h, w) = dims;
     let (prefix, n_pre) = opts.prefix.unwrap_or((&[], 0));
     assert_eq!(prefix.len(), p.c_in * n_pre * h * w);
+    let copies = opts.prefix_copies;
+    assert!(copies == 0 || copies < n_pre, "prefix copies of a frame past the prefix");
+    let canonical = |f: usize| if f < copies { copies } else { f };
     // Frame indices below run over the whole sequence prefix ++ x.
     let d_all = n_pre + d;
     let (d_out, h_out, w_out) = p.out_dims(d_all, h, w).expect("caller validated the conv geometry");
@@ -279,7 +225,6 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
     assert_eq!(out.len(), c_out * plane_out);
     assert_eq!(x.len(), c_in * d * h * w);
     assert_eq!(weight.len(), p.c_out * c_in * k_d * 9);
-    let kk = padded_ld(16 * k_d * c_in);
     let bf16_dot = opts.bf16_dot;
     assert!(bf16_dot.is_none() || T::NAME == "f32", "bf16 dot products on {}", T::NAME);
     // Channel slots of the tile and weight panels: channel pairs for the bf16 kernels.
@@ -327,6 +272,10 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
     let (_, frame_max, ld_m_max) = sizes(strip_rows.min(th) * tw);
     let mut mbuf_all = scratch::take::<T>(16 * c_out * ld_m_max);
     let mut spare: Vec<scratch::Scratch<T>> = Vec::new();
+    // Weight panels for frames whose taps read one source frame several times (the replicated
+    // first frame of a causal conv): that frame is multiplied once, by its taps' summed
+    // weights. Per run pattern: (runs, panels of runs.len() taps).
+    let mut merged: Vec<(Vec<Range<usize>>, scratch::Scratch<T>)> = Vec::new();
     for i0 in (0..th).step_by(strip_rows) {
         let s = Strip { i0, rows: strip_rows.min(th - i0), tw };
         let n_t = s.tiles();
@@ -335,7 +284,27 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
         // (16, c_out, tiles) with row stride ld_m
         let mbuf = &mut mbuf_all[..16 * c_out * ld_m];
         for t in 0..d_out {
-            let srcs: Vec<Option<usize>> = (0..k_d).map(|dt| p.src_frame(t, dt, d_all)).collect();
+            let srcs: Vec<Option<usize>> =
+                (0..k_d).map(|dt| p.src_frame(t, dt, d_all).map(canonical)).collect();
+            let runs = tap_runs(&srcs);
+            let mi = match runs.len() < k_d {
+                false => None,
+                true => Some(match merged.iter().position(|(r, _)| *r == runs) {
+                    Some(i) => i,
+                    None => {
+                        let mu = merged_weights(
+                            weight,
+                            p,
+                            &runs,
+                            panels.is_some(),
+                            bf16_dot.is_some(),
+                            opts.bf16_products,
+                        );
+                        merged.push((runs.clone(), mu));
+                        merged.len() - 1
+                    }
+                }),
+            };
             // Frames no longer read hand their buffers to the ones transformed next.
             let (keep, done): (Vec<_>, Vec<_>) = cache.drain(..).partition(|(f, _)| srcs.contains(&Some(*f)));
             cache = keep;
@@ -366,17 +335,21 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
                     cache.push((f, buf));
                 }
             }
-            let taps: Vec<Option<&[T]>> = srcs
-                .iter()
-                .map(|sf| sf.map(|f| &cache.iter().find(|(g, _)| *g == f).expect("cached").1[..frame_len]))
-                .collect();
+            let frame = |sf: Option<usize>| {
+                sf.map(|f| &cache.iter().find(|(g, _)| *g == f).expect("cached").1[..frame_len])
+            };
+            // Per tap of the weights used: the tile panels it multiplies.
+            let (taps, uw, k_u): (Vec<Option<&[T]>>, &[T], usize) = match mi {
+                Some(i) => (runs.iter().map(|r| frame(srcs[r.start])).collect(), &merged[i].1, runs.len()),
+                None => (srcs.iter().map(|&sf| frame(sf)).collect(), u, k_d),
+            };
             // 16 independent gemms (one per transformed position), each over all output
             // channels: the tasks and every element's rounding are independent of the thread count.
             mbuf.par_chunks_mut(c_out * ld_m).enumerate().for_each(|(xi, m)| {
                 if let Some(mr) = panels {
                     let xo = xi * tiles_len(slots, n_t, mr) / 16;
                     let a: Vec<Option<&[T]>> = taps.iter().map(|v| v.map(|v| &v[xo..])).collect();
-                    let b = &u[xi * weights_len(c_out, slots, k_d) / 16..];
+                    let b = &uw[xi * weights_len(c_out, slots, k_u) / 16..];
                     let args = PanelArgs { m, ld_m, c_out, c_in: slots, n_t, a: &a, b, mr };
                     match bf16_dot {
                         Some(dot) => T::bf16_panel_product(dot, args),
@@ -387,7 +360,8 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
                 let mut first = true;
                 for (dt, v) in taps.iter().enumerate() {
                     let Some(v) = v else { continue };
-                    let lhs = Mat { data: &u[(xi * k_d + dt) * c_in..], rs: kk, cs: 1 };
+                    let lhs =
+                        Mat { data: &uw[(xi * k_u + dt) * c_in..], rs: padded_ld(16 * k_u * c_in), cs: 1 };
                     let rhs = Mat { data: &v[xi * n_t..], rs: ld_v, cs: 1 };
                     gemm(c_out, n_t, c_in, m, ld_m, 1, !first, lhs, rhs, Par::Seq);
                     first = false;
@@ -439,6 +413,7 @@ fn inverse_transform<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::params::TimePad;
     use crate::kernels::reference;
 
     fn val(i: usize, k: u64) -> f64 {
@@ -471,6 +446,63 @@ mod tests {
         for (i, (&g, &r)) in got.iter().zip(&want).enumerate() {
             assert!((g as f64 - r).abs() <= 1e-4 * (1.0 + r.abs()), "at {i}: {g} vs {r}");
         }
+    }
+
+    /// Causal "first" padding (the first frame replicated twice): the taps on one source frame
+    /// multiply it once, by their summed weights. Every frame against the direct conv in f64;
+    /// and with time taps (a, -3a, 2a), which sum to exactly zero, the first output frame is
+    /// exactly the bias (separate products per tap would leave their rounding residues).
+    fn replicated_first_frame_taps_merge<T: Float>(tol: f64) {
+        let (c_in, c_out, dims) = (9, 7, (4, 9, 11));
+        let mut p = Conv3dParams::plain(c_in, c_out, (3, 3, 3));
+        (p.pad_d, p.pad_h, p.pad_w, p.time_pad) = ((2, 0), (1, 1), (1, 1), TimePad::ReplicateFirst);
+        let (d, h, w) = p.out_dims(dims.0, dims.1, dims.2).unwrap();
+        let x: Vec<f64> = (0..c_in * dims.0 * dims.1 * dims.2).map(|i| val(i, 1)).collect();
+        let b: Vec<f64> = (0..c_out).map(|i| val(i, 3)).collect();
+        let cast = |v: &[f64]| v.iter().map(|&a| T::from_f64(a)).collect::<Vec<T>>();
+        let random: Vec<f64> = (0..c_out * c_in * 27).map(|i| val(i, 7) / 10.0).collect();
+        // a: multiples of 2^-12, so -3a and 2a are exact in f32 and the taps' sum exactly zero.
+        let cancelling: Vec<f64> = (0..c_out * c_in * 27)
+            .map(|i| [1.0, -3.0, 2.0][i / 9 % 3] * (val(i % 9 + i / 27 * 9, 7) * 256.0).round() / 4096.0)
+            .collect();
+        for wt in [random, cancelling.clone()] {
+            let mut want = vec![0.0; c_out * d * h * w];
+            reference::conv3d(&mut want, &ConvCall { x: &x, dims, weight: &wt, bias: &b, p: &p });
+            let (xf, wf, bf) = (cast(&x), cast(&wt), cast(&b));
+            let mut got = vec![T::from_f64(f64::NAN); want.len()];
+            conv3d_winograd(
+                &mut got,
+                &ConvCall { x: &xf, dims, weight: &wf, bias: &bf, p: &p },
+                &Default::default(),
+            );
+            for (i, (&g, &r)) in got.iter().zip(&want).enumerate() {
+                assert!((g.to_f64() - r).abs() <= tol * (1.0 + r.abs()), "at {i}: {} vs {r}", g.to_f64());
+            }
+        }
+        let mut got = vec![T::from_f64(f64::NAN); c_out * d * h * w];
+        let (xf, wf, bf) = (cast(&x), cast(&cancelling), cast(&b));
+        conv3d_winograd(
+            &mut got,
+            &ConvCall { x: &xf, dims, weight: &wf, bias: &bf, p: &p },
+            &Default::default(),
+        );
+        for co in 0..c_out {
+            let frame0 = &got[co * d * h * w..][..h * w];
+            assert!(
+                frame0.iter().all(|&v| v == bf[co]),
+                "channel {co}: the first frame's taps were not merged"
+            );
+        }
+    }
+
+    #[test]
+    fn replicated_first_frame_taps_merge_f32() {
+        replicated_first_frame_taps_merge::<f32>(1e-4);
+    }
+
+    #[test]
+    fn replicated_first_frame_taps_merge_f64() {
+        replicated_first_frame_taps_merge::<f64>(1e-12);
     }
 
     /// The bf16 dot-product path (channel-pair panels: an odd channel count, several pack

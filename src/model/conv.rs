@@ -323,7 +323,7 @@ impl<T: Float> CausalConv3d<T> {
         }
         let keep = p.pad_d.0;
         let prev = match std::mem::replace(&mut cache.state, CacheState::Empty) {
-            CacheState::Carry(t) => Some(t),
+            CacheState::Carry(t, copies) => Some((t, copies)),
             _ => None,
         };
         // Transforms already kept are used whatever the cache says; new ones are kept only if
@@ -334,16 +334,18 @@ impl<T: Float> CausalConv3d<T> {
         let (x, norm) = (input.x, input.norm);
         let y = match &prev {
             None => conv3d(&ConvLayer { transformed: kept, ..c.layer() }, input)?,
-            Some(pre) => {
+            Some((pre, prefix_copies)) => {
                 // The cache replaces the time padding: exactly pad_d.0 frames.
                 let joined = Conv3dParams { pad_d: (0, 0), ..p.clone() };
                 let layer = ConvLayer { params: &joined, transformed: kept, ..c.layer() };
-                conv3d(&layer, ConvInput { prefix: Some(pre), ..input })?
+                conv3d(&layer, ConvInput { prefix: Some(pre), prefix_copies: *prefix_copies, ..input })?
             }
         };
         c.release();
         cache.state = if cache.carry {
-            CacheState::Carry(causal_tail(x, norm, prev.as_ref(), keep)?)
+            let pre = prev.as_ref().map_or((None, 0), |(t, c)| (Some(t), *c));
+            let (tail, copies) = causal_tail(x, norm, pre, keep)?;
+            CacheState::Carry(tail, copies)
         } else {
             CacheState::Ended
         };
@@ -369,8 +371,9 @@ pub struct ConvCache<T> {
 enum CacheState<T> {
     /// Before the clip's first chunk.
     Empty,
-    /// The frames in front of the next chunk.
-    Carry(Tensor<T>),
+    /// The frames in front of the next chunk, and how many of the first are copies of the
+    /// frame after them ([`ConvInput::prefix_copies`]).
+    Carry(Tensor<T>, usize),
     /// After a chunk declared the clip's last: a further chunk is an error.
     Ended,
 }
@@ -397,7 +400,7 @@ impl<T: Float> ConvCache<T> {
     /// The carried frames, if any. (n, c, time_pad, h, w)
     pub fn frames(&self) -> Option<&Tensor<T>> {
         match &self.state {
-            CacheState::Carry(t) => Some(t),
+            CacheState::Carry(t, _) => Some(t),
             _ => None,
         }
     }

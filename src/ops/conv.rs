@@ -83,12 +83,15 @@ pub struct ConvInput<'a, T> {
     /// Frames (n, c_in, d_p, h, w) in front of x, already in the convolution's input domain (a
     /// causal conv's carried cache); the time padding of the params applies to the joined clip.
     pub prefix: Option<&'a Tensor<T>>,
+    /// The first `prefix_copies` prefix frames are copies of the prefix frame after them
+    /// ([`crate::kernels::winograd::WinogradOptions::prefix_copies`]).
+    pub prefix_copies: usize,
 }
 
 impl<'a, T> ConvInput<'a, T> {
     /// x alone: no norm, residual or prefix.
     pub fn plain(x: &'a Tensor<T>) -> Self {
-        ConvInput { x, norm: None, residual: None, prefix: None }
+        ConvInput { x, norm: None, residual: None, prefix: None, prefix_copies: 0 }
     }
 }
 
@@ -97,7 +100,7 @@ impl<'a, T> ConvInput<'a, T> {
 /// the residual in place; im2col normalises a copy first (only when there is a norm or a prefix).
 /// -> (n, c_out, d', h', w')
 pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Result<Tensor<T>> {
-    let ConvInput { x, norm, residual, prefix } = input;
+    let ConvInput { x, norm, residual, prefix, prefix_copies } = input;
     let (op, p) = (layer.op, layer.params);
     let s = x.shape();
     let n_pre = match prefix {
@@ -178,7 +181,8 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
         None => Tensor::zeros(out_shape)?,
     };
     let pre = prefix.map(|pre| (pre, n_pre));
-    winograd_into(layer, (algo, dot), WinogradInput { x, norm, prefix: pre }, &mut out, accumulate, 0);
+    let input = WinogradInput { x, norm, prefix: pre, prefix_copies };
+    winograd_into(layer, (algo, dot), input, &mut out, accumulate, 0);
     Ok(out)
 }
 
@@ -208,7 +212,8 @@ pub fn conv3d_into<T: Float>(
         return out.paste(&y, (at, 0, 0));
     }
     let dot = bf16_dot::<T>(layer.op)?;
-    winograd_into(layer, (algo, dot), WinogradInput { x, norm: None, prefix: None }, out, false, at);
+    let input = WinogradInput { x, norm: None, prefix: None, prefix_copies: 0 };
+    winograd_into(layer, (algo, dot), input, out, false, at);
     Ok(())
 }
 
@@ -270,6 +275,7 @@ struct WinogradInput<'a, T> {
     norm: Option<&'a NormPlan<T>>,
     /// The time prefix and its frame count.
     prefix: Option<(&'a Tensor<T>, usize)>,
+    prefix_copies: usize,
 }
 
 /// The Winograd convolution (`algo`: F(2x2) or F(4x4)) of every sample into `out` (n, c_out,
@@ -283,7 +289,7 @@ fn winograd_into<T: Float>(
     at: usize,
 ) {
     let (p, bf16) = (layer.params, crate::kernels::params::bf16_products());
-    let WinogradInput { x, norm, prefix } = input;
+    let WinogradInput { x, norm, prefix, prefix_copies } = input;
     let (s, n_pre) = (x.shape(), prefix.map_or(0, |(_, n)| n));
     let (in_len, out_len) = (s.sample_len(), out.shape().sample_len());
     let pre_len = s.c * n_pre * s.h * s.w;
@@ -321,6 +327,7 @@ fn winograd_into<T: Float>(
             input_norm: norm.map(|n| n.input_norm(b)),
             accumulate,
             prefix: prefix.map(|(pre, n_pre)| (&pre.data()[b * pre_len..(b + 1) * pre_len], n_pre)),
+            prefix_copies,
             transformed_weights: u,
             bf16_products: bf16,
             bf16_dot: dot,
@@ -404,14 +411,16 @@ pub fn concat_time<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Result<Tensor<T>> 
 
 /// The last `keep` frames of the clip a causal "first" conv reads: `prefix` (or, without one,
 /// `keep` copies of norm(x)'s frame 0) ++ norm(x). This is the cache the conv carries to the
-/// next chunk (diffusers keeps the last k_d - 1 frames of its padded input).
+/// next chunk (diffusers keeps the last k_d - 1 frames of its padded input). Also how many of
+/// its first frames are copies of the frame after them (padding copies of frame 0, or the
+/// prefix's first `prefix_copies`): [`ConvInput::prefix_copies`] of the next chunk.
 /// x: (n, c, d, h, w); prefix: (n, c, d_p, h, w) -> (n, c, keep, h, w)
 pub fn causal_tail<T: Float>(
     x: &Tensor<T>,
     norm: Option<&NormPlan<T>>,
-    prefix: Option<&Tensor<T>>,
+    (prefix, prefix_copies): (Option<&Tensor<T>>, usize),
     keep: usize,
-) -> Result<Tensor<T>> {
+) -> Result<(Tensor<T>, usize)> {
     let s = x.shape();
     if s.d == 0 {
         return Err(Error::ShapeMismatch {
@@ -426,6 +435,15 @@ pub fn causal_tail<T: Float>(
     let n_pre = prefix.map_or(keep, |p| p.shape().d);
     let total = n_pre + s.d;
     let keep = keep.min(total);
+    // The frame each position of prefix ++ x holds (padding and copies: the one they copy).
+    let source = |v: usize| match prefix {
+        None if v < n_pre => n_pre,
+        Some(_) if v < prefix_copies => prefix_copies,
+        _ => v,
+    };
+    let start = total - keep;
+    let copies =
+        (0..keep.saturating_sub(1)).take_while(|&k| source(start + k) == source(start + k + 1)).count();
     let mut out = Tensor::zeros(Shape { d: keep, ..s })?;
     let fl = s.frame_len();
     let out_plane = keep * fl;
@@ -449,5 +467,5 @@ pub fn causal_tail<T: Float>(
             }
         }
     }
-    Ok(out)
+    Ok((out, copies))
 }
