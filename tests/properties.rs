@@ -132,9 +132,9 @@ proptest! {
         let (d_o, h_o, w_o) = p.out_dims(joined.0, h, w).expect("a longer clip stays valid");
         let x = values(p.c_in * d * h * w, seed);
         let mut pre = values(p.c_in * n_pre * h * w, seed ^ 3);
-        // With two or more prefix frames, the first copies the second (a cache holding the
-        // replicated first frame): read as that frame, the result is the same.
-        let copies = usize::from(n_pre >= 2);
+        // With two or more prefix frames, for half the seeds the first copies the second (a
+        // cache holding the replicated first frame): read as that frame, the result is the same.
+        let copies = usize::from(n_pre >= 2 && seed % 2 == 0);
         if copies == 1 {
             for f in pre.chunks_exact_mut(n_pre * h * w) {
                 let (a, b) = f.split_at_mut(h * w);

@@ -11,7 +11,8 @@ use super::Float;
 use std::ops::{Deref, DerefMut};
 use std::sync::Mutex;
 
-/// Buffers the pool keeps per element type (a Winograd call uses at most k_d + 2 at once).
+/// Buffers the pool keeps per element type (a Winograd call uses at most 2 k_d + 1 at once:
+/// k_d frames, the product, the weights and k_d - 2 merged tap sets of a replicated first frame).
 pub const POOL_BUFFERS: usize = 8;
 
 /// Bytes the pool keeps between uses, per element type. Idle buffers count towards the peak

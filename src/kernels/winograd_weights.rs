@@ -1,7 +1,7 @@
 //! The weight transforms of Winograd F(2x2, 3x3) ([`super::winograd`]): `U = G g G^T` per
 //! output channel, input channel and time tap, computed in f64 and rounded once, in the layout
-//! the gemms read. Taps that read one source frame (the replicated first frame of a causal
-//! conv) can be merged: the frame is multiplied once, by their summed weights (fewer products;
+//! the gemms read. Neighbouring taps that read one source frame (the replicated first frame
+//! of a causal conv, or reflect padding with an even time dilation) can be merged: the frame is multiplied once, by their summed weights (fewer products;
 //! in the golden cases the error ratios stayed or fell, README "Performance").
 
 use super::Float;

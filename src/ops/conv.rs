@@ -117,6 +117,13 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
         }
         None => 0,
     };
+    if prefix_copies > 0 && prefix_copies >= n_pre {
+        return Err(Error::ShapeMismatch {
+            op,
+            expected: "fewer copied prefix frames than prefix frames".into(),
+            got: format!("{prefix_copies} copies of {n_pre} prefix frames"),
+        });
+    }
     let joined = Shape { d: s.d + n_pre, ..s };
     let out_shape = conv_out_shape(op, joined, p)?;
     if let Some(n) = norm {
