@@ -56,22 +56,6 @@ fn causal_conv_chunk_by_chunk_with_caches_equals_whole() {
     }
 }
 
-/// A count of copied prefix frames that the prefix cannot hold is a named error, not a panic
-/// or a read of the wrong frame.
-#[test]
-fn prefix_copies_beyond_the_prefix_are_refused() {
-    let loader = Loader::random(3);
-    let p = causal_params(8, 16, 3, PadMode::First).unwrap();
-    let conv = CausalConv3d::<f32>::load_params(&loader.root().pp("c"), p).unwrap();
-    let x = latent(Shape::new(1, 8, 3, 5, 7), 11);
-    let pre = latent(Shape::new(1, 8, 2, 5, 7), 12);
-    for (prefix, copies) in [(None, 1), (Some(&pre), 2)] {
-        let input = ConvInput { prefix, prefix_copies: copies, ..ConvInput::plain(&x) };
-        let err = conv.forward(input, None).unwrap_err().to_string();
-        assert!(err.contains("copies"), "{err}");
-    }
-}
-
 #[test]
 fn chunked_equals_whole_for_up_to_three_latent_frames() {
     let dec = tiny_decoder();

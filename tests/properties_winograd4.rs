@@ -107,7 +107,6 @@ impl Case {
             input_norm: norm.map(|act| InputNorm { coeffs: &coeffs, modulation: None, act }),
             accumulate: acc,
             prefix: Some((&pre, n_pre)),
-            prefix_copies: 0,
             transformed_weights: None,
             bf16_products: false,
             bf16_dot: None,

@@ -11,6 +11,7 @@ pub mod bf16;
 pub mod bf16_neon;
 pub mod bf16_panels;
 pub mod conv3d;
+mod frame_repeats;
 pub mod gemm;
 pub mod group_norm;
 pub mod input_norm;

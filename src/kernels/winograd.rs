@@ -13,14 +13,15 @@
 //! (one per transformed position) each run the k_d gemms over all output channels, and tasks
 //! over output channels apply the output transform into their own channel planes. Kernel
 //! transforms are computed in f64 and rounded once ([`super::winograd_weights`]); an output
-//! frame whose neighbouring taps read one source frame (the replicated first frame of a causal
-//! conv; reflect padding with an even time dilation) multiplies it once, by the taps' summed
-//! weights. Numerics: the transforms add terms before multiplying, so rounding differs from the
+//! frame whose neighbouring taps read equal frames (the replicated first frame of a causal
+//! conv, frames repeated by nearest upsampling in time: [`super::frame_repeats`]) multiplies
+//! that frame once, by the taps' summed weights. Numerics: the transforms add terms before multiplying, so rounding differs from the
 //! direct convolution; the golden cases bound the difference (see README).
 
 use super::Float;
 use super::bf16::round_to_bf16;
 use super::bf16_panels::Bf16Dot;
+use super::frame_repeats::{SeqFrames, run_starts};
 use super::gemm::{Mat, Par, gemm};
 use super::input_norm::InputNorm;
 use super::params::{Conv3dParams, ConvCall};
@@ -53,10 +54,6 @@ pub struct WinogradOptions<'a, T> {
     /// normalised): the convolution reads the sequence prefix ++ norm(x), and the time padding
     /// of `p` applies to that whole sequence. A causal conv's carried cache.
     pub prefix: Option<(&'a [T], usize)>,
-    /// The first `prefix_copies` prefix frames are copies of the prefix frame after them (a
-    /// causal conv's replicated first frame, carried in its cache): read as that frame, so
-    /// their taps merge as in the call that padded with them.
-    pub prefix_copies: usize,
     /// The weights already transformed by [`transform_weights`] (a layer's cache); without
     /// them each call transforms into a reused scratch buffer. With `bf16_products` they must
     /// already be rounded to bf16.
@@ -213,9 +210,10 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
     let (d, h, w) = dims;
     let (prefix, n_pre) = opts.prefix.unwrap_or((&[], 0));
     assert_eq!(prefix.len(), p.c_in * n_pre * h * w);
-    let copies = opts.prefix_copies;
-    assert!(copies == 0 || copies < n_pre, "prefix copies of a frame past the prefix");
-    let canonical = |f: usize| if f < copies { copies } else { f };
+    // Taps that read one run of equal frames multiply it once (see frame_repeats).
+    let seq = SeqFrames { prefix, n_pre, x, d, c: p.c_in, hw: (h, w), norm: opts.input_norm.as_ref() };
+    let starts = if p.k_d > 1 { run_starts(&seq) } else { (0..n_pre + d).collect() };
+    let canonical = |f: usize| starts[f];
     // Frame indices below run over the whole sequence prefix ++ x.
     let d_all = n_pre + d;
     let (d_out, h_out, w_out) = p.out_dims(d_all, h, w).expect("caller validated the conv geometry");
@@ -273,104 +271,115 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
     let (_, frame_max, ld_m_max) = sizes(strip_rows.min(th) * tw);
     let mut mbuf_all = scratch::take::<T>(16 * c_out * ld_m_max);
     let mut spare: Vec<scratch::Scratch<T>> = Vec::new();
-    // Weight panels for frames whose taps read one source frame several times (the replicated
-    // first frame of a causal conv): that frame is multiplied once, by its taps' summed
-    // weights. Per run pattern: (runs, panels of runs.len() taps).
+    // Weight panels for output frames whose taps read one run of equal frames several times:
+    // it is multiplied once, by its taps' summed weights. Per run pattern: (runs, panels of
+    // runs.len() taps).
     let mut merged: Vec<(Vec<Range<usize>>, scratch::Scratch<T>)> = Vec::new();
     for i0 in (0..th).step_by(strip_rows) {
         let s = Strip { i0, rows: strip_rows.min(th - i0), tw };
         let n_t = s.tiles();
         let (ld_v, frame_len, ld_m) = sizes(n_t);
         let mut cache: Vec<(usize, scratch::Scratch<T>)> = Vec::new();
+        let mut prev_srcs = None;
         // (16, c_out, tiles) with row stride ld_m
         let mbuf = &mut mbuf_all[..16 * c_out * ld_m];
         for t in 0..d_out {
             let srcs: Vec<Option<usize>> =
                 (0..k_d).map(|dt| p.src_frame(t, dt, d_all).map(canonical)).collect();
-            let runs = tap_runs(&srcs);
-            let mi = match runs.len() < k_d {
-                false => None,
-                true => Some(match merged.iter().position(|(r, _)| *r == runs) {
-                    Some(i) => i,
-                    None => {
-                        let mu = merged_weights(
-                            weight,
-                            p,
-                            &runs,
-                            panels.is_some(),
-                            bf16_dot.is_some(),
-                            opts.bf16_products,
-                        );
-                        merged.push((runs.clone(), mu));
-                        merged.len() - 1
+            // Taps reading what the last frame's read: its product (in mbuf) is this one's.
+            if prev_srcs.as_ref() != Some(&srcs) {
+                let runs = tap_runs(&srcs);
+                let mi = match runs.len() < k_d {
+                    false => None,
+                    true => Some(match merged.iter().position(|(r, _)| *r == runs) {
+                        Some(i) => i,
+                        None => {
+                            let mu = merged_weights(
+                                weight,
+                                p,
+                                &runs,
+                                panels.is_some(),
+                                bf16_dot.is_some(),
+                                opts.bf16_products,
+                            );
+                            merged.push((runs.clone(), mu));
+                            merged.len() - 1
+                        }
+                    }),
+                };
+                // Frames no longer read hand their buffers to the ones transformed next.
+                let (keep, done): (Vec<_>, Vec<_>) =
+                    cache.drain(..).partition(|(f, _)| srcs.contains(&Some(*f)));
+                cache = keep;
+                spare.extend(done.into_iter().map(|(_, v)| v));
+                for &f in srcs.iter().flatten() {
+                    if !cache.iter().any(|(g, _)| *g == f) {
+                        let mut buf = spare.pop().unwrap_or_else(|| scratch::take(frame_max));
+                        let v = &mut buf[..frame_len];
+                        let fr = match f < n_pre {
+                            true => InputFrame { src: prefix, d_src: n_pre, f, hw: (h, w), norm: None },
+                            false => InputFrame {
+                                src: x,
+                                d_src: d,
+                                f: f - n_pre,
+                                hw: (h, w),
+                                norm: opts.input_norm.as_ref(),
+                            },
+                        };
+                        let dest = match (bf16_dot, panels) {
+                            (Some(dot), _) => Dest::Bf16Pairs(dot.mr()),
+                            (None, Some(mr)) => Dest::Panels(mr),
+                            (None, None) => Dest::Rows,
+                        };
+                        transform_input(v, fr, p, s, dest);
+                        if opts.bf16_products && bf16_dot.is_none() {
+                            round_to_bf16(v);
+                        }
+                        cache.push((f, buf));
                     }
-                }),
-            };
-            // Frames no longer read hand their buffers to the ones transformed next.
-            let (keep, done): (Vec<_>, Vec<_>) = cache.drain(..).partition(|(f, _)| srcs.contains(&Some(*f)));
-            cache = keep;
-            spare.extend(done.into_iter().map(|(_, v)| v));
-            for &f in srcs.iter().flatten() {
-                if !cache.iter().any(|(g, _)| *g == f) {
-                    let mut buf = spare.pop().unwrap_or_else(|| scratch::take(frame_max));
-                    let v = &mut buf[..frame_len];
-                    let fr = match f < n_pre {
-                        true => InputFrame { src: prefix, d_src: n_pre, f, hw: (h, w), norm: None },
-                        false => InputFrame {
-                            src: x,
-                            d_src: d,
-                            f: f - n_pre,
-                            hw: (h, w),
-                            norm: opts.input_norm.as_ref(),
-                        },
-                    };
-                    let dest = match (bf16_dot, panels) {
-                        (Some(dot), _) => Dest::Bf16Pairs(dot.mr()),
-                        (None, Some(mr)) => Dest::Panels(mr),
-                        (None, None) => Dest::Rows,
-                    };
-                    transform_input(v, fr, p, s, dest);
-                    if opts.bf16_products && bf16_dot.is_none() {
-                        round_to_bf16(v);
-                    }
-                    cache.push((f, buf));
                 }
+                let frame = |sf: Option<usize>| {
+                    sf.map(|f| &cache.iter().find(|(g, _)| *g == f).expect("cached").1[..frame_len])
+                };
+                // Per tap of the weights used: the tile panels it multiplies.
+                let (taps, uw, k_u): (Vec<Option<&[T]>>, &[T], usize) = match mi {
+                    Some(i) => {
+                        (runs.iter().map(|r| frame(srcs[r.start])).collect(), &merged[i].1, runs.len())
+                    }
+                    None => (srcs.iter().map(|&sf| frame(sf)).collect(), u, k_d),
+                };
+                // 16 independent gemms (one per transformed position), each over all output
+                // channels: the tasks and every element's rounding are independent of the thread count.
+                mbuf.par_chunks_mut(c_out * ld_m).enumerate().for_each(|(xi, m)| {
+                    if let Some(mr) = panels {
+                        let xo = xi * tiles_len(slots, n_t, mr) / 16;
+                        let a: Vec<Option<&[T]>> = taps.iter().map(|v| v.map(|v| &v[xo..])).collect();
+                        let b = &uw[xi * weights_len(c_out, slots, k_u) / 16..];
+                        let args = PanelArgs { m, ld_m, c_out, c_in: slots, n_t, a: &a, b, mr };
+                        match bf16_dot {
+                            Some(dot) => T::bf16_panel_product(dot, args),
+                            None => T::winograd_panel_product(args),
+                        }
+                        return;
+                    }
+                    let mut first = true;
+                    for (dt, v) in taps.iter().enumerate() {
+                        let Some(v) = v else { continue };
+                        let lhs = Mat {
+                            data: &uw[(xi * k_u + dt) * c_in..],
+                            rs: padded_ld(16 * k_u * c_in),
+                            cs: 1,
+                        };
+                        let rhs = Mat { data: &v[xi * n_t..], rs: ld_v, cs: 1 };
+                        gemm(c_out, n_t, c_in, m, ld_m, 1, !first, lhs, rhs, Par::Seq);
+                        first = false;
+                    }
+                    if first {
+                        m.fill(T::ZERO);
+                    }
+                });
             }
-            let frame = |sf: Option<usize>| {
-                sf.map(|f| &cache.iter().find(|(g, _)| *g == f).expect("cached").1[..frame_len])
-            };
-            // Per tap of the weights used: the tile panels it multiplies.
-            let (taps, uw, k_u): (Vec<Option<&[T]>>, &[T], usize) = match mi {
-                Some(i) => (runs.iter().map(|r| frame(srcs[r.start])).collect(), &merged[i].1, runs.len()),
-                None => (srcs.iter().map(|&sf| frame(sf)).collect(), u, k_d),
-            };
-            // 16 independent gemms (one per transformed position), each over all output
-            // channels: the tasks and every element's rounding are independent of the thread count.
-            mbuf.par_chunks_mut(c_out * ld_m).enumerate().for_each(|(xi, m)| {
-                if let Some(mr) = panels {
-                    let xo = xi * tiles_len(slots, n_t, mr) / 16;
-                    let a: Vec<Option<&[T]>> = taps.iter().map(|v| v.map(|v| &v[xo..])).collect();
-                    let b = &uw[xi * weights_len(c_out, slots, k_u) / 16..];
-                    let args = PanelArgs { m, ld_m, c_out, c_in: slots, n_t, a: &a, b, mr };
-                    match bf16_dot {
-                        Some(dot) => T::bf16_panel_product(dot, args),
-                        None => T::winograd_panel_product(args),
-                    }
-                    return;
-                }
-                let mut first = true;
-                for (dt, v) in taps.iter().enumerate() {
-                    let Some(v) = v else { continue };
-                    let lhs =
-                        Mat { data: &uw[(xi * k_u + dt) * c_in..], rs: padded_ld(16 * k_u * c_in), cs: 1 };
-                    let rhs = Mat { data: &v[xi * n_t..], rs: ld_v, cs: 1 };
-                    gemm(c_out, n_t, c_in, m, ld_m, 1, !first, lhs, rhs, Par::Seq);
-                    first = false;
-                }
-                if first {
-                    m.fill(T::ZERO);
-                }
-            });
+            prev_srcs = Some(srcs);
             out.par_chunks_mut(plane_out).zip(bias.par_iter()).enumerate().for_each(|(co, (dst, &b))| {
                 inverse_transform(
                     dst,
@@ -447,53 +456,6 @@ mod tests {
         for (i, (&g, &r)) in got.iter().zip(&want).enumerate() {
             assert!((g as f64 - r).abs() <= 1e-4 * (1.0 + r.abs()), "at {i}: {g} vs {r}");
         }
-    }
-
-    /// Causal "first" padding (the first frame replicated twice): the taps on one source frame
-    /// multiply it once, by their summed weights. Every frame against the direct conv in f64;
-    /// and with time taps (a, -3a, 2a), which sum to exactly zero, the first output frame is
-    /// exactly the bias (separate products per tap would leave their rounding residues).
-    fn replicated_first_frame_taps_merge<T: Float>(tol: f64) {
-        let (c_in, c_out, dims) = (9, 7, (4, 9, 11));
-        let mut p = Conv3dParams::plain(c_in, c_out, (3, 3, 3));
-        (p.pad_d, p.pad_h, p.pad_w, p.time_pad) = ((2, 0), (1, 1), (1, 1), TimePad::ReplicateFirst);
-        let (d, h, w) = p.out_dims(dims.0, dims.1, dims.2).unwrap();
-        let x: Vec<f64> = (0..c_in * dims.0 * dims.1 * dims.2).map(|i| val(i, 1)).collect();
-        let b: Vec<f64> = (0..c_out).map(|i| val(i, 3)).collect();
-        let cast = |v: &[f64]| v.iter().map(|&a| T::from_f64(a)).collect::<Vec<T>>();
-        let random: Vec<f64> = (0..c_out * c_in * 27).map(|i| val(i, 7) / 10.0).collect();
-        // a: multiples of 2^-12, so -3a and 2a are exact in f32 and the taps' sum exactly zero.
-        let cancelling: Vec<f64> = (0..c_out * c_in * 27)
-            .map(|i| [1.0, -3.0, 2.0][i / 9 % 3] * (val(i % 9 + i / 27 * 9, 7) * 256.0).round() / 4096.0)
-            .collect();
-        for (k, wt) in [random, cancelling].into_iter().enumerate() {
-            let mut want = vec![0.0; c_out * d * h * w];
-            reference::conv3d(&mut want, &ConvCall { x: &x, dims, weight: &wt, bias: &b, p: &p });
-            let (xf, wf, bf) = (cast(&x), cast(&wt), cast(&b));
-            let mut got = vec![T::from_f64(f64::NAN); want.len()];
-            let call = ConvCall { x: &xf, dims, weight: &wf, bias: &bf, p: &p };
-            conv3d_winograd(&mut got, &call, &Default::default());
-            for (i, (&g, &r)) in got.iter().zip(&want).enumerate() {
-                assert!((g.to_f64() - r).abs() <= tol * (1.0 + r.abs()), "at {i}: {} vs {r}", g.to_f64());
-            }
-            for co in (0..c_out).filter(|_| k == 1) {
-                let frame0 = &got[co * d * h * w..][..h * w];
-                assert!(
-                    frame0.iter().all(|&v| v == bf[co]),
-                    "channel {co}: the first frame's taps were not merged"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn replicated_first_frame_taps_merge_f32() {
-        replicated_first_frame_taps_merge::<f32>(1e-4);
-    }
-
-    #[test]
-    fn replicated_first_frame_taps_merge_f64() {
-        replicated_first_frame_taps_merge::<f64>(1e-12);
     }
 
     /// The bf16 dot-product path (channel-pair panels: an odd channel count, several pack

@@ -323,7 +323,7 @@ impl<T: Float> CausalConv3d<T> {
         }
         let keep = p.pad_d.0;
         let prev = match std::mem::replace(&mut cache.state, CacheState::Empty) {
-            CacheState::Carry(t, copies) => Some((t, copies)),
+            CacheState::Carry(t) => Some(t),
             _ => None,
         };
         // Transforms already kept are used whatever the cache says; new ones are kept only if
@@ -334,18 +334,16 @@ impl<T: Float> CausalConv3d<T> {
         let (x, norm) = (input.x, input.norm);
         let y = match &prev {
             None => conv3d(&ConvLayer { transformed: kept, ..c.layer() }, input)?,
-            Some((pre, prefix_copies)) => {
+            Some(pre) => {
                 // The cache replaces the time padding: exactly pad_d.0 frames.
                 let joined = Conv3dParams { pad_d: (0, 0), ..p.clone() };
                 let layer = ConvLayer { params: &joined, transformed: kept, ..c.layer() };
-                conv3d(&layer, ConvInput { prefix: Some(pre), prefix_copies: *prefix_copies, ..input })?
+                conv3d(&layer, ConvInput { prefix: Some(pre), ..input })?
             }
         };
         c.release();
         cache.state = if cache.carry {
-            let pre = prev.as_ref().map_or((None, 0), |(t, c)| (Some(t), *c));
-            let (tail, copies) = causal_tail(x, norm, pre, keep)?;
-            CacheState::Carry(tail, copies)
+            CacheState::Carry(causal_tail(x, norm, prev.as_ref(), keep)?)
         } else {
             CacheState::Ended
         };
@@ -371,9 +369,8 @@ pub struct ConvCache<T> {
 enum CacheState<T> {
     /// Before the clip's first chunk.
     Empty,
-    /// The frames in front of the next chunk, and how many of the first are copies of the
-    /// frame after them ([`ConvInput::prefix_copies`]).
-    Carry(Tensor<T>, usize),
+    /// The frames in front of the next chunk.
+    Carry(Tensor<T>),
     /// After a chunk declared the clip's last: a further chunk is an error.
     Ended,
 }
@@ -400,7 +397,7 @@ impl<T: Float> ConvCache<T> {
     /// The carried frames, if any. (n, c, time_pad, h, w)
     pub fn frames(&self) -> Option<&Tensor<T>> {
         match &self.state {
-            CacheState::Carry(t, _) => Some(t),
+            CacheState::Carry(t) => Some(t),
             _ => None,
         }
     }

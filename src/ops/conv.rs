@@ -83,15 +83,12 @@ pub struct ConvInput<'a, T> {
     /// Frames (n, c_in, d_p, h, w) in front of x, already in the convolution's input domain (a
     /// causal conv's carried cache); the time padding of the params applies to the joined clip.
     pub prefix: Option<&'a Tensor<T>>,
-    /// The first `prefix_copies` prefix frames are copies of the prefix frame after them
-    /// ([`crate::kernels::winograd::WinogradOptions::prefix_copies`]).
-    pub prefix_copies: usize,
 }
 
 impl<'a, T> ConvInput<'a, T> {
     /// x alone: no norm, residual or prefix.
     pub fn plain(x: &'a Tensor<T>) -> Self {
-        ConvInput { x, norm: None, residual: None, prefix: None, prefix_copies: 0 }
+        ConvInput { x, norm: None, residual: None, prefix: None }
     }
 }
 
@@ -100,7 +97,7 @@ impl<'a, T> ConvInput<'a, T> {
 /// the residual in place; im2col normalises a copy first (only when there is a norm or a prefix).
 /// -> (n, c_out, d', h', w')
 pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Result<Tensor<T>> {
-    let ConvInput { x, norm, residual, prefix, prefix_copies } = input;
+    let ConvInput { x, norm, residual, prefix } = input;
     let (op, p) = (layer.op, layer.params);
     let s = x.shape();
     let n_pre = match prefix {
@@ -117,13 +114,6 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
         }
         None => 0,
     };
-    if prefix_copies > 0 && prefix_copies >= n_pre {
-        return Err(Error::ShapeMismatch {
-            op,
-            expected: "fewer copied prefix frames than prefix frames".into(),
-            got: format!("{prefix_copies} copies of {n_pre} prefix frames"),
-        });
-    }
     let joined = Shape { d: s.d + n_pre, ..s };
     let out_shape = conv_out_shape(op, joined, p)?;
     if let Some(n) = norm {
@@ -188,7 +178,7 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
         None => Tensor::zeros(out_shape)?,
     };
     let pre = prefix.map(|pre| (pre, n_pre));
-    let input = WinogradInput { x, norm, prefix: pre, prefix_copies };
+    let input = WinogradInput { x, norm, prefix: pre };
     winograd_into(layer, (algo, dot), input, &mut out, accumulate, 0);
     Ok(out)
 }
@@ -219,7 +209,7 @@ pub fn conv3d_into<T: Float>(
         return out.paste(&y, (at, 0, 0));
     }
     let dot = bf16_dot::<T>(layer.op)?;
-    let input = WinogradInput { x, norm: None, prefix: None, prefix_copies: 0 };
+    let input = WinogradInput { x, norm: None, prefix: None };
     winograd_into(layer, (algo, dot), input, out, false, at);
     Ok(())
 }
@@ -282,7 +272,6 @@ struct WinogradInput<'a, T> {
     norm: Option<&'a NormPlan<T>>,
     /// The time prefix and its frame count.
     prefix: Option<(&'a Tensor<T>, usize)>,
-    prefix_copies: usize,
 }
 
 /// The Winograd convolution (`algo`: F(2x2) or F(4x4)) of every sample into `out` (n, c_out,
@@ -296,7 +285,7 @@ fn winograd_into<T: Float>(
     at: usize,
 ) {
     let (p, bf16) = (layer.params, crate::kernels::params::bf16_products());
-    let WinogradInput { x, norm, prefix, prefix_copies } = input;
+    let WinogradInput { x, norm, prefix } = input;
     let (s, n_pre) = (x.shape(), prefix.map_or(0, |(_, n)| n));
     let (in_len, out_len) = (s.sample_len(), out.shape().sample_len());
     let pre_len = s.c * n_pre * s.h * s.w;
@@ -334,7 +323,6 @@ fn winograd_into<T: Float>(
             input_norm: norm.map(|n| n.input_norm(b)),
             accumulate,
             prefix: prefix.map(|(pre, n_pre)| (&pre.data()[b * pre_len..(b + 1) * pre_len], n_pre)),
-            prefix_copies,
             transformed_weights: u,
             bf16_products: bf16,
             bf16_dot: dot,
@@ -418,16 +406,14 @@ pub fn concat_time<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Result<Tensor<T>> 
 
 /// The last `keep` frames of the clip a causal "first" conv reads: `prefix` (or, without one,
 /// `keep` copies of norm(x)'s frame 0) ++ norm(x). This is the cache the conv carries to the
-/// next chunk (diffusers keeps the last k_d - 1 frames of its padded input). Also how many of
-/// its first frames are copies of the frame after them (padding copies of frame 0, or the
-/// prefix's first `prefix_copies`): [`ConvInput::prefix_copies`] of the next chunk.
+/// next chunk (diffusers keeps the last k_d - 1 frames of its padded input).
 /// x: (n, c, d, h, w); prefix: (n, c, d_p, h, w) -> (n, c, keep, h, w)
 pub fn causal_tail<T: Float>(
     x: &Tensor<T>,
     norm: Option<&NormPlan<T>>,
-    (prefix, prefix_copies): (Option<&Tensor<T>>, usize),
+    prefix: Option<&Tensor<T>>,
     keep: usize,
-) -> Result<(Tensor<T>, usize)> {
+) -> Result<Tensor<T>> {
     let s = x.shape();
     if s.d == 0 {
         return Err(Error::ShapeMismatch {
@@ -442,15 +428,6 @@ pub fn causal_tail<T: Float>(
     let n_pre = prefix.map_or(keep, |p| p.shape().d);
     let total = n_pre + s.d;
     let keep = keep.min(total);
-    // The frame each position of prefix ++ x holds (padding and copies: the one they copy).
-    let source = |v: usize| match prefix {
-        None if v < n_pre => n_pre,
-        Some(_) if v < prefix_copies => prefix_copies,
-        _ => v,
-    };
-    let start = total - keep;
-    let copies =
-        (0..keep.saturating_sub(1)).take_while(|&k| source(start + k) == source(start + k + 1)).count();
     let mut out = Tensor::zeros(Shape { d: keep, ..s })?;
     let fl = s.frame_len();
     let out_plane = keep * fl;
@@ -474,5 +451,5 @@ pub fn causal_tail<T: Float>(
             }
         }
     }
-    Ok((out, copies))
+    Ok(out)
 }
