@@ -133,7 +133,8 @@ proptest! {
         let x = values(p.c_in * d * h * w, seed);
         let mut pre = values(p.c_in * n_pre * h * w, seed ^ 3);
         // With two or more prefix frames, for half the seeds the first copies the second (a
-        // cache holding the replicated first frame): its taps merge, the result is the same.
+        // cache holding the replicated first frame): read as one run of equal frames, the
+        // result stays the direct convolution's (merging itself: kernels::frame_repeats).
         if n_pre >= 2 && seed % 2 == 0 {
             for f in pre.chunks_exact_mut(n_pre * h * w) {
                 let (a, b) = f.split_at_mut(h * w);

@@ -12,11 +12,16 @@
 //! each source frame is computed once (kept while later frames still read it); then 16 tasks
 //! (one per transformed position) each run the k_d gemms over all output channels, and tasks
 //! over output channels apply the output transform into their own channel planes. Kernel
-//! transforms are computed in f64 and rounded once ([`super::winograd_weights`]); an output
-//! frame whose neighbouring taps read equal frames (the replicated first frame of a causal
-//! conv, frames repeated by nearest upsampling in time: [`super::frame_repeats`]) multiplies
-//! that frame once, by the taps' summed weights. Numerics: the transforms add terms before multiplying, so rounding differs from the
-//! direct convolution; the golden cases bound the difference (see README).
+//! transforms are computed in f64 and rounded once ([`super::winograd_weights`]).
+//!
+//! Repeated frames: neighbouring taps that read equal frames (the replicated first frame of a
+//! causal conv; reflect padding with an even time dilation; frames that nearest upsampling in
+//! time repeats, or a still clip, found by comparing them bitwise in `frame_repeats`) multiply
+//! that frame once, by the taps' summed weights; an output frame whose taps read what the one
+//! before read (a run of k_d + 1 equal frames) skips the gemms and reuses that product.
+//!
+//! Numerics: the transforms add terms before multiplying, so rounding differs from the direct
+//! convolution; the golden cases bound the difference (see README).
 
 use super::Float;
 use super::bf16::round_to_bf16;
@@ -210,10 +215,6 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
     let (d, h, w) = dims;
     let (prefix, n_pre) = opts.prefix.unwrap_or((&[], 0));
     assert_eq!(prefix.len(), p.c_in * n_pre * h * w);
-    // Taps that read one run of equal frames multiply it once (see frame_repeats).
-    let seq = SeqFrames { prefix, n_pre, x, d, c: p.c_in, hw: (h, w), norm: opts.input_norm.as_ref() };
-    let starts = if p.k_d > 1 { run_starts(&seq) } else { (0..n_pre + d).collect() };
-    let canonical = |f: usize| starts[f];
     // Frame indices below run over the whole sequence prefix ++ x.
     let d_all = n_pre + d;
     let (d_out, h_out, w_out) = p.out_dims(d_all, h, w).expect("caller validated the conv geometry");
@@ -224,6 +225,10 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
     assert_eq!(out.len(), c_out * plane_out);
     assert_eq!(x.len(), c_in * d * h * w);
     assert_eq!(weight.len(), p.c_out * c_in * k_d * 9);
+    // Each frame read as the first of its run of equal frames: taps on one run merge.
+    let seq = SeqFrames { prefix, n_pre, x, d, c: c_in, hw: (h, w), norm: opts.input_norm.as_ref() };
+    let starts = if k_d > 1 { run_starts(&seq) } else { (0..d_all).collect() };
+    let canonical = |f: usize| starts[f];
     let bf16_dot = opts.bf16_dot;
     assert!(bf16_dot.is_none() || T::NAME == "f32", "bf16 dot products on {}", T::NAME);
     // Channel slots of the tile and weight panels: channel pairs for the bf16 kernels.
@@ -286,7 +291,8 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
         for t in 0..d_out {
             let srcs: Vec<Option<usize>> =
                 (0..k_d).map(|dt| p.src_frame(t, dt, d_all).map(canonical)).collect();
-            // Taps reading what the last frame's read: its product (in mbuf) is this one's.
+            // Taps reading the runs the frame before read: mbuf (written only here, per strip)
+            // still holds this frame's product, and the inverse transform below only reads it.
             if prev_srcs.as_ref() != Some(&srcs) {
                 let runs = tap_runs(&srcs);
                 let mi = match runs.len() < k_d {
@@ -463,17 +469,23 @@ mod tests {
     /// rounded operands, so only the sums' rounding differs; every kernel equals the twin.
     #[test]
     fn bf16_dot_matches_emulated_bf16_products() {
-        // Replicated first frames: merged time taps in both layouts.
-        for time_pad in [TimePad::Zeros, TimePad::ReplicateFirst] {
-            bf16_dot_matches_emulated(time_pad);
+        // Replicated first frames: merged time taps in both layouts; a still clip: every
+        // output frame reuses the first one's product.
+        for (time_pad, still) in
+            [(TimePad::Zeros, false), (TimePad::ReplicateFirst, false), (TimePad::ReplicateFirst, true)]
+        {
+            bf16_dot_matches_emulated(time_pad, still);
         }
     }
 
-    fn bf16_dot_matches_emulated(time_pad: TimePad) {
+    fn bf16_dot_matches_emulated(time_pad: TimePad, still: bool) {
         let (c_in, c_out, dims) = (PACK_GROUP + 5, 7, (3, 70, 67));
         let mut p = Conv3dParams::plain(c_in, c_out, (3, 3, 3));
         (p.pad_d, p.pad_h, p.pad_w, p.time_pad) = ((2, 0), (1, 1), (1, 1), time_pad);
-        let x: Vec<f32> = (0..c_in * dims.0 * dims.1 * dims.2).map(|i| val(i, 1) as f32).collect();
+        let plane = dims.1 * dims.2;
+        let x: Vec<f32> = (0..c_in * dims.0 * plane)
+            .map(|i| if still { val(i / (dims.0 * plane) * plane + i % plane, 1) } else { val(i, 1) } as f32)
+            .collect();
         let wt: Vec<f32> = (0..c_out * c_in * 27).map(|i| (val(i, 7) / 10.0) as f32).collect();
         let b: Vec<f32> = (0..c_out).map(|i| val(i, 3) as f32).collect();
         let call = ConvCall { x: &x, dims, weight: &wt, bias: &b, p: &p };
