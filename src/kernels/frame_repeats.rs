@@ -181,21 +181,36 @@ mod tests {
         ((i as u64 * 2654435761 + k) % 1000) as f64 / 500.0 - 1.0
     }
 
+    fn cast<T: Float>(v: &[f64]) -> Vec<T> {
+        v.iter().map(|&a| T::from_f64(a)).collect()
+    }
+
+    /// A causal "first" 3x3x3 conv (time padding: two copies of frame 0).
+    fn causal_first(c_in: usize, c_out: usize) -> Conv3dParams {
+        let mut p = Conv3dParams::plain(c_in, c_out, (3, 3, 3));
+        (p.pad_d, p.pad_h, p.pad_w, p.time_pad) = ((2, 0), (1, 1), (1, 1), TimePad::ReplicateFirst);
+        p
+    }
+
+    /// x: (c, src.len(), h, w) whose frame k holds pattern src[k] (< 8): equal src, equal frames.
+    fn clip_of(src: &[usize], c: usize, (h, w): (usize, usize)) -> Vec<f64> {
+        (0..c)
+            .flat_map(|ci| {
+                src.iter().flat_map(move |&f| (0..h * w).map(move |i| val((ci * 8 + f) * h * w + i, 1)))
+            })
+            .collect()
+    }
+
     /// Frames repeated by nearest upsampling in time (a, b, b, c, c): an output frame whose
     /// time taps 1 and 2 read one run multiplies it by their summed weights, s + (-s) = 0
     /// exactly, so it equals (bitwise) the convolution with those taps zero, which the unmerged
     /// sums' rounding does not; every frame also against the direct convolution in f64.
     fn upsampled_frame_taps_merge<T: Float>(tol: f64) {
         let (c_in, c_out, (h, w)) = (9, 7, (9, 11));
-        let mut p = Conv3dParams::plain(c_in, c_out, (3, 3, 3));
-        (p.pad_d, p.pad_h, p.pad_w, p.time_pad) = ((2, 0), (1, 1), (1, 1), TimePad::ReplicateFirst);
+        let p = causal_first(c_in, c_out);
         let src = [0, 1, 1, 2, 2];
         let dims = (src.len(), h, w);
-        let x: Vec<f64> = (0..c_in)
-            .flat_map(|ci| {
-                src.iter().flat_map(move |&f| (0..h * w).map(move |i| val((ci * 3 + f) * h * w + i, 1)))
-            })
-            .collect();
+        let x = clip_of(&src, c_in, (h, w));
         let b: Vec<f64> = (0..c_out).map(|i| val(i, 3)).collect();
         // (co, ci, dt, 3, 3); s: multiples of 2^-12, exact in f32.
         let weights = |zero: bool| -> Vec<f64> {
@@ -208,8 +223,7 @@ mod tests {
                 .collect()
         };
         let (d_o, h_o, w_o) = p.out_dims(dims.0, h, w).unwrap();
-        let cast = |v: &[f64]| v.iter().map(|&a| T::from_f64(a)).collect::<Vec<T>>();
-        let (xf, bf) = (cast(&x), cast(&b));
+        let (xf, bf) = (cast::<T>(&x), cast::<T>(&b));
         let run = |wt: &[f64]| {
             let wf = cast(wt);
             let mut y = vec![T::from_f64(f64::NAN); c_out * d_o * h_o * w_o];
@@ -257,12 +271,10 @@ mod tests {
     /// exactly the bias (separate products per tap would leave their rounding residues).
     fn replicated_first_frame_taps_merge<T: Float>(tol: f64) {
         let (c_in, c_out, dims) = (9, 7, (4, 9, 11));
-        let mut p = Conv3dParams::plain(c_in, c_out, (3, 3, 3));
-        (p.pad_d, p.pad_h, p.pad_w, p.time_pad) = ((2, 0), (1, 1), (1, 1), TimePad::ReplicateFirst);
+        let p = causal_first(c_in, c_out);
         let (d, h, w) = p.out_dims(dims.0, dims.1, dims.2).unwrap();
         let x: Vec<f64> = (0..c_in * dims.0 * dims.1 * dims.2).map(|i| val(i, 1)).collect();
         let b: Vec<f64> = (0..c_out).map(|i| val(i, 3)).collect();
-        let cast = |v: &[f64]| v.iter().map(|&a| T::from_f64(a)).collect::<Vec<T>>();
         let random: Vec<f64> = (0..c_out * c_in * 27).map(|i| val(i, 7) / 10.0).collect();
         // a: multiples of 2^-12, so -3a and 2a are exact in f32 and the taps' sum exactly zero.
         let cancelling: Vec<f64> = (0..c_out * c_in * 27)
@@ -271,7 +283,7 @@ mod tests {
         for (k, wt) in [random, cancelling].into_iter().enumerate() {
             let mut want = vec![0.0; c_out * d * h * w];
             reference::conv3d(&mut want, &ConvCall { x: &x, dims, weight: &wt, bias: &b, p: &p });
-            let (xf, wf, bf) = (cast(&x), cast(&wt), cast(&b));
+            let (xf, wf, bf) = (cast::<T>(&x), cast::<T>(&wt), cast::<T>(&b));
             let mut got = vec![T::from_f64(f64::NAN); want.len()];
             let call = ConvCall { x: &xf, dims, weight: &wf, bias: &bf, p: &p };
             conv3d_winograd(&mut got, &call, &Default::default());
@@ -313,14 +325,9 @@ mod tests {
 
     fn repeated_products_are_reused<T: Float>(src: &[usize], tol: f64) {
         let (c_in, c_out, (h, w)) = (3, 4, (70, 67));
-        let mut p = Conv3dParams::plain(c_in, c_out, (3, 3, 3));
-        (p.pad_d, p.pad_h, p.pad_w, p.time_pad) = ((2, 0), (1, 1), (1, 1), TimePad::ReplicateFirst);
+        let p = causal_first(c_in, c_out);
         let dims = (src.len(), h, w);
-        let x: Vec<f64> = (0..c_in)
-            .flat_map(|ci| {
-                src.iter().flat_map(move |&f| (0..h * w).map(move |i| val((ci * 2 + f) * h * w + i, 1)))
-            })
-            .collect();
+        let x = clip_of(src, c_in, (h, w));
         let wt: Vec<f64> = (0..c_out * c_in * 27).map(|i| val(i, 7) / 10.0).collect();
         let b: Vec<f64> = (0..c_out).map(|i| val(i, 3)).collect();
         let (d_o, h_o, w_o) = p.out_dims(dims.0, h, w).unwrap();
@@ -328,9 +335,8 @@ mod tests {
         // (c_out, 1 + d_o, h_o, w_o): a residual in every frame, the conv written at frame 1.
         let frames = 1 + d_o;
         let residual: Vec<f64> = (0..c_out * frames * h_o * w_o).map(|i| val(i, 9)).collect();
-        let cast = |v: &[f64]| v.iter().map(|&a| T::from_f64(a)).collect::<Vec<T>>();
-        let (xf, wf, bf) = (cast(&x), cast(&wt), cast(&b));
-        let mut got = cast(&residual);
+        let (xf, wf, bf) = (cast::<T>(&x), cast::<T>(&wt), cast::<T>(&b));
+        let mut got = cast::<T>(&residual);
         let opts = WinogradOptions { accumulate: true, out_frames: Some((frames, 1)), ..Default::default() };
         conv3d_winograd(&mut got, &ConvCall { x: &xf, dims, weight: &wf, bias: &bf, p: &p }, &opts);
         let mut conv = vec![0.0; c_out * d_o * h_o * w_o];
@@ -361,13 +367,8 @@ mod tests {
         let (c_in, c_out, (h, w), cut) = (5, 4, (6, 7), 3);
         let src = [0, 1, 2, 2, 2, 3];
         let d = src.len();
-        let mut p = Conv3dParams::plain(c_in, c_out, (3, 3, 3));
-        (p.pad_d, p.pad_h, p.pad_w, p.time_pad) = ((2, 0), (1, 1), (1, 1), TimePad::ReplicateFirst);
-        let x: Vec<f32> = (0..c_in)
-            .flat_map(|c| {
-                src.iter().flat_map(move |&f| (0..h * w).map(move |i| val((c * 4 + f) * h * w + i, 1) as f32))
-            })
-            .collect();
+        let p = causal_first(c_in, c_out);
+        let x: Vec<f32> = cast(&clip_of(&src, c_in, (h, w)));
         let wt: Vec<f32> = (0..c_out * c_in * 27).map(|i| (val(i, 7) / 10.0) as f32).collect();
         let b: Vec<f32> = (0..c_out).map(|i| val(i, 3) as f32).collect();
         let (md, mh, mw) = (4, 2, 3);

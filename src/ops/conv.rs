@@ -178,8 +178,7 @@ pub fn conv3d<T: Float>(layer: &ConvLayer<'_, T>, input: ConvInput<'_, T>) -> Re
         None => Tensor::zeros(out_shape)?,
     };
     let pre = prefix.map(|pre| (pre, n_pre));
-    let input = WinogradInput { x, norm, prefix: pre };
-    winograd_into(layer, (algo, dot), input, &mut out, accumulate, 0);
+    winograd_into(layer, (algo, dot), WinogradInput { x, norm, prefix: pre }, &mut out, accumulate, 0);
     Ok(out)
 }
 
@@ -209,8 +208,7 @@ pub fn conv3d_into<T: Float>(
         return out.paste(&y, (at, 0, 0));
     }
     let dot = bf16_dot::<T>(layer.op)?;
-    let input = WinogradInput { x, norm: None, prefix: None };
-    winograd_into(layer, (algo, dot), input, out, false, at);
+    winograd_into(layer, (algo, dot), WinogradInput { x, norm: None, prefix: None }, out, false, at);
     Ok(())
 }
 
