@@ -8,7 +8,7 @@ use super::Float;
 use super::bf16::round_to_bf16;
 use super::params::Conv3dParams;
 use super::scratch;
-use super::winograd_panels::{pack_weights, padded_ld, weights_len};
+use super::winograd_panels::{NR, padded_ld, weights_len};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -32,13 +32,13 @@ fn transform_weight_panels<T: Float>(
     runs: &[Range<usize>],
     bf16_pairs: bool,
 ) {
+    if !bf16_pairs {
+        return transform_into_panels(u, weight, p, runs);
+    }
     let ld_u = padded_ld(16 * runs.len() * p.c_in);
     let mut rows = scratch::take(p.c_out * ld_u);
     transform_weight_rows(&mut rows, weight, p, runs);
-    match bf16_pairs {
-        true => T::bf16_pack_weights(u, &rows, (p.c_out, p.c_in, runs.len()), ld_u),
-        false => pack_weights(u, &rows, (p.c_out, p.c_in, runs.len()), ld_u),
-    }
+    T::bf16_pack_weights(u, &rows, (p.c_out, p.c_in, runs.len()), ld_u);
 }
 
 /// u = the transformed weights as bf16 channel-pair weight panels ([`super::bf16_panels`]).
@@ -52,38 +52,79 @@ pub fn transformed_len_bf16(p: &Conv3dParams) -> usize {
     weights_len(p.c_out, p.c_in.div_ceil(2), p.k_d)
 }
 
-// The small 4x4 transforms index rows and columns explicitly, like the formulas they implement.
+// The small transforms index rows and columns explicitly, like the formulas they implement.
 #[allow(clippy::needless_range_loop)]
-/// u: (c_out, 16, k, c_in), row stride `padded_ld(16 * k * c_in)`, k = `runs.len()`, from
-/// weight (c_out, c_in, k_d, 3, 3): `U = G g G^T` of g = the sum of the taps of each run (in
-/// f64, like the transform, so each value is rounded once). Runs of one tap each give the
-/// layer's transform; longer runs merge taps that read the same source frame.
-fn transform_weight_rows<T: Float>(u: &mut [T], weight: &[T], p: &Conv3dParams, runs: &[Range<usize>]) {
-    let (c_in, k_d, k) = (p.c_in, p.k_d, runs.len());
-    assert!(runs.iter().all(|r| !r.is_empty() && r.end <= k_d));
-    u.par_chunks_mut(padded_ld(16 * k * c_in)).enumerate().for_each(|(co, uo)| {
+/// `U = G g G^T` (row-major 4x4) of g = weight (co, ci, taps of `run`, 3, 3) summed over the
+/// run's taps, all in f64 so each value of U is rounded once. weight: (c_out, c_in, k_d, 3, 3).
+fn transform_one<T: Float>(
+    weight: &[T],
+    p: &Conv3dParams,
+    co: usize,
+    ci: usize,
+    run: &Range<usize>,
+) -> [f64; 16] {
+    let w = &weight[(co * p.c_in + ci) * p.k_d * 9..][..p.k_d * 9];
+    let g = |r: usize, c: usize| run.clone().map(|tap| w[tap * 9 + r * 3 + c].to_f64()).sum::<f64>();
+    // Gg: 4x3, rows (g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2) of the columns.
+    let mut gg = [[0.0f64; 3]; 4];
+    for c in 0..3 {
+        let (a, b, d) = (g(0, c), g(1, c), g(2, c));
+        gg[0][c] = a;
+        gg[1][c] = 0.5 * (a + b + d);
+        gg[2][c] = 0.5 * (a - b + d);
+        gg[3][c] = d;
+    }
+    let mut u = [0.0f64; 16];
+    for (ur, &[a, b, d]) in u.chunks_exact_mut(4).zip(&gg) {
+        ur.copy_from_slice(&[a, 0.5 * (a + b + d), 0.5 * (a - b + d), d]);
+    }
+    u
+}
+
+/// u: weight panels (16, k, cb, c_in, NR) ([`weights_len`]), k = `runs.len()`, of the
+/// transforms [`transform_one`] of each run; output channels past c_out are zero. Written in
+/// place, in parallel over the blocks of NR output channels: no rows buffer as large as the
+/// panels and no packing pass over it (`pack_weights`, its twin in the tests).
+fn transform_into_panels<T: Float>(u: &mut [T], weight: &[T], p: &Conv3dParams, runs: &[Range<usize>]) {
+    let (c_in, k, cb) = (p.c_in, runs.len(), p.c_out.div_ceil(NR));
+    assert!(u.len() == weights_len(p.c_out, c_in, k) && runs.iter().all(|r| !r.is_empty() && r.end <= p.k_d));
+    if u.is_empty() {
+        return;
+    }
+    // Piece i of c_in x NR values holds position xd = i / cb (= rc * k + dt) of block i % cb.
+    let mut blocks: Vec<Vec<&mut [T]>> = (0..cb).map(|_| Vec::with_capacity(16 * k)).collect();
+    for (i, piece) in u.chunks_exact_mut(c_in * NR).enumerate() {
+        blocks[i % cb].push(piece);
+    }
+    blocks.into_par_iter().enumerate().for_each(|(j, mut pieces)| {
         for ci in 0..c_in {
             for (dt, run) in runs.iter().enumerate() {
-                let g = |r: usize, c: usize| {
-                    run.clone()
-                        .map(|tap| weight[((co * c_in + ci) * k_d + tap) * 9 + r * 3 + c].to_f64())
-                        .sum::<f64>()
-                };
-                // Gg: 4x3, rows (g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2) of the columns.
-                let mut gg = [[0.0f64; 3]; 4];
-                for c in 0..3 {
-                    let (a, b, d) = (g(0, c), g(1, c), g(2, c));
-                    gg[0][c] = a;
-                    gg[1][c] = 0.5 * (a + b + d);
-                    gg[2][c] = 0.5 * (a - b + d);
-                    gg[3][c] = d;
-                }
-                for (r, row) in gg.iter().enumerate() {
-                    let (a, b, d) = (row[0], row[1], row[2]);
-                    let vals = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
-                    for (c, v) in vals.into_iter().enumerate() {
-                        uo[((r * 4 + c) * k + dt) * c_in + ci] = T::from_f64(v);
+                for r in 0..NR {
+                    let co = j * NR + r;
+                    let vals = match co < p.c_out {
+                        true => transform_one(weight, p, co, ci, run),
+                        false => [0.0; 16],
+                    };
+                    for (rc, v) in vals.into_iter().enumerate() {
+                        pieces[rc * k + dt][ci * NR + r] = T::from_f64(v);
                     }
+                }
+            }
+        }
+    });
+}
+
+/// u: (c_out, 16, k, c_in), row stride `padded_ld(16 * k * c_in)`, k = `runs.len()`, from
+/// weight (c_out, c_in, k_d, 3, 3): [`transform_one`] of each run. Runs of one tap each give
+/// the layer's transform; longer runs merge taps that read the same source frame.
+fn transform_weight_rows<T: Float>(u: &mut [T], weight: &[T], p: &Conv3dParams, runs: &[Range<usize>]) {
+    let (c_in, k) = (p.c_in, runs.len());
+    assert!(runs.iter().all(|r| !r.is_empty() && r.end <= p.k_d));
+    u.par_chunks_mut(padded_ld(16 * k * c_in)).enumerate().for_each(|(co, uo)| {
+        for (dt, run) in runs.iter().enumerate() {
+            for ci in 0..c_in {
+                for (rc, v) in transform_one(weight, p, co, ci, run).into_iter().enumerate() {
+                    uo[(rc * k + dt) * c_in + ci] = T::from_f64(v);
                 }
             }
         }
@@ -156,5 +197,31 @@ mod tests {
         assert_eq!(tap_runs(&[None, None, Some(0)]), single_taps(3));
         assert_eq!(tap_runs(&[Some(2), Some(1), Some(2)]), single_taps(3));
         assert_eq!(tap_runs(&[]), single_taps(0));
+    }
+
+    /// The panels written in place equal the rows packed by `pack_weights`, bit for bit: a
+    /// partial last block of output channels, merged and single taps, one input channel.
+    #[test]
+    fn panels_written_in_place_equal_packed_rows() {
+        use crate::kernels::winograd_panels::pack_weights;
+        for (c_in, c_out, runs) in [
+            (5, 13, vec![0..1, 1..2, 2..3]),
+            (5, 13, vec![0..2, 2..3]),
+            (1, 6, tap_runs(&[Some(0); 3])),
+            (7, 2, vec![0..1, 1..3]),
+        ] {
+            let p = Conv3dParams::plain(c_in, c_out, (3, 3, 3));
+            let weight: Vec<f32> =
+                (0..c_out * c_in * 27).map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 97.0).collect();
+            let (k, ld_u) = (runs.len(), padded_ld(16 * runs.len() * c_in));
+            let mut rows = vec![f32::NAN; c_out * ld_u];
+            transform_weight_rows(&mut rows, &weight, &p, &runs);
+            let mut want = vec![f32::NAN; weights_len(c_out, c_in, k)];
+            pack_weights(&mut want, &rows, (c_out, c_in, k), ld_u);
+            let mut got = vec![f32::NAN; want.len()];
+            transform_into_panels(&mut got, &weight, &p, &runs);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "c_in {c_in} c_out {c_out} runs {runs:?}");
+        }
     }
 }

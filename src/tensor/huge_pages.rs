@@ -6,7 +6,8 @@
 //! time on the seed config (README, Performance). Asking for 2 MiB pages
 //! (`madvise(MADV_HUGEPAGE)`, honoured when THP is in `always` or `madvise` mode) makes that
 //! 512 times fewer faults. Only a hint: contents and lifetimes are unchanged, and a kernel
-//! that refuses leaves plain pages.
+//! that refuses leaves plain pages. The `movq` command line also keeps freed blocks for reuse
+//! ([`super::heap`]), so most of its allocations after the first layers touch no new page.
 
 /// Buffers below this many bytes keep plain pages (a huge page would round their RSS up).
 pub const MIN_BYTES: usize = 4 << 20;

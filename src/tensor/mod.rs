@@ -3,6 +3,7 @@
 //! The f64 instantiation is the high-precision reference mode: the same code runs with another
 //! element type, so a f64 decode is the f32 decode's exact twin up to rounding.
 
+pub mod heap;
 pub mod huge_pages;
 mod random;
 mod region;
