@@ -204,7 +204,7 @@ fn kernels_used() -> serde_json::Value {
         .then(|| movq::kernels::bf16_panels::Bf16Dot::detect().map(|d| d.name()))
         .flatten();
     serde_json::json!({"isa": movq::kernels::isa().name(), "conv": conv, "bf16_dot": bf16,
-        "threads": rayon::current_num_threads(), "malloc_keeps_freed": KEEPS_FREED.get().copied()})
+        "threads": rayon::current_num_threads(), "freed_memory": FREED_MEMORY.get().map(|f| f.name())})
 }
 
 fn bench<T: movq::kernels::Float>(a: &BenchArgs, ck: &Checkpoint, latent: &Path) -> Result<()> {
@@ -319,11 +319,12 @@ fn verify(paths: &[PathBuf], rows: &[&'static str]) -> Result<bool> {
 }
 
 /// Whether this process keeps freed memory for reuse ([`movq::tensor::heap`]).
-static KEEPS_FREED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+static FREED_MEMORY: std::sync::OnceLock<movq::tensor::heap::FreedMemory> = std::sync::OnceLock::new();
 
 fn run(cli: Cli) -> Result<ExitCode> {
     cli::safety::check_env()?;
-    KEEPS_FREED.get_or_init(movq::tensor::heap::keep_freed_memory);
+    let freed = movq::tensor::heap::keep_freed_memory()?;
+    FREED_MEMORY.get_or_init(|| freed);
     cli::signals::install();
     if let Some(n) = cli::safety::thread_count(cli.threads)? {
         rayon::ThreadPoolBuilder::new()

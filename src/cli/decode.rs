@@ -181,8 +181,11 @@ fn check_memory<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode, zs
         bf16: movq::kernels::params::bf16_products(),
         held_transform_bytes: 0,
     };
-    let estimate = estimate_peak_bytes(&ck.plan, zs, mode, &footprint)
+    let mut estimate = estimate_peak_bytes(&ck.plan, zs, mode, &footprint)
         .with_context(|| format!("decoding latent {}", a.latent.display()))?;
+    if crate::FREED_MEMORY.get() == Some(&movq::tensor::heap::FreedMemory::Kept) {
+        estimate = movq::tensor::heap::peak_while_kept(estimate);
+    }
     let budget = match (a.max_memory, available_bytes()) {
         (Some(m), avail) if m.is_finite() && m > 0.0 => {
             Some(((m * (1u64 << 30) as f64) as u64).min(avail.unwrap_or(u64::MAX)))

@@ -64,8 +64,8 @@ pub fn take<T: Float>(len: usize) -> Scratch<T> {
         fit.map(|i| pool.swap_remove(i))
     };
     let buf = pooled.unwrap_or_else(|| {
-        // A fresh zeroed block (calloc) rather than a fill pass over pages the caller
-        // overwrites anyway.
+        // A zeroed block from calloc (fresh pages need no clearing; a block reused from the
+        // heap is cleared by calloc) rather than a fill pass the caller overwrites anyway.
         let buf = vec![T::ZERO; want];
         crate::tensor::huge_pages::advise(&buf);
         buf
@@ -102,7 +102,7 @@ impl<T: Float> DerefMut for Scratch<T> {
     }
 }
 
-/// Frees every pooled buffer (after a decode, to give the memory back).
+/// Frees every pooled buffer (after a decode, to give the memory back to the allocator).
 pub fn release<T: Float>() {
     T::pool().lock().unwrap_or_else(|e| e.into_inner()).clear();
 }

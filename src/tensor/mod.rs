@@ -162,9 +162,11 @@ pub fn try_filled<T: Clone>(len: usize, value: T, what: &str) -> Result<Vec<T>> 
 }
 
 /// A zero-filled vector of `len` elements, or [`Error::TooLarge`] naming `what` if the memory
-/// cannot be reserved. The zeros come from the allocator (`calloc`: large blocks are fresh
-/// zero pages), not from a fill pass: a fill touched every page once more in one thread, and
-/// its page faults and memset were 9 % of a decode's CPU time (seed config, perf).
+/// cannot be reserved. The zeros come from the allocator (`calloc`: fresh blocks are zero
+/// pages; a block reused from the heap, as under [`heap::keep_freed_memory`], is cleared by
+/// calloc), not from a fill pass: with fresh mappings for every block, a fill touched every
+/// page once more in one thread, and its page faults and memset were 9 % of a decode's CPU
+/// time (seed config, perf).
 pub fn try_zeroed<T: Element>(len: usize, what: &str) -> Result<Vec<T>> {
     // Reserving first turns an impossible size into an error instead of an abort.
     drop(try_reserved::<T>(len, what)?);
