@@ -89,6 +89,22 @@ fn panels(c: &mut Criterion) {
     g.finish();
 }
 
+/// The Winograd weight transform of one 3x3x3 conv (done once per layer and decode call):
+/// throughput in weights (c_out x c_in x 27) per second.
+fn weight_transform(c: &mut Criterion) {
+    use movq::kernels::winograd_weights::{transform_weights, transformed_len};
+    let mut g = c.benchmark_group("weight_transform");
+    g.sample_size(10);
+    for ch in [256usize, 512] {
+        let p = causal_params(ch, ch, 3, PadMode::First).unwrap();
+        let wt = data(p.c_out * p.k_len(), 2);
+        let mut u = vec![0.0f32; transformed_len::<f32>(&p)];
+        g.throughput(Throughput::Elements(wt.len() as u64));
+        g.bench_function(format!("c{ch}_k3"), |b| b.iter(|| transform_weights(black_box(&mut u), &wt, &p)));
+    }
+    g.finish();
+}
+
 fn norm(c: &mut Criterion) {
     let s = Shape::new(1, 256, 13, 64, 64);
     let n = s.numel().unwrap();
@@ -186,5 +202,5 @@ fn simd_layer(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, convs, panels, norm, attention, simd_layer);
+criterion_group!(benches, convs, panels, weight_transform, norm, attention, simd_layer);
 criterion_main!(benches);

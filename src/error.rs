@@ -182,6 +182,22 @@ impl Error {
     }
 }
 
+/// Environment variable `var` as one of `allowed` (ASCII case ignored; returned as listed),
+/// `None` if unset or empty, and [`Error::InvalidEnv`] for any other value (also one that is
+/// not Unicode), so a mistyped setting is never taken for the default.
+pub fn env_choice(var: &'static str, allowed: &[&'static str]) -> Result<Option<&'static str>> {
+    let value = match std::env::var(var) {
+        Ok(v) if v.is_empty() => return Ok(None),
+        Ok(v) => v,
+        Err(std::env::VarError::NotPresent) => return Ok(None),
+        Err(std::env::VarError::NotUnicode(v)) => v.to_string_lossy().into_owned(),
+    };
+    match allowed.iter().find(|a| value.eq_ignore_ascii_case(a)) {
+        Some(a) => Ok(Some(*a)),
+        None => Err(Error::InvalidEnv { var, value, allowed: format!("{allowed:?}") }),
+    }
+}
+
 /// `text` with control characters (ESC, CR, LF, ...) written as Rust escapes (`\u{1b}`), so a
 /// tensor name from a stranger's file cannot drive the terminal. Other characters are kept,
 /// so escaping already-escaped text changes nothing.

@@ -204,7 +204,7 @@ fn kernels_used() -> serde_json::Value {
         .then(|| movq::kernels::bf16_panels::Bf16Dot::detect().map(|d| d.name()))
         .flatten();
     serde_json::json!({"isa": movq::kernels::isa().name(), "conv": conv, "bf16_dot": bf16,
-        "threads": rayon::current_num_threads(), "freed_memory": FREED_MEMORY.get().map(|f| f.name())})
+        "threads": rayon::current_num_threads(), "freed_memory": movq::tensor::heap::freed_memory().map(|f| f.name())})
 }
 
 fn bench<T: movq::kernels::Float>(a: &BenchArgs, ck: &Checkpoint, latent: &Path) -> Result<()> {
@@ -318,13 +318,9 @@ fn verify(paths: &[PathBuf], rows: &[&'static str]) -> Result<bool> {
     Ok(failed == 0)
 }
 
-/// Whether this process keeps freed memory for reuse ([`movq::tensor::heap`]).
-static FREED_MEMORY: std::sync::OnceLock<movq::tensor::heap::FreedMemory> = std::sync::OnceLock::new();
-
 fn run(cli: Cli) -> Result<ExitCode> {
     cli::safety::check_env()?;
-    let freed = movq::tensor::heap::keep_freed_memory()?;
-    FREED_MEMORY.get_or_init(|| freed);
+    movq::tensor::heap::keep_freed_memory()?;
     cli::signals::install();
     if let Some(n) = cli::safety::thread_count(cli.threads)? {
         rayon::ThreadPoolBuilder::new()

@@ -183,7 +183,7 @@ fn check_memory<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode, zs
     };
     let mut estimate = estimate_peak_bytes(&ck.plan, zs, mode, &footprint)
         .with_context(|| format!("decoding latent {}", a.latent.display()))?;
-    if crate::FREED_MEMORY.get() == Some(&movq::tensor::heap::FreedMemory::Kept) {
+    if movq::tensor::heap::freed_memory() == Some(movq::tensor::heap::FreedMemory::Kept) {
         estimate = movq::tensor::heap::peak_while_kept(estimate);
     }
     let budget = match (a.max_memory, available_bytes()) {

@@ -75,18 +75,8 @@ pub const CONV_ENV_VALUES: [&str; 3] = ["winograd", "im2col", "winograd4"];
 /// default silently: `MOVQ_ISA` ([`ISA_ENV_VALUES`]), `MOVQ_CONV` ([`CONV_ENV_VALUES`]); empty
 /// means unset. Every decode checks this first.
 pub fn check_env() -> crate::Result<()> {
-    for (var, allowed) in [("MOVQ_ISA", &ISA_ENV_VALUES[..]), ("MOVQ_CONV", &CONV_ENV_VALUES[..])] {
-        match std::env::var(var) {
-            Ok(v) if !v.is_empty() && !allowed.iter().any(|a| v.eq_ignore_ascii_case(a)) => {
-                return Err(crate::Error::InvalidEnv { var, value: v, allowed: format!("{allowed:?}") });
-            }
-            Err(std::env::VarError::NotUnicode(v)) => {
-                let value = v.to_string_lossy().into_owned();
-                return Err(crate::Error::InvalidEnv { var, value, allowed: format!("{allowed:?}") });
-            }
-            _ => {}
-        }
-    }
+    crate::error::env_choice("MOVQ_ISA", &ISA_ENV_VALUES)?;
+    crate::error::env_choice("MOVQ_CONV", &CONV_ENV_VALUES)?;
     Ok(())
 }
 

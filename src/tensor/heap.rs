@@ -15,7 +15,8 @@
 //! heaps hold at most 64 MiB and are unmapped once wholly free, so larger blocks there, and
 //! freed heaps, are still new pages.
 
-use crate::error::{Error, Result};
+use crate::error::{Result, env_choice};
+use std::sync::OnceLock;
 
 /// Blocks from this size on still get their own mapping (a huge one-off output).
 pub const MMAP_THRESHOLD: usize = 1 << 30;
@@ -79,30 +80,30 @@ pub fn user_tuned() -> bool {
         || USER_TUNABLES.iter().any(|t| tunables.contains(t))
 }
 
+/// What [`keep_freed_memory`] did in this process, once it ran.
+static STATE: OnceLock<FreedMemory> = OnceLock::new();
+
 /// Raises glibc's mmap and trim thresholds ([`MMAP_THRESHOLD`], [`TRIM_THRESHOLD`]) for the
-/// whole process, unless `MOVQ_MALLOC=system` or [`user_tuned`]. An unknown `MOVQ_MALLOC` is
-/// [`Error::InvalidEnv`].
+/// whole process, unless `MOVQ_MALLOC=system` or [`user_tuned`]; [`freed_memory`] reports
+/// the outcome afterwards (a later call changes nothing and returns the first outcome). An
+/// unknown `MOVQ_MALLOC` is [`crate::Error::InvalidEnv`].
 pub fn keep_freed_memory() -> Result<FreedMemory> {
-    let allowed = ["keep", "system"];
-    match std::env::var(ENV) {
-        Ok(v) if v.eq_ignore_ascii_case("system") => return Ok(FreedMemory::LeftAlone),
-        Ok(v) if v.is_empty() || v.eq_ignore_ascii_case("keep") => {}
-        Err(std::env::VarError::NotPresent) => {}
-        other => {
-            let value = match other {
-                Ok(v) => v,
-                Err(e) => format!("{e}"),
-            };
-            return Err(Error::InvalidEnv { var: ENV, value, allowed: format!("{allowed:?}") });
+    let system = env_choice(ENV, &["keep", "system"])? == Some("system");
+    Ok(*STATE.get_or_init(|| {
+        if system || user_tuned() {
+            FreedMemory::LeftAlone
+        } else if set_thresholds() {
+            FreedMemory::Kept
+        } else {
+            FreedMemory::Unavailable
         }
-    }
-    if user_tuned() {
-        return Ok(FreedMemory::LeftAlone);
-    }
-    Ok(match set_thresholds() {
-        true => FreedMemory::Kept,
-        false => FreedMemory::Unavailable,
-    })
+    }))
+}
+
+/// What [`keep_freed_memory`] did, or `None` if it has not run in this process (the library
+/// never runs it; the CLI does at start-up).
+pub fn freed_memory() -> Option<FreedMemory> {
+    STATE.get().copied()
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
