@@ -111,7 +111,8 @@ enum Command {
     /// fails, 2 if a file of the set changed).
     Golden(cli::trace::GoldenArgs),
     /// Run golden reference files (or directories of them) in f32 and f64 and check them
-    /// against the tolerance rule; exit code 1 if any case fails.
+    /// against the tolerance rule; exit code 1 if any case fails, else 2 if a file could not be
+    /// verified (not a golden case, or a class movq does not run).
     Verify {
         /// Golden .safetensors files or directories.
         #[arg(required = true)]
@@ -152,8 +153,8 @@ struct BenchArgs {
     #[command(flatten)]
     tile: cli::inspect::TileArgs,
     /// Number of timed decodes.
-    #[arg(long, default_value_t = 3)]
-    repeat: usize,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    repeat: u64,
     #[arg(long, value_enum, default_value = "f32")]
     precision: Precision,
     /// Also write the last decode's output (.safetensors, key `sample`).
@@ -213,6 +214,8 @@ fn bench<T: movq::kernels::Float>(a: &BenchArgs, ck: &Checkpoint, latent: &Path)
         inputs.push(latent.to_path_buf());
         inputs.extend(a.config.clone());
         movq::io::paths::refuse_overwriting_inputs(out, &inputs)?;
+        cli::safety::check_writable_target(out)?;
+        cli::safety::check_extension(out, "safetensors")?;
     }
     let decoder = ck.load::<T>().context("loading the decoder weights")?;
     let mode = cli::inspect::mode_for(a.mode, ck, &a.tile)?;
@@ -269,7 +272,7 @@ fn verify(paths: &[PathBuf], rows: &[&'static str]) -> Result<bool> {
         "{:<36} {:<14} {:<5} {:>10} {:>10} {:>10} {:>10} {:>7} {:>7}  result",
         "case", "class", "prec", "max_abs", "rel_l2", "torch_abs", "torch_rel", "ratio", "secs"
     );
-    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    let (mut passed, mut failed, mut skipped, mut unreadable) = (0, 0, 0, 0);
     for f in &files {
         match verify_file_rows(f, rows) {
             Ok(CaseOutcome::Ran { name, class, torch_f32, runs }) => {
@@ -310,11 +313,19 @@ fn verify(paths: &[PathBuf], rows: &[&'static str]) -> Result<bool> {
             }
             Err(e) => {
                 println!("{:<36} ERROR: {}", f.display(), movq::error::escape(&e.to_string()));
-                failed += 1;
+                unreadable += 1;
             }
         }
     }
-    println!("{passed} passed, {failed} failed, {skipped} skipped");
+    println!("{passed} passed, {failed} failed, {skipped} skipped, {unreadable} not golden cases");
+    // A case that did not run is not a pass: exit 2 (input error) unless one failed (exit 1).
+    if failed == 0 && skipped + unreadable > 0 {
+        bail!(
+            "{} of {} files could not be verified (SKIPPED / ERROR above)",
+            skipped + unreadable,
+            files.len()
+        );
+    }
     Ok(failed == 0)
 }
 
@@ -370,6 +381,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 latent_out.as_deref(),
                 seed,
             )?;
+            if let Some((shape, _)) = &latent {
+                plan.output_shape(movq::tensor::Shape::from_dims(shape)?).context("--latent-shape")?;
+            }
             cli::safety::check_random_weights_fit(&plan)?;
             let budget = movq::model::memory::available_bytes().unwrap_or(u64::MAX);
             let loader = movq::io::Loader::random_with_budget(seed, budget);

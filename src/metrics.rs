@@ -8,7 +8,8 @@ pub struct Distance {
     pub max_abs: f64,
     /// Flat index of the largest difference (the first NaN, if any).
     pub worst: usize,
-    /// ||a - b|| / ||b|| (||a - b|| when b is all zeros).
+    /// ||a - b|| / ||b||: infinite when b is all zeros and a is not (0 when both are), so a
+    /// relative bound never passes an output against an all-zero reference.
     pub rel_l2: f64,
     /// mean (a - b)^2.
     pub mse: f64,
@@ -27,7 +28,12 @@ pub fn distance(a: &[f64], b: &[f64]) -> Distance {
         d2 += d * d;
         r2 += r * r;
     }
-    let rel_l2 = if r2 > 0.0 { d2.sqrt() / r2.sqrt() } else { d2.sqrt() };
+    let rel_l2 = match (r2 > 0.0, d2 == 0.0) {
+        (true, _) => d2.sqrt() / r2.sqrt(),
+        (false, true) => 0.0,
+        (false, false) if d2.is_nan() => f64::NAN,
+        (false, false) => f64::INFINITY,
+    };
     Distance { max_abs, worst, rel_l2, mse: d2 / a.len().max(1) as f64 }
 }
 
@@ -49,5 +55,12 @@ mod tests {
         assert!(n.max_abs.is_nan() && n.rel_l2.is_nan());
         assert_eq!(n.worst, 1);
         assert_eq!(psnr(0.0, 1.0), f64::INFINITY);
+    }
+
+    /// Against an all-zero reference any difference is infinitely far (relative), none is 0.
+    #[test]
+    fn rel_l2_against_zeros_is_infinite_unless_equal() {
+        assert_eq!(distance(&[0.5, 0.5], &[0.0, 0.0]).rel_l2, f64::INFINITY);
+        assert_eq!(distance(&[0.0, 0.0], &[0.0, 0.0]).rel_l2, 0.0);
     }
 }

@@ -87,12 +87,22 @@ struct Case {
     meta: Value,
 }
 
+/// The `format` of the golden files movq reads (shared/golden/README.md).
+const GOLDEN_FORMAT: &str = "movq-golden-v1";
+
 fn read_case(file: &WeightFile) -> Result<Case> {
     let bad = |m: &str| Error::invalid_file(file.path(), m.to_string());
     let meta =
         file.metadata().get("meta").ok_or_else(|| bad("no `meta` key in __metadata__: not a golden file"))?;
     let meta: Value =
         serde_json::from_str(meta).map_err(|e| bad(&format!("metadata `meta` is not JSON: {e}")))?;
+    match meta.get("format").and_then(Value::as_str) {
+        Some(GOLDEN_FORMAT) => {}
+        other => {
+            let got = other.map_or("missing".to_string(), |f| format!("{f:?}"));
+            return Err(bad(&format!("metadata format {got}; movq reads {GOLDEN_FORMAT:?}")));
+        }
+    }
     let class =
         meta.get("class").and_then(Value::as_str).ok_or_else(|| bad("metadata has no `class`"))?.to_string();
     let name = meta.get("name").and_then(Value::as_str).unwrap_or("?").to_string();
@@ -292,6 +302,14 @@ pub fn verify_file_rows(path: &Path, rows: &[&'static str]) -> Result<CaseOutcom
     let torch_rel =
         num("f32_rel_l2_err").ok_or_else(|| Error::invalid_file(path, "metadata lacks f32_rel_l2_err"))?;
     let absmax = num("output_f64_absmax").unwrap_or(1.0);
+    // Negative or non-finite figures would make the tolerance rule pass anything (or nothing).
+    for (k, v) in
+        [("f32_max_abs_err", torch_abs), ("f32_rel_l2_err", torch_rel), ("output_f64_absmax", absmax)]
+    {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(Error::invalid_file(path, format!("metadata {k} = {v} is not a finite number >= 0")));
+        }
+    }
     let (_, reference) = file.read::<f64>("output.f64")?;
     let video = matches!(case.class.as_str(), "MOVQDecoder3D" | "NewDecoder3D" | "AutoencoderKLCogVideoX");
 

@@ -184,6 +184,9 @@ fn latent_rank_channels_empty_and_absurd_dims_have_their_own_errors() {
         &[],
     );
     assert!(matches!(read_latent::<f32>(&p, None), Err(Error::TooLarge { .. })));
+    // Bytes are not a latent (npy reads them for images elsewhere).
+    raw_npy(&p, "{'descr': '|u1', 'fortran_order': False, 'shape': (1, 4, 1, 2, 2), }", &[7; 16]);
+    assert!(matches!(read_latent::<f32>(&p, None), Err(Error::UnsupportedDtype { .. })));
 
     let cfg = DecoderConfig::from_json(TINY).unwrap();
     let plan = movq::model::DecoderPlan::new(&cfg).unwrap();

@@ -153,7 +153,7 @@ fn cli_verify_reports_pass_for_movq_and_chunked_diffusers_cases() {
     let text = String::from_utf8_lossy(&st.stdout);
     assert!(st.status.success(), "{text}");
     assert!(text.contains("PASS") && !text.contains("SKIPPED"), "{text}");
-    assert!(text.contains("4 passed, 0 failed, 0 skipped"), "{text}");
+    assert!(text.contains("4 passed, 0 failed, 0 skipped, 0 not golden cases"), "{text}");
 }
 
 #[test]
@@ -176,4 +176,56 @@ fn cli_verify_fails_on_a_wrong_reference() {
     let st = movq().arg("verify").arg(&bad).output().unwrap();
     assert_eq!(st.status.code(), Some(1), "{}", String::from_utf8_lossy(&st.stdout));
     assert!(String::from_utf8_lossy(&st.stdout).contains("FAIL"));
+}
+
+/// A golden file movq cannot judge (unknown class, unknown format, tolerance figures that would
+/// pass anything) is not a pass: verify names it and exits with 2.
+#[test]
+fn cli_verify_refuses_cases_it_cannot_judge() {
+    let Some(src) = common::golden("causalconv3d_first") else { return };
+    let bytes = std::fs::read(&src).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (key, value, expect) in [
+        ("class", serde_json::json!("Foo"), "SKIPPED: class Foo is not supported"),
+        ("format", serde_json::json!("movq-golden-v9"), "metadata format \"movq-golden-v9\"; movq reads"),
+        ("f32_rel_l2_err", serde_json::json!(-1.0), "f32_rel_l2_err = -1 is not a finite number >= 0"),
+    ] {
+        let mut m: serde_json::Value = serde_json::from_str(&meta["meta"]).unwrap();
+        m[key] = value;
+        let mut new_meta = meta.clone();
+        new_meta.insert("meta".into(), m.to_string());
+        let bad = dir.path().join(format!("{key}.safetensors"));
+        safetensors::serialize_to_file(st.tensors(), Some(new_meta), &bad).unwrap();
+        let o = movq().arg("verify").arg(&bad).output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(2), "{key}: {text}");
+        assert!(text.contains(expect), "{key}: {text}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("1 of 1 files could not be verified"), "{key}");
+    }
+}
+
+/// A golden file is its own checkpoint (README, decode: config from its `meta`): its `input.*`
+/// and `output*` tensors are not taken for unexpected weights, and the decode matches its
+/// float64 reference.
+#[test]
+fn cli_decodes_a_golden_file_as_its_own_checkpoint() {
+    let Some(g) = common::golden("movq_single_frame_t1") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("y.safetensors");
+    let st = movq()
+        .args(["--threads", "1", "decode", "--quiet", "--weights"])
+        .arg(&g)
+        .arg("--latent")
+        .arg(&g)
+        .args(["--latent-key", "input.z", "--output"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let (_, y) = WeightFile::open(&out).unwrap().read::<f64>("sample").unwrap();
+    let (_, r) = WeightFile::open(&g).unwrap().read::<f64>("output.f64").unwrap();
+    assert!(movq::metrics::distance(&y, &r).rel_l2 < 1e-5);
 }

@@ -146,6 +146,36 @@ fn cli_reads_btchw_latents_and_sharded_weights() {
     let (dims, y) = WeightFile::open(&out).unwrap().read::<f32>("sample").unwrap();
     assert_eq!(dims, want.shape().dims().to_vec());
     assert_eq!(y, want.data());
+
+    // Shards that disagree are refused, not resolved by lookup order: a third shard holding a
+    // (zeroed) copy of a tensor of the first, then an index entry naming a shard without it.
+    let dup = names[0].clone();
+    let (d, v) = file.read::<f32>(&dup).unwrap();
+    let zeros = vec![0f32; v.len()];
+    write_tensors(&sharded.join("extra.safetensors"), &[(dup.as_str(), &d, &zeros)], &BTreeMap::new())
+        .unwrap();
+    let mut with_extra = index.clone();
+    with_extra.insert("zz.extra".into(), serde_json::Value::String("extra.safetensors".into()));
+    let index_path = sharded.join("diffusion_pytorch_model.safetensors.index.json");
+    std::fs::write(&index_path, serde_json::json!({ "weight_map": with_extra }).to_string()).unwrap();
+    let st = decode(&["--no-scale", "--layout", "btchw"], &sharded, &zt, &out);
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert_eq!(st.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("tensor `{dup}` is also in")), "{err}");
+    std::fs::remove_file(sharded.join("extra.safetensors")).unwrap();
+    let mut misplaced = index.clone();
+    misplaced.insert(
+        dup.clone(),
+        serde_json::Value::String("diffusion_pytorch_model-00002-of-00002.safetensors".into()),
+    );
+    std::fs::write(&index_path, serde_json::json!({ "weight_map": misplaced }).to_string()).unwrap();
+    let st = decode(&["--no-scale", "--layout", "btchw"], &sharded, &zt, &out);
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert_eq!(st.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("weight_map entry `{dup}` names")) && err.contains("does not hold it"),
+        "{err}"
+    );
 }
 
 #[test]

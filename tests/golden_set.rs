@@ -73,9 +73,19 @@ fn golden_set_judges_ports_and_detects_changed_files() {
     std::fs::write(&lat, &orig).unwrap();
     read_set(&set).unwrap();
     let text = std::fs::read_to_string(set.join(MANIFEST)).unwrap();
-    let edited = text.replacen(&case.output.sha256, &"0".repeat(64), 1);
-    std::fs::write(set.join(MANIFEST), edited).unwrap();
-    assert!(matches!(read_set(&set), Err(Error::Checksum { .. })));
+    // Any edit of the manifest itself (a pinned hash, a tolerance figure the check trusts) is
+    // caught by its own manifest_sha256; a manifest without one is refused.
+    let tol = format!("\"f32_max_abs_err\": {}", serde_json::to_string(&case.f32_max_abs_err).unwrap());
+    assert!(text.contains(&tol), "{tol} not in the manifest");
+    for edited in [
+        text.replacen(&case.output.sha256, &"0".repeat(64), 1),
+        text.replacen(&tol, "\"f32_max_abs_err\": 10.0", 1),
+        text.replacen(&m.manifest_sha256, "", 1),
+    ] {
+        std::fs::write(set.join(MANIFEST), edited).unwrap();
+        let e = read_set(&set).unwrap_err().to_string();
+        assert!(e.contains("edited after the set was made") || e.contains("remake it"), "{e}");
+    }
     std::fs::write(set.join(MANIFEST), &text).unwrap();
     let other = dir.path().join("other.safetensors");
     let mut w = std::fs::read(&weights).unwrap();

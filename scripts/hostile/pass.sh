@@ -201,7 +201,7 @@ case_ "compare --data-range NaN" 2 "finite" -- $M compare z.npy z.npy --data-ran
 case_ "compare --key-a missing" 2 "missing weight" -- $M compare w.safetensors z.npy --key-a nope
 case_ "compare latent header 1e15 elements" 2 "latent_huge.safetensors" -- $M compare latent_huge.safetensors z.npy
 case_ "verify an empty directory" 2 "no .safetensors files" -- $M verify emptydir
-case_ "verify /dev/zero (per-file ERROR line on stdout)" 1 "" -- $M verify /dev/zero
+case_ "verify /dev/zero (per-file ERROR line on stdout)" 2 "could not be verified" -- $M verify /dev/zero
 case_ "inspect a FIFO" 2 "is a named pipe" -- $M inspect fifo.safetensors
 case_ "inspect --config /dev/zero" 2 "is a character device" -- $M inspect w.safetensors --config /dev/zero
 case_ "demo --out an existing file" 2 "plainfile" -- $M demo --out plainfile
@@ -223,5 +223,19 @@ case_ "--output plain.npy/ (a file, with a trailing slash)" 2 "Not a directory" 
 case_ "--output . (the inputs' directory)" 2 "" -- $D $OK --output .
 case_ "--output a 250-byte name (its temporary is too long)" 2 "File name too long" -- $D $OK --output "$(printf 'a%.0s' {1..250}).npy"
 case_ "--output named with ESC and LF (success line escaped)" 0 "" -- $D $OK --output "$(printf 'evil\033[31m\n.npy')"
+# Added after the second outside-tester pass (2026-12-07).
+case_ "RAYON_NUM_THREADS=0" 2 "must be at least 1" -- env RAYON_NUM_THREADS=0 $D $OK --output out.npy
+case_ "--scaling-factor without --latent-scaled" 2 "--latent-scaled" -- $D $OK --output out.npy --scaling-factor 2
+case_ "bench --repeat 0" 2 "invalid value" -- $M bench $OK --repeat 0
+case_ "bench --output x.npy (writes safetensors)" 2 "must be a .safetensors file" -- $M bench $OK --output out.npy --repeat 1
+case_ "random-weights --latent-out z.safetensors (writes npy)" 2 "must be a .npy file" -- $M random-weights --config tiny.json --output out.safetensors --latent-shape 1,4,2,4,4 --latent-out outz.safetensors
+case_ "random-weights --output w.npy (writes safetensors)" 2 "must be a .safetensors file" -- $M random-weights --config tiny.json --output out.npy
+case_ "random-weights --latent-shape with 5 channels (z_channels 4)" 2 "has 5 channels" -- $M random-weights --config tiny.json --output out.safetensors --latent-shape 1,5,2,4,4 --latent-out out.npy
+python3 - <<'P'
+h = "{'descr': '|u1', 'fortran_order': False, 'shape': (1, 4, 2, 4, 4), }"
+h += " " * (117 - len(h)) + "\n"
+open("u8.npy", "wb").write(b"\x93NUMPY\x01\x00" + len(h).to_bytes(2, "little") + h.encode() + bytes(range(128)))
+P
+case_ "uint8 .npy latent" 2 "unsupported dtype" -- $D --weights w.safetensors --latent u8.npy --output out.npy
 echo "cases: $N" >&2
 rm -rf "$W"

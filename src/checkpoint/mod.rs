@@ -146,8 +146,13 @@ const MAX_INDEX_ENTRIES: usize = 1_000_000;
 /// Shard files an index may name (each is opened and mapped).
 const MAX_SHARDS: usize = 4096;
 
-/// The shard files listed in a `*.safetensors.index.json` (`weight_map` values), in order.
-fn shards_of_index(index: &Path) -> Result<Vec<PathBuf>> {
+/// Weight files, and the (tensor name, shard file) entries of the shard index that listed
+/// them (none without an index).
+type Shards = (Vec<PathBuf>, Vec<(String, PathBuf)>);
+
+/// The shard files listed in a `*.safetensors.index.json` (`weight_map` values), in order,
+/// and the map itself.
+fn shards_of_index(index: &Path) -> Result<Shards> {
     let v = read_json(index)?;
     let map = v
         .get("weight_map")
@@ -161,6 +166,7 @@ fn shards_of_index(index: &Path) -> Result<Vec<PathBuf>> {
     }
     let dir = index.parent().unwrap_or(Path::new("."));
     let mut files: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut entries = Vec::with_capacity(map.len());
     for (name, f) in map {
         let f = f.as_str().ok_or_else(|| {
             Error::invalid_file(index, format!("weight_map entry `{name}` is not a file name"))
@@ -169,6 +175,7 @@ fn shards_of_index(index: &Path) -> Result<Vec<PathBuf>> {
             return Err(Error::invalid_file(index, format!("shard `{f}` is outside the index's folder")));
         }
         files.insert(dir.join(f));
+        entries.push((name.clone(), dir.join(f)));
         if files.len() > MAX_SHARDS {
             return Err(Error::invalid_file(
                 index,
@@ -179,11 +186,34 @@ fn shards_of_index(index: &Path) -> Result<Vec<PathBuf>> {
     if files.is_empty() {
         return Err(Error::invalid_file(index, "shard index lists no files"));
     }
-    Ok(files.into_iter().collect())
+    Ok((files.into_iter().collect(), entries))
+}
+
+/// Shards that disagree with each other or with their index are refused, not resolved by a
+/// lookup order: a tensor in two shards, or an index entry whose shard lacks the tensor.
+fn check_shards(index: &Path, opened: &[Arc<WeightFile>], entries: &[(String, PathBuf)]) -> Result<()> {
+    let mut seen: std::collections::HashMap<&str, &Path> = std::collections::HashMap::new();
+    for f in opened {
+        for n in f.names() {
+            if let Some(first) = seen.insert(n, f.path()) {
+                let reason =
+                    format!("tensor `{n}` is also in {}; each tensor belongs in one shard", first.display());
+                return Err(Error::invalid_file(f.path(), reason));
+            }
+        }
+    }
+    for (name, file) in entries {
+        if seen.get(name.as_str()).is_none_or(|p| *p != file.as_path()) {
+            let reason =
+                format!("weight_map entry `{name}` names {}, which does not hold it", file.display());
+            return Err(Error::invalid_file(index, reason));
+        }
+    }
+    Ok(())
 }
 
 /// The weight files and config.json of a model folder (or its `vae` subfolder).
-fn folder_contents(dir: &Path) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
+fn folder_contents(dir: &Path) -> Result<(Shards, Option<PathBuf>)> {
     let dir = if dir.join("vae").is_dir() { dir.join("vae") } else { dir.to_path_buf() };
     let config = Some(dir.join("config.json")).filter(|p| p.exists() || p.is_symlink());
     if let Some(p) = &config {
@@ -192,7 +222,7 @@ fn folder_contents(dir: &Path) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
     }
     let main = dir.join("diffusion_pytorch_model.safetensors");
     if main.is_file() {
-        return Ok((vec![main], config));
+        return Ok(((vec![main], Vec::new()), config));
     }
     let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map_err(|e| Error::io(&dir, e))?
@@ -216,8 +246,8 @@ fn folder_contents(dir: &Path) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
         let preferred = dir.join("diffusion_pytorch_model.bin");
         match (indexes.len(), singles.len()) {
             (0, 0) => continue,
-            (0, 1) => return Ok((singles, config)),
-            (0, _) if singles.contains(&preferred) => return Ok((vec![preferred], config)),
+            (0, 1) => return Ok(((singles, Vec::new()), config)),
+            (0, _) if singles.contains(&preferred) => return Ok(((vec![preferred], Vec::new()), config)),
             _ => {
                 return Err(Error::invalid_file(
                     &dir,
@@ -254,15 +284,16 @@ impl Checkpoint {
     /// Without a config file or metadata config, the config is inferred from the tensors
     /// ([`infer_config`]) using `opts.hints`.
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<Self> {
-        let (files, folder_config) = if path.is_dir() {
+        let ((files, index_entries), folder_config) = if path.is_dir() {
             folder_contents(path)?
         } else if path.to_string_lossy().ends_with(".index.json") {
             (shards_of_index(path)?, config_beside(path)?)
         } else {
-            (vec![path.to_path_buf()], config_beside(path)?)
+            ((vec![path.to_path_buf()], Vec::new()), config_beside(path)?)
         };
         let opened: Vec<Arc<WeightFile>> =
             files.iter().map(|p| WeightFile::open(p).map(Arc::new)).collect::<Result<_>>()?;
+        check_shards(path, &opened, &index_entries)?;
         Self::from_files(path, opened, folder_config, opts)
     }
 
@@ -329,6 +360,10 @@ impl Checkpoint {
         if prefix.is_empty() {
             // Whole-VAE files without a prefix still carry the encoder and loss terms.
             ignore.extend(["encoder.".to_string(), "loss.".to_string()]);
+        }
+        if opened.iter().any(|f| f.metadata().contains_key("meta")) {
+            // A golden file (shared/golden/README.md): its inputs and outputs are never weights.
+            ignore.extend(["input.".to_string(), "output".to_string()]);
         }
         Ok(Checkpoint {
             files: opened,

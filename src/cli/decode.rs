@@ -88,8 +88,8 @@ pub struct DecodeArgs {
     /// The latent is already divided by scaling_factor (or the model has none): decode as is.
     #[arg(long)]
     pub no_scale: bool,
-    /// Override the model's scaling_factor (used with --latent-scaled).
-    #[arg(long)]
+    /// Override the model's scaling_factor (only with --latent-scaled).
+    #[arg(long, requires = "latent_scaled")]
     pub scaling_factor: Option<f64>,
     #[command(flatten)]
     pub hints: super::inspect::HintArgs,

@@ -20,9 +20,8 @@ pub fn thread_count(arg: Option<usize>) -> Result<Option<usize>> {
     let cap = THREADS_PER_CORE_CAP * cores;
     let (n, from) = match (arg, std::env::var("RAYON_NUM_THREADS")) {
         (Some(n), _) => (n, "--threads"),
+        // rayon itself reads 0 as "the default"; refused like --threads 0 (README, limits).
         (None, Ok(v)) => match v.trim().parse::<usize>() {
-            // rayon reads 0 as "the default".
-            Ok(0) => return Ok(None),
             Ok(n) => (n, "RAYON_NUM_THREADS"),
             Err(_) => bail!("RAYON_NUM_THREADS={v:?} is not a thread count"),
         },
@@ -80,12 +79,21 @@ pub fn same_destination(a: &Path, b: &Path) -> bool {
 
 /// Refuses an output whose directory does not exist or that would replace a directory or a
 /// special file, before anything is written.
-fn check_writable_target(path: &Path) -> Result<()> {
+pub fn check_writable_target(path: &Path) -> Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !dir.is_dir() {
         bail!("{}: cannot write the output: {} is not a directory", path.display(), dir.display());
     }
     output::check_file_target(path)?;
+    Ok(())
+}
+
+/// Refuses an output path not named `*.{ext}`: the file will hold that format whatever its
+/// name, and movq reads files by their extension.
+pub fn check_extension(path: &Path, ext: &str) -> Result<()> {
+    if !path.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext)) {
+        bail!("{}: the output must be a .{ext} file", path.display());
+    }
     Ok(())
 }
 
@@ -101,12 +109,14 @@ pub fn random_latent(
 ) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
     refuse_overwriting_inputs(weights_out, &[config.into()])?;
     check_writable_target(weights_out)?;
+    check_extension(weights_out, "safetensors")?;
     let (Some(shape), Some(latent_out)) = (shape, latent_out) else { return Ok(None) };
     refuse_overwriting_inputs(latent_out, &[config.into()])?;
     check_writable_target(latent_out)?;
     if same_destination(weights_out, latent_out) {
         bail!("--latent-out {} is the weights output too", latent_out.display());
     }
+    check_extension(latent_out, "npy")?;
     if shape.len() != 5 || shape.contains(&0) {
         bail!("--latent-shape {shape:?}: a latent is five non-zero sizes (b, c, t, h, w)");
     }

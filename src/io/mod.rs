@@ -33,6 +33,13 @@ use std::path::Path;
 pub fn read_latent<T: Element>(path: &Path, key: Option<&str>) -> Result<Tensor<T>> {
     let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     let (name, dims, data) = if is_npy {
+        if !npy::npy_is_float(path)? {
+            return Err(Error::UnsupportedDtype {
+                path: path.into(),
+                name: "npy array".into(),
+                dtype: "'|u1'".into(),
+            });
+        }
         let (dims, data) = read_npy::<T>(path)?;
         ("npy array".to_string(), dims, data)
     } else {

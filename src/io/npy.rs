@@ -133,6 +133,11 @@ fn open_header(path: &Path) -> Result<(std::fs::File, NpyHeader)> {
     Ok((file, header))
 }
 
+/// Whether an npy file holds floats (<f4, <f8, <f2) rather than bytes (|u1), from its header.
+pub fn npy_is_float(path: &Path) -> Result<bool> {
+    Ok(open_header(path)?.1.elem > 1)
+}
+
 /// The shape an npy file declares, from its header alone (validated against the file length).
 pub fn npy_shape(path: &Path) -> Result<Vec<usize>> {
     Ok(open_header(path)?.1.shape)

@@ -13,7 +13,7 @@
 //! with movq's own float32 decode in the role of "the original float32 implementation":
 //! `rel_l2 <= 4 max(f32_rel_l2_err, 1e-7)`, `max_abs <= 4 max(f32_max_abs_err, 1e-7 max(1, absmax))`.
 
-use super::sha256::file_sha256;
+use super::sha256::{bytes_sha256, file_sha256};
 use super::{TraceOptions, trace};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
@@ -63,6 +63,18 @@ pub struct Manifest {
     pub config: serde_json::Value,
     pub tolerance: String,
     pub cases: Vec<Case>,
+    /// SHA-256 of this manifest serialised with this field empty ([`Manifest::content_sha256`]):
+    /// the figures the check trusts (tolerances, shapes, absmax) are pinned like the files.
+    #[serde(default)]
+    pub manifest_sha256: String,
+}
+
+impl Manifest {
+    /// The SHA-256 of the manifest's content: its JSON with `manifest_sha256` empty.
+    pub fn content_sha256(&self) -> String {
+        let bare = Manifest { manifest_sha256: String::new(), ..self.clone() };
+        bytes_sha256(&serde_json::to_vec(&bare).expect("manifest serialises"))
+    }
 }
 
 fn pin(dir: &Path, rel: &str) -> Result<Pinned> {
@@ -199,7 +211,9 @@ fn fill_set(
         config: serde_json::to_value(ck.config()).unwrap_or_default(),
         tolerance: "rel_l2 <= 4 max(f32_rel_l2_err, 1e-7) and max_abs <= 4 max(f32_max_abs_err, 1e-7 max(1, output_f64_absmax)), against the f64 output; f32 errors are movq's own float32 decode".into(),
         cases,
+        manifest_sha256: String::new(),
     };
+    let m = Manifest { manifest_sha256: m.content_sha256(), ..m };
     let text = serde_json::to_string_pretty(&m).expect("manifest serialises");
     crate::io::atomic_write(&dir.join(MANIFEST), |w| std::io::Write::write_all(w, text.as_bytes()))?;
     Ok(m)
@@ -217,6 +231,19 @@ pub fn read_set(dir: &Path) -> Result<Manifest> {
             &path,
             format!("format `{}`, expected `{MANIFEST_FORMAT}`", m.format),
         ));
+    }
+    if m.manifest_sha256.is_empty() {
+        let reason =
+            "no manifest_sha256 (a set made before movq pinned its manifest): remake it with `movq golden`";
+        return Err(Error::invalid_file(&path, reason));
+    }
+    let got = m.content_sha256();
+    if got != m.manifest_sha256 {
+        let reason = format!(
+            "edited after the set was made: its content has SHA-256 {got}, its manifest_sha256 is {}",
+            m.manifest_sha256
+        );
+        return Err(Error::invalid_file(&path, reason));
     }
     for c in &m.cases {
         for p in [Some(&c.latent), Some(&c.output), c.trace.as_ref()].into_iter().flatten() {
