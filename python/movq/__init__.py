@@ -105,7 +105,7 @@ class Decoder:
         resolution, pad_mode, temporal_compress_times: what an inferred config cannot read off
             the tensors (see ``movq inspect``).
         ignore: tensor-name prefixes that are not part of the decoder (besides ``encoder.`` and
-            ``loss.``), e.g. ``["input.", "output"]`` for a golden file.
+            ``loss.``, and ``input.`` / ``output`` in a golden file, which has a ``meta`` key).
         decoder_class: ``"MOVQDecoder3D"`` or ``"ContextParallelDecoder3D"`` (the SAT CogVideoX
             VAE) for weights whose structure fits both and whose config does not say.
         allow_nonfinite_output: hand out NaN / infinite output instead of raising

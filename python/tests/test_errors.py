@@ -122,12 +122,23 @@ def test_checkpoint_errors(tmp_path):
         movq.Decoder(cut)
     assert e.value.variant == "Truncated"
     assert str(e.value).startswith(f"{cut}: truncated file:")
-    # Strict loading: the golden file's input/output tensors are not weights.
+    # A golden file is its own checkpoint: its input/output tensors are not weights ...
     whole = tmp_path / "golden.safetensors"
     shutil.copy(path, whole)
+    movq.Decoder(whole, threads=1)
+    # ... but loading stays strict: any other tensor the model does not use is an error.
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    with safe_open(str(path), "np") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        metadata = f.metadata()
+    tensors["extra.weight"] = np.zeros(3, np.float32)
+    extra = tmp_path / "extra.safetensors"
+    save_file(tensors, str(extra), metadata=metadata)
     with pytest.raises(movq.CheckpointError) as e:
-        movq.Decoder(whole)
-    assert e.value.variant == "UnexpectedWeight" and "not part of the configured model" in str(e.value)
+        movq.Decoder(extra)
+    assert e.value.variant == "UnexpectedWeight" and "extra.weight" in str(e.value)
 
 
 @pytest.mark.parametrize("var,value", [("MOVQ_ISA", "avx-512"), ("MOVQ_CONV", "winograd6")])
