@@ -213,9 +213,7 @@ fn bench<T: movq::kernels::Float>(a: &BenchArgs, ck: &Checkpoint, latent: &Path)
         let mut inputs: Vec<PathBuf> = ck.paths();
         inputs.push(latent.to_path_buf());
         inputs.extend(a.config.clone());
-        movq::io::paths::refuse_overwriting_inputs(out, &inputs)?;
-        cli::safety::check_writable_target(out)?;
-        cli::safety::check_extension(out, "safetensors")?;
+        cli::safety::check_output_file(out, &inputs, "safetensors")?;
     }
     let decoder = ck.load::<T>().context("loading the decoder weights")?;
     let mode = cli::inspect::mode_for(a.mode, ck, &a.tile)?;

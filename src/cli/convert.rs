@@ -22,9 +22,7 @@ pub struct ConvertArgs {
 }
 
 pub fn convert(a: &ConvertArgs) -> Result<()> {
-    if !a.output.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) {
-        bail!("{}: the output must be a .safetensors file", a.output.display());
-    }
+    super::safety::check_extension(&a.output, "safetensors")?;
     movq::io::paths::refuse_overwriting_inputs(&a.output, std::slice::from_ref(&a.input))?;
     let src = WeightFile::open(&a.input).with_context(|| format!("reading {}", a.input.display()))?;
     let keep = |n: &str| a.only.is_empty() || a.only.iter().any(|p| n.starts_with(p.as_str()));

@@ -79,7 +79,7 @@ pub fn same_destination(a: &Path, b: &Path) -> bool {
 
 /// Refuses an output whose directory does not exist or that would replace a directory or a
 /// special file, before anything is written.
-pub fn check_writable_target(path: &Path) -> Result<()> {
+fn check_writable_target(path: &Path) -> Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !dir.is_dir() {
         bail!("{}: cannot write the output: {} is not a directory", path.display(), dir.display());
@@ -97,6 +97,14 @@ pub fn check_extension(path: &Path, ext: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses an output file that is one of `inputs`, cannot be written
+/// ([`check_writable_target`]) or is not named `*.{ext}`, before anything is computed.
+pub fn check_output_file(path: &Path, inputs: &[PathBuf], ext: &str) -> Result<()> {
+    refuse_overwriting_inputs(path, inputs)?;
+    check_writable_target(path)?;
+    check_extension(path, ext)
+}
+
 /// For `movq random-weights`: checks both outputs (not the config, not each other, in an
 /// existing directory) and makes the random latent of `shape` (rank 5, no empty axis, fits in
 /// the memory available), all before anything is written.
@@ -107,9 +115,7 @@ pub fn random_latent(
     latent_out: Option<&Path>,
     seed: u64,
 ) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
-    refuse_overwriting_inputs(weights_out, &[config.into()])?;
-    check_writable_target(weights_out)?;
-    check_extension(weights_out, "safetensors")?;
+    check_output_file(weights_out, &[config.into()], "safetensors")?;
     let (Some(shape), Some(latent_out)) = (shape, latent_out) else { return Ok(None) };
     refuse_overwriting_inputs(latent_out, &[config.into()])?;
     check_writable_target(latent_out)?;

@@ -106,9 +106,7 @@ fn run_trace<T: Float>(a: &TraceArgs, ck: &Checkpoint) -> Result<()> {
     inputs.push(latent.clone());
     inputs.extend(a.config.clone());
     refuse_overwriting_inputs(output, &inputs)?;
-    if !output.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) {
-        bail!("{}: a trace is written as .safetensors", output.display());
-    }
+    super::safety::check_extension(output, "safetensors")?;
     let mut mapped = ck.paths();
     mapped.push(latent.clone());
     super::signals::install();
