@@ -5,10 +5,9 @@
 mod cli;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use cli::decode::{DecodeArgs, Precision, peak_rss_mib};
 use movq::io::{read_latent, write_safetensors};
-use movq::model::DecoderPlan;
 use movq::verify::{CaseOutcome, golden_files, verify_file_rows};
 use movq::{Checkpoint, Decoder, Tensor};
 use std::collections::BTreeMap;
@@ -370,7 +369,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::RandomWeights { config, output, seed, diffusers_names, latent_shape, latent_out } => {
             let cfg = movq::checkpoint::read_config(&config)?.config;
-            let plan = DecoderPlan::new(&cfg)?;
+            let plan = movq::checkpoint::plan_from(&cfg, &config.display().to_string())?;
             // Everything is checked and made before anything is written.
             let latent = cli::safety::random_latent(
                 &config,
@@ -454,11 +453,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let sub = matches.subcommand_name().unwrap_or_default().to_string();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            let msg = match hint(&e) {
+            let msg = match hint(&e).filter(|h| takes_flags(&sub, h)) {
                 Some(h) => format!("{e:#}; {h}"),
                 None => format!("{e:#}"),
             };
@@ -466,6 +467,15 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Whether subcommand `sub` (or the global options) takes every `--flag` that hint `h` names:
+/// a hint is only shown where its advice can be followed (`bench` has no --allow-nonfinite).
+fn takes_flags(sub: &str, h: &str) -> bool {
+    let cmd = Cli::command();
+    let Some(sc) = cmd.find_subcommand(sub) else { return false };
+    let has = |flag: &str| sc.get_arguments().chain(cmd.get_arguments()).any(|a| a.get_long() == Some(flag));
+    h.split(|c: char| c.is_whitespace() || ",()".contains(c)).filter_map(|w| w.strip_prefix("--")).all(has)
 }
 
 /// What the user can do about a library error with this command line's flags (the library's

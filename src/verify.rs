@@ -6,12 +6,13 @@
 //! PyTorch's own float32 distance to the float64 reference; f64 passes when `rel_l2 < 1e-12`.
 
 use crate::checkpoint::{Checkpoint, OpenOptions};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, escape};
 use crate::io::{Loader, WeightFile};
 use crate::kernels::Float;
 use crate::metrics::{Distance, distance};
 use crate::model::attention::AttnBlock2d;
 use crate::model::config::{Act, NORM_EPS, NORM_GROUPS, PadMode};
+use crate::model::config_keys::{Kind, check_keys};
 use crate::model::conv::{CausalConv3d, ConvInput, Kernel3, TimeStep, causal_params_strided};
 use crate::model::plan::{ModuleOptions, UpsamplePlan};
 use crate::model::resnet::ResnetBlock3d;
@@ -94,8 +95,8 @@ fn read_case(file: &WeightFile) -> Result<Case> {
     let bad = |m: &str| Error::invalid_file(file.path(), m.to_string());
     let meta =
         file.metadata().get("meta").ok_or_else(|| bad("no `meta` key in __metadata__: not a golden file"))?;
-    let meta: Value =
-        serde_json::from_str(meta).map_err(|e| bad(&format!("metadata `meta` is not JSON: {e}")))?;
+    let meta =
+        crate::io::json::parse_strict(meta).map_err(|e| bad(&format!("metadata `meta` is not JSON: {e}")))?;
     match meta.get("format").and_then(Value::as_str) {
         Some(GOLDEN_FORMAT) => {}
         other => {
@@ -107,6 +108,7 @@ fn read_case(file: &WeightFile) -> Result<Case> {
         meta.get("class").and_then(Value::as_str).ok_or_else(|| bad("metadata has no `class`"))?.to_string();
     let name = meta.get("name").and_then(Value::as_str).unwrap_or("?").to_string();
     let config = meta.get("config").cloned().unwrap_or(Value::Null);
+    check_component_config(&class, &config).map_err(|e| bad(&e.to_string()))?;
     Ok(Case { name, class, config, meta })
 }
 
@@ -139,9 +141,71 @@ fn cfg_kernel(cfg: &Value) -> Result<Kernel3> {
     }
 }
 
+/// A key the config may omit; its type was checked by [`check_component_config`].
 fn cfg_bool(cfg: &Value, key: &str, default: bool) -> bool {
     cfg.get(key).and_then(Value::as_bool).unwrap_or(default)
 }
+
+/// The config keys of each component class and their JSON types (the fixture script writes
+/// the constructor's arguments). An unknown key is refused, not ignored: it would be an option
+/// movq does not apply; values movq implements only one way are checked here.
+fn check_component_config(class: &str, c: &Value) -> Result<()> {
+    use Kind::*;
+    let keys: &[(&str, Kind)] = match class {
+        "CausalConv3d" => &[
+            ("chan_in", UInt),
+            ("chan_out", UInt),
+            ("kernel_size", UIntOrUIntList),
+            ("pad_mode", Str),
+            ("stride", UInt),
+            ("dilation", UInt),
+        ],
+        "SpatialNorm3D" => &[
+            ("f_channels", UInt),
+            ("zq_channels", UInt),
+            ("add_conv", Bool),
+            ("pad_mode", Str),
+            ("num_groups", UInt),
+            ("eps", Number),
+            ("affine", Bool),
+            ("freeze_norm_layer", Bool),
+            ("norm_layer", Str),
+        ],
+        "ResnetBlock3D" => &[
+            ("in_channels", UInt),
+            ("out_channels", UIntOrNull),
+            ("conv_shortcut", Bool),
+            ("dropout", Number),
+            ("temb_channels", UInt),
+            ("zq_ch", UInt),
+            ("add_conv", Bool),
+            ("pad_mode", Str),
+        ],
+        "AttnBlock2D" => &[("in_channels", UInt), ("zq_ch", UInt), ("add_conv", Bool), ("norm", Str)],
+        "Upsample3D" => &[("in_channels", UInt), ("with_conv", Bool), ("compress_time", Bool)],
+        // The decoders' configs are checked by the checkpoint reader.
+        _ => return Ok(()),
+    };
+    check_keys(c, keys, false, &format!("golden {class} config"))?;
+    let unsupported = |what: String| Err(Error::Unsupported(format!("golden {class} config: {what}")));
+    // The norm every module builds: GroupNorm(32, eps 1e-6, affine) (spec, SpatialNorm3D).
+    if c.get("eps").and_then(Value::as_f64).is_some_and(|e| e != NORM_EPS) {
+        return unsupported(format!("eps {} (movq's norms use {NORM_EPS})", c["eps"]));
+    }
+    if c.get("affine") == Some(&Value::Bool(false)) {
+        return unsupported("affine false (movq's group norms are affine)".into());
+    }
+    if let Some(n) = c.get("norm_layer").and_then(Value::as_str).filter(|&n| n != "GroupNorm") {
+        return unsupported(format!("norm_layer `{}` (movq implements GroupNorm)", escape(n)));
+    }
+    if let Some(n) = c.get("norm").and_then(Value::as_str).filter(|&n| n != ATTN_NORM) {
+        return unsupported(format!("norm `{}` (movq implements `{ATTN_NORM}`)", escape(n)));
+    }
+    Ok(())
+}
+
+/// AttnBlock2D's norm as the fixture script describes it.
+const ATTN_NORM: &str = "SpatialNorm3D(in_channels, zq_ch, add_conv, GroupNorm(32, eps=1e-6))";
 
 fn cfg_pad(cfg: &Value) -> Result<PadMode> {
     match cfg.get("pad_mode") {

@@ -134,6 +134,16 @@ fn offsets_out_of_range_overlapping_or_reversed_are_bad_offsets() {
         }
         other => panic!("expected BadOffsets, got {other:?}"),
     }
+    // Two entries on the same bytes: their sizes add up to more than the file holds, but the
+    // file is not truncated.
+    let same = json!({"a": entry("F32", &[2], [0, 8]), "b": entry("F32", &[2], [0, 8])});
+    match parse(st_bytes(&same, 8)) {
+        Err(Error::BadOffsets { name, reason, .. }) => {
+            assert_eq!(name, "b");
+            assert!(reason.contains("overlap tensor `a`"), "{reason}");
+        }
+        other => panic!("expected BadOffsets, got {other:?}"),
+    }
     let reversed = json!({"a": entry("F32", &[1], [8, 4])});
     assert!(matches!(parse(st_bytes(&reversed, 8)), Err(Error::BadOffsets { offsets: [8, 4], .. })));
 }

@@ -207,6 +207,45 @@ fn cli_verify_refuses_cases_it_cannot_judge() {
     }
 }
 
+/// A component case's config is read strictly: a key movq does not know (it would be an option
+/// left unapplied), a value of the wrong type, or a norm movq implements only one way with
+/// another value, makes the file one verify cannot judge (exit 2), naming file and key.
+#[test]
+fn cli_verify_refuses_component_configs_it_does_not_understand() {
+    let dir = tempfile::tempdir().unwrap();
+    for (case, key, value, expect) in [
+        (
+            "causalconv3d_first",
+            "strides",
+            serde_json::json!(2),
+            "unknown key `strides` (did you mean `stride`?)",
+        ),
+        ("causalconv3d_first", "kernel_size", serde_json::json!("3"), "key `kernel_size`: expected"),
+        ("causalconv3d_first", "dilation", serde_json::json!([1, 2]), "key `dilation`: expected"),
+        ("spatialnorm3d_tf1_tz1", "eps", serde_json::json!(1e-5), "eps 0.00001 (movq's norms use"),
+        ("spatialnorm3d_tf1_tz1", "norm_layer", serde_json::json!("BatchNorm"), "norm_layer `BatchNorm`"),
+        ("attnblock2d", "norm", serde_json::json!("GroupNorm(8)"), "norm `GroupNorm(8)`"),
+    ] {
+        let Some(src) = common::golden(case) else { return };
+        let bytes = std::fs::read(&src).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let mut meta = meta.metadata().clone().unwrap();
+        let mut m: serde_json::Value = serde_json::from_str(&meta["meta"]).unwrap();
+        m["config"][key] = value;
+        meta.insert("meta".into(), m.to_string());
+        let bad = dir.path().join(format!("{case}_{key}.safetensors"));
+        safetensors::serialize_to_file(st.tensors(), Some(meta), &bad).unwrap();
+        let o = movq().arg("verify").arg(&bad).output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(2), "{case} {key}: {text}");
+        assert!(
+            text.contains(expect) && text.contains(&format!("{case}_{key}.safetensors")),
+            "{key}: {text}"
+        );
+    }
+}
+
 /// A golden file is its own checkpoint (README, decode: config from its `meta`): its `input.*`
 /// and `output*` tensors are not taken for unexpected weights, and the decode matches its
 /// float64 reference.

@@ -42,3 +42,27 @@ fn demo_writes_the_clip_and_matches_pytorch_psnr() {
         assert_eq!(&f[0], frame, "frame {i}");
     }
 }
+
+/// A run leaves all its outputs or none: an output it cannot write (here ground_truth.apng,
+/// a directory of the user's) fails the run before demo.apng or frames/ appear, and a frame
+/// rate of 0 fails before the output directory is made.
+#[test]
+fn demo_writes_all_outputs_or_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("demo");
+    let st = common::movq().args(["demo", "--fps", "0", "--out"]).arg(&out).output().unwrap();
+    assert_eq!(st.status.code(), Some(2));
+    assert!(!out.exists(), "no directory for a run that cannot write");
+
+    std::fs::create_dir_all(out.join("ground_truth.apng")).unwrap();
+    std::fs::write(out.join("ground_truth.apng/mine.txt"), "user data").unwrap();
+    let st = common::movq().args(["demo", "--out"]).arg(&out).output().unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert_eq!(st.status.code(), Some(2), "{err}");
+    assert!(err.contains("ground_truth.apng"), "{err}");
+    let mut left: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    left.sort();
+    assert_eq!(left, ["ground_truth.apng"], "nothing else written, no temporaries left");
+    assert_eq!(std::fs::read_to_string(out.join("ground_truth.apng/mine.txt")).unwrap(), "user data");
+}

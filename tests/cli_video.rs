@@ -302,8 +302,20 @@ fn nonfinite_latent_is_refused_unless_allowed() {
     // Allowed in, the NaN reaches the output, which is refused in turn unless allowed too.
     let st = decode(&w, &bad, &out, &["--allow-nonfinite"]);
     assert_eq!(st.status.code(), Some(2), "{}", String::from_utf8_lossy(&st.stderr));
-    assert!(String::from_utf8_lossy(&st.stderr).contains("the latent itself holds 2 non-finite"));
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(err.contains("the latent itself holds 2 non-finite") && err.contains("--allow-nonfinite-output"));
     assert!(!out.exists());
+    // bench takes neither flag: the same error comes without advice it cannot follow.
+    let st = movq()
+        .args(["bench", "--repeat", "1", "--weights"])
+        .arg(&w)
+        .arg("--latent")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert_eq!(st.status.code(), Some(2), "{err}");
+    assert!(err.contains("the latent itself holds 2 non-finite") && !err.contains("--allow"), "{err}");
     let st = decode(&w, &bad, &out, &["--allow-nonfinite", "--allow-nonfinite-output"]);
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     assert!(String::from_utf8_lossy(&st.stderr).contains("warning"));

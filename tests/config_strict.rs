@@ -126,3 +126,26 @@ fn upstream_act_fn_is_case_insensitive_and_named_when_unknown() {
     let m = DecoderConfig::from_json(&base.replace("ACT", "tanh")).unwrap_err().to_string();
     assert!(m.contains("act_fn \"tanh\""), "{m}");
 }
+
+/// serde_json keeps the last of duplicate keys; a config naming one twice (here with two
+/// different group counts, the last one valid) is refused, naming the key and the file.
+#[test]
+fn duplicate_config_keys_are_refused() {
+    let text = std::fs::read_to_string(fixture_folder().join("vae/config.json")).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let groups = v["norm_num_groups"].clone();
+    let body = text.trim_end().strip_suffix('}').unwrap();
+    let dup = format!("{body}, \"norm_num_groups\": 7, \"norm_num_groups\": {groups}}}");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.json");
+    std::fs::write(&cfg, dup).unwrap();
+    let m = message(Checkpoint::open(
+        &fixture_folder(),
+        &OpenOptions { config: Some(&cfg), ..Default::default() },
+    ));
+    assert!(m.contains("key `norm_num_groups` appears twice"), "{m}");
+    assert!(m.contains("config.json"), "names the file: {m}");
+    // Upstream-named JSON through DecoderConfig::from_json too.
+    let e = DecoderConfig::from_json(r#"{"ch": 64, "ch": 32}"#).unwrap_err().to_string();
+    assert!(e.contains("key `ch` appears twice"), "{e}");
+}

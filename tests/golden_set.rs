@@ -51,6 +51,11 @@ fn golden_set_judges_ports_and_detects_changed_files() {
     write_npy(&port.join("z.npy"), &dims, &torch32).unwrap();
     let r = check_outputs(&set, &m, &port).unwrap();
     assert!(r[0].pass, "{r:?}");
+    // The same case as .npy and .safetensors: which one the port meant is not guessed.
+    std::fs::write(port.join("z.safetensors"), b"").unwrap();
+    let e = check_outputs(&set, &m, &port).unwrap_err().to_string();
+    assert!(e.contains("both z.npy and z.safetensors"), "{e}");
+    std::fs::remove_file(port.join("z.safetensors")).unwrap();
     let mut bad = torch32.clone();
     bad[1000] += 1e-3;
     write_npy(&port.join("z.npy"), &dims, &bad).unwrap();

@@ -143,7 +143,7 @@ case_ "npy v2 header length 4 GiB" 2 "header length" -- $D --weights w.safetenso
 case_ "npy header without shape" 2 "no 'shape'" -- $D --weights w.safetensors --latent noshape.npy --output out.npy
 case_ "latent f16 all +inf" 2 "NaN or infinite" -- $D --weights w.safetensors --latent infs.npy --output out.npy
 case_ "latent safetensors without tensors" 2 "holds no tensor" -- $D --weights w.safetensors --latent latent_none.safetensors --output out.npy
-case_ "latent safetensors, --latent-key missing" 2 "missing weight \`nope\`" -- $D --weights w.safetensors --latent w.safetensors --latent-key nope --output out.npy
+case_ "latent safetensors, --latent-key missing" 2 "no tensor \`nope\` to read as the latent" -- $D --weights w.safetensors --latent w.safetensors --latent-key nope --output out.npy
 case_ "latent header 1x4x1e5x1e5x1e5" 2 "latent_huge.safetensors" -- $D --weights w.safetensors --latent latent_huge.safetensors --output out.npy
 case_ "latent a directory" 2 "is a directory" -- $D --weights w.safetensors --latent emptydir --output out.npy
 case_ "latent btchw with wrong channels" 2 "channels" -- $D --weights w.safetensors --latent z.npy --layout btchw --output out.npy
@@ -237,5 +237,22 @@ h += " " * (117 - len(h)) + "\n"
 open("u8.npy", "wb").write(b"\x93NUMPY\x01\x00" + len(h).to_bytes(2, "little") + h.encode() + bytes(range(128)))
 P
 case_ "uint8 .npy latent" 2 "unsupported dtype" -- $D --weights w.safetensors --latent u8.npy --output out.npy
+
+# Third pass: the second pass's open items.
+python3 - <<'P'
+import json, struct
+t = open("tiny.json").read().rstrip().rstrip("}")
+open("dupcfg.json", "w").write(t + ', "ch": 64}')
+hdr = json.dumps({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                  "b": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+open("samebytes.safetensors", "wb").write(struct.pack("<Q", len(hdr)) + hdr + bytes(8))
+P
+case_ "config JSON with a key twice" 2 "key \`ch\` appears twice" -- $D $OK --config dupcfg.json --output out.npy
+case_ "two tensors on the same bytes" 2 "overlap tensor \`a\`" -- $D --weights samebytes.safetensors --latent z.npy --output out.npy
+case_ "--latent-key with an .npy latent" 2 "an .npy file holds one array" -- $D $OK --latent-key z --output out.npy
+case_ "--fps with a tensor output" 2 "are for video outputs" -- $D $OK --output out.npy --fps 30
+case_ "--chroma with an APNG output" 2 "is for .y4m outputs" -- $D $OK --output out.apng --chroma 444
+case_ "compare --data-range 0" 2 "not a finite number > 0" -- $M compare z.npy z.npy --data-range 0
+case_ "demo --fps 0" 2 "invalid value" -- $M demo --out out-demo --fps 0
 echo "cases: $N" >&2
 rm -rf "$W"

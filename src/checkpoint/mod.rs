@@ -15,6 +15,7 @@ pub use class::{ClassChoice, detect_upstream_class};
 pub use infer::{Assumed, InferHints, Inferred, infer_config};
 
 use crate::error::{Error, Result};
+use crate::io::json::parse_strict;
 use crate::io::{Loader, WeightFile};
 use crate::kernels::Float;
 use crate::model::{Decoder, DecoderClass, DecoderConfig, DecoderPlan, PadMode};
@@ -131,6 +132,19 @@ fn config_from_value(v: &Value, path: &Path) -> Result<ModelConfig> {
     }
 }
 
+/// The decoder plan of `config`; its errors name where the config came from (`origin`: a file,
+/// or a weights file's metadata).
+pub fn plan_from(config: &DecoderConfig, origin: &str) -> Result<DecoderPlan> {
+    DecoderPlan::new(config).map_err(|e| match e {
+        Error::GroupCount { place, channels, groups } => {
+            Error::GroupCount { place: format!("{origin}: {place}"), channels, groups }
+        }
+        Error::InvalidConfig(m) => Error::InvalidConfig(format!("{origin}: {m}")),
+        Error::Unsupported(m) => Error::Unsupported(format!("{origin}: {m}")),
+        e => e,
+    })
+}
+
 /// Reads a config JSON file: diffusers `config.json` or the upstream argument names.
 pub fn read_config(path: &Path) -> Result<ModelConfig> {
     config_from_value(&read_json(path)?, path)
@@ -138,7 +152,7 @@ pub fn read_config(path: &Path) -> Result<ModelConfig> {
 
 fn read_json(path: &Path) -> Result<Value> {
     let text = crate::io::paths::read_small_text(path, "JSON file", crate::io::paths::MAX_JSON_BYTES)?;
-    serde_json::from_str(&text).map_err(|e| Error::invalid_file(path, format!("not valid JSON: {e}")))
+    parse_strict(&text).map_err(|e| Error::invalid_file(path, format!("not valid JSON: {e}")))
 }
 
 /// Entries a shard index may list (a diffusers VAE has a few hundred tensors).
@@ -355,7 +369,12 @@ impl Checkpoint {
             // ContextParallelCausalConv3d takes no pad_mode: it always repeats frame 0 (spec 9).
             config.pad_mode = PadMode::First;
         }
-        let plan = DecoderPlan::new(&config)?;
+        let origin = match &config_source {
+            ConfigSource::File(p) => p.display().to_string(),
+            ConfigSource::Metadata => format!("{} (config from its metadata)", path.display()),
+            ConfigSource::Inferred(_) => format!("{} (config inferred from its tensors)", path.display()),
+        };
+        let plan = plan_from(&config, &origin)?;
         let mut ignore: Vec<String> = opts.ignore.iter().map(|s| s.to_string()).collect();
         if prefix.is_empty() {
             // Whole-VAE files without a prefix still carry the encoder and loss terms.
@@ -493,8 +512,7 @@ fn metadata_config(file: &WeightFile) -> Result<Option<ModelConfig>> {
     let md = file.metadata();
     let bad = |m: String| Error::InvalidConfig(format!("{}: {m}", file.path().display()));
     if let Some(meta) = md.get("meta") {
-        let v: Value =
-            serde_json::from_str(meta).map_err(|e| bad(format!("metadata `meta` is not JSON: {e}")))?;
+        let v = parse_strict(meta).map_err(|e| bad(format!("metadata `meta` is not JSON: {e}")))?;
         let mut cfg =
             v.get("config").cloned().ok_or_else(|| bad("metadata `meta` has no `config`".into()))?;
         let diffusers = cfg.get("block_out_channels").is_some();
@@ -505,7 +523,7 @@ fn metadata_config(file: &WeightFile) -> Result<Option<ModelConfig>> {
     }
     match md.get("config") {
         Some(text) => {
-            let v: Value = serde_json::from_str(text).map_err(|e| {
+            let v = parse_strict(text).map_err(|e| {
                 Error::invalid_file(file.path(), format!("metadata `config` is not JSON: {e}"))
             })?;
             config_from_value(&v, file.path()).map(Some)

@@ -161,7 +161,11 @@ fn read_any(path: &Path, key: Option<&str>) -> Result<(Vec<usize>, Vec<f64>)> {
 pub fn compare(args: &CompareArgs) -> Result<bool> {
     super::safety::check_bound("--max-rel", args.max_rel)?;
     super::safety::check_bound("--max-abs", args.max_abs)?;
-    super::safety::check_bound("--data-range", args.data_range)?;
+    if let Some(r) = args.data_range
+        && !(r.is_finite() && r > 0.0)
+    {
+        bail!("--data-range {r} is not a finite number > 0 (PSNR divides by it)");
+    }
     if let Some((a, b)) = as_traces(args)? {
         return compare_traces(args, a, b);
     }
@@ -170,7 +174,13 @@ pub fn compare(args: &CompareArgs) -> Result<bool> {
     let (db, b) =
         read_any(&args.b, args.key_b.as_deref()).with_context(|| format!("reading {}", args.b.display()))?;
     if da != db {
-        bail!("shapes differ: A {da:?} vs B {db:?}");
+        bail!("shapes differ: A ({}) {da:?} vs B ({}) {db:?}", args.a.display(), args.b.display());
+    }
+    if a.is_empty() {
+        // Equal shapes with a zero extent: nothing differs, and no error figure is defined.
+        println!("shape       {da:?}");
+        println!("(no values: both tensors are empty)");
+        return Ok(true);
     }
     let (lo, hi) = b.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
     let range = args.data_range.unwrap_or(if hi > lo { hi - lo } else { 1.0 });

@@ -4,7 +4,7 @@ use super::progress::DecodeProgress;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use movq::io::paths::Stamp;
-use movq::io::{Chroma, OutputSink, SinkOptions, read_latent};
+use movq::io::{Chroma, OutputSink, SinkOptions, VideoFormat, read_latent};
 use movq::kernels::Float;
 use movq::model::memory::{Footprint, available_bytes, estimate_peak_bytes};
 use movq::model::{DecodeMode, DecoderClass};
@@ -112,12 +112,12 @@ pub struct DecodeArgs {
     /// Write a `.png` output as an animated PNG.
     #[arg(long)]
     pub apng: bool,
-    /// Frame rate of Y4M and APNG outputs.
-    #[arg(long, default_value_t = 8)]
-    pub fps: u32,
-    /// Chroma subsampling of Y4M outputs.
-    #[arg(long, value_enum, default_value = "420")]
-    pub chroma: ChromaArg,
+    /// Frame rate of Y4M and APNG outputs [default: 8].
+    #[arg(long)]
+    pub fps: Option<u32>,
+    /// Chroma subsampling of Y4M outputs [default: 420].
+    #[arg(long, value_enum)]
+    pub chroma: Option<ChromaArg>,
     /// Compute precision: f32 (fast), f64 (reference), bf16-emulated (f32 with bf16
     /// products in the convolutions), or bf16 (the CPU's bf16 dot products: ARM FEAT_BF16, x86 avx512_bf16).
     #[arg(long, value_enum, default_value = "f32")]
@@ -302,9 +302,29 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
     meta.insert("config".to_string(), serde_json::to_string(ck.config())?);
     meta.insert("mode".to_string(), format!("{mode:?}"));
     super::cleanup::install();
-    let chroma = if a.chroma == ChromaArg::C444 { Chroma::C444 } else { Chroma::C420 };
-    let opts = SinkOptions { apng: a.apng, fps: a.fps, chroma };
+    let chroma = if a.chroma == Some(ChromaArg::C444) { Chroma::C444 } else { Chroma::C420 };
+    let opts = SinkOptions { apng: a.apng, fps: a.fps.unwrap_or(8), chroma };
     let mut writer = OutputSink::create::<T>(&a.output, out_shape, &opts, &meta)?;
+    // A flag the output's format does not use would be silently ignored.
+    let format = writer.video_format();
+    let unused = match format {
+        None if a.fps.is_some() || a.chroma.is_some() => Some("--fps and --chroma are for video outputs"),
+        Some(VideoFormat::PngDir) if a.fps.is_some() => Some("--fps is for .y4m and .apng outputs"),
+        Some(VideoFormat::Apng | VideoFormat::PngDir) if a.chroma.is_some() => {
+            Some("--chroma is for .y4m outputs")
+        }
+        _ if a.apng && !a.output.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) => {
+            Some("--apng is for outputs named .png")
+        }
+        _ => None,
+    };
+    if let Some(why) = unused {
+        bail!(
+            "{}: {why}; this output is {}",
+            a.output.display(),
+            format.map_or("a tensor", |f| f.describe())
+        );
+    }
     super::cleanup::track(writer.tmp_paths());
     super::signals::track(&writer.tmp_paths(), out_shape.d, &mapped);
     let t_load = t0.elapsed().as_secs_f64();

@@ -25,17 +25,47 @@ pub struct DemoArgs {
     #[arg(long, default_value = "movq-demo")]
     pub out: PathBuf,
     /// Frame rate of the animated PNGs.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub fps: u32,
 }
 
-/// Writes video (1, 3, t, h, w) to `path` as `format`.
-fn write_video(path: &Path, y: &Tensor<f32>, format: VideoFormat, fps: u32) -> Result<()> {
+/// A writer of video (1, 3, t, h, w) `y` to `path` as `format`, with all frames written: what
+/// is left is [`VideoWriter::finish`] (the rename that makes the output appear).
+fn write_video(path: &Path, y: &Tensor<f32>, format: VideoFormat, fps: u32) -> Result<VideoWriter> {
     let opts = VideoOptions { format, fps, chroma: Chroma::C444 };
     let mut w = VideoWriter::create(path, y.shape(), opts)?;
     w.write(0, y)?;
-    w.finish()?;
-    Ok(())
+    Ok(w)
+}
+
+/// The demo's outputs written so far, removed if a later one fails (with the directory, if
+/// this run created it and it is then empty): a run leaves all of them or none.
+struct Made {
+    dir: Option<PathBuf>,
+    outputs: Vec<PathBuf>,
+}
+
+impl Made {
+    fn keep(mut self) {
+        self.dir = None;
+        self.outputs.clear();
+    }
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        for p in self.outputs.drain(..) {
+            if p.is_dir() {
+                // Holds only the frames this run wrote (the writer replaced the directory).
+                let _ = movq::io::output::remove_frame_dir(&p);
+            } else {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+        if let Some(d) = self.dir.take() {
+            let _ = std::fs::remove_dir(&d);
+        }
+    }
 }
 
 pub fn demo(a: &DemoArgs) -> Result<()> {
@@ -75,12 +105,9 @@ pub fn demo(a: &DemoArgs) -> Result<()> {
     let mse = sq / gt.len() as f64;
     let psnr = movq::metrics::psnr(mse, 255.0);
 
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let apng = a.out.join("demo.apng");
     let frames = a.out.join("frames");
     let truth = a.out.join("ground_truth.apng");
-    write_video(&apng, &y, VideoFormat::Apng, a.fps)?;
-    write_video(&frames, &y, VideoFormat::PngDir, a.fps)?;
     // The ground truth back to [-1, 1]; the pixel mapping returns every k / 255 exactly.
     let mut g = Tensor::<f32>::zeros(s)?;
     let fl = s.frame_len();
@@ -88,7 +115,22 @@ pub fn demo(a: &DemoArgs) -> Result<()> {
         let (t, p, c) = (i / (fl * 3), (i / 3) % fl, i % 3);
         g.data_mut()[(c * s.d + t) * fl + p] = v / 255.0 * 2.0 - 1.0;
     }
-    write_video(&truth, &g, VideoFormat::Apng, a.fps)?;
+    let mut made = Made { dir: None, outputs: Vec::new() };
+    if !a.out.exists() {
+        std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+        made.dir = Some(a.out.clone());
+    }
+    // Every output is written to its temporary before the first appears.
+    let writers =
+        [(&apng, &y, VideoFormat::Apng), (&frames, &y, VideoFormat::PngDir), (&truth, &g, VideoFormat::Apng)]
+            .into_iter()
+            .map(|(path, video, format)| Ok((path, write_video(path, video, format, a.fps)?)))
+            .collect::<Result<Vec<_>>>()?;
+    for (path, w) in writers {
+        w.finish()?;
+        made.outputs.push(path.clone());
+    }
+    made.keep();
     println!(
         "decoded the bundled latent {} -> {} frames of {}x{} in {decode_s:.2} s",
         z.shape(),

@@ -2,6 +2,7 @@
 //! (latents, outputs), and the watchable outputs (PNG frames, APNG, Y4M).
 
 mod frame_writer;
+pub mod json;
 mod npy;
 pub mod output;
 pub mod paths;
@@ -24,14 +25,14 @@ pub use video::{
     yuv_planes,
 };
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, escape};
 use crate::tensor::{Element, Shape, Tensor};
 use std::path::Path;
 
 /// Reads a latent tensor: from a `.npy` file, or from a safetensors file (the tensor `key`, or
 /// the first tensor in name order when `key` is `None`). The result must be rank 5.
 pub fn read_latent<T: Element>(path: &Path, key: Option<&str>) -> Result<Tensor<T>> {
-    let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    let is_npy = npy_latent(path, key)?;
     let (name, dims, data) = if is_npy {
         if !npy::npy_is_float(path)? {
             return Err(Error::UnsupportedDtype {
@@ -58,10 +59,35 @@ pub fn read_latent<T: Element>(path: &Path, key: Option<&str>) -> Result<Tensor<
     Tensor::from_vec(shape, data)
 }
 
+/// Whether the latent file is `.npy` (else safetensors); a tensor name is refused for it (an
+/// npy file holds one array, so a name would be silently unused).
+fn npy_latent(path: &Path, key: Option<&str>) -> Result<bool> {
+    let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    if let (true, Some(k)) = (is_npy, key) {
+        let why = format!(
+            "a latent key (`{}`) names a tensor of a safetensors file; an .npy file holds one array",
+            escape(k)
+        );
+        return Err(Error::invalid_file(path, why));
+    }
+    Ok(is_npy)
+}
+
 /// The latent's tensor name in a safetensors file: `key`, or the first name in order.
 fn latent_name(file: &WeightFile, key: Option<&str>) -> Result<String> {
     match key {
-        Some(k) => Ok(k.to_string()),
+        Some(k) if file.info(k).is_some() => Ok(k.to_string()),
+        Some(k) => {
+            let mut names: Vec<String> = file.names().take(9).map(|n| format!("`{}`", escape(n))).collect();
+            if names.len() == 9 {
+                names[8] = "...".into();
+            }
+            let holds = if names.is_empty() { "nothing".into() } else { names.join(", ") };
+            Err(Error::invalid_file(
+                file.path(),
+                format!("no tensor `{}` to read as the latent (it holds {holds})", escape(k)),
+            ))
+        }
         None => file
             .names()
             .next()
@@ -73,7 +99,7 @@ fn latent_name(file: &WeightFile, key: Option<&str>) -> Result<String> {
 /// The name and dims of the latent [`read_latent`] would read, from the file's header alone
 /// (nothing of the data is read), so that sizes can be checked before any allocation.
 pub fn latent_dims(path: &Path, key: Option<&str>) -> Result<(String, Vec<usize>)> {
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+    if npy_latent(path, key)? {
         return Ok(("npy array".to_string(), npy_shape(path)?));
     }
     let file = WeightFile::open(path)?;

@@ -78,31 +78,34 @@ pub(crate) fn parse(path: &Path, buf: &[u8]) -> Result<Header> {
         total += (info.end - info.start) as u128;
         tensors.insert(name, info);
     }
-    if total > data_len as u128 {
-        return Err(Error::Truncated {
-            path: path.into(),
-            what: format!("the data of its {} tensors", tensors.len()),
-            needed: (data_start as u128 + total).min(u64::MAX as u128) as u64,
-            got: file_len,
-        });
-    }
     let bad_offsets = |name: &str, info: &TensorInfo, reason: String| Error::BadOffsets {
         path: path.into(),
         name: name.to_string(),
         offsets: [info.start as u64, info.end as u64],
         reason,
     };
+    // Overlaps first: two entries on the same bytes would otherwise add up to more than the
+    // file holds and read as a truncated file.
     let mut by_start: Vec<(&String, &TensorInfo)> = tensors.iter().collect();
     by_start.sort_by_key(|(_, t)| (t.start, t.end));
-    for (i, (name, t)) in by_start.iter().enumerate() {
-        if t.end as u64 > data_len {
-            return Err(bad_offsets(name, t, format!("end outside the {data_len}-byte data section")));
-        }
-        if let Some((prev, p)) = i.checked_sub(1).map(|j| by_start[j])
-            && p.end > t.start
-        {
+    for pair in by_start.windows(2) {
+        let [(prev, p), (name, t)] = pair else { unreachable!("windows of 2") };
+        if p.end > t.start {
             return Err(bad_offsets(name, t, format!("overlap tensor `{prev}` at [{}, {}]", p.start, p.end)));
         }
+    }
+    // Disjoint ranges whose sizes exceed the data section: the file was cut short.
+    let max_end = by_start.iter().map(|(_, t)| t.end as u64).max().unwrap_or(0);
+    if total > data_len as u128 {
+        return Err(Error::Truncated {
+            path: path.into(),
+            what: format!("the data of its {} tensors", tensors.len()),
+            needed: (data_start as u64).saturating_add(max_end),
+            got: file_len,
+        });
+    }
+    if let Some((name, t)) = by_start.iter().find(|(_, t)| t.end as u64 > data_len) {
+        return Err(bad_offsets(name, t, format!("end outside the {data_len}-byte data section")));
     }
     Ok(Header { data_start, tensors, metadata })
 }
@@ -183,11 +186,12 @@ impl<'de> serde::Deserialize<'de> for UniqueObject {
                 mut a: A,
             ) -> std::result::Result<UniqueObject, A::Error> {
                 let mut map = serde_json::Map::new();
-                while let Some((k, v)) = a.next_entry::<String, Value>()? {
+                while let Some(k) = a.next_key::<String>()? {
                     if map.contains_key(&k) {
                         let k = crate::error::escape(&k).into_owned();
                         return Err(serde::de::Error::custom(format!("tensor `{k}` is listed twice")));
                     }
+                    let v = a.next_value_seed(crate::io::json::value_at(&k))?;
                     map.insert(k, v);
                 }
                 Ok(UniqueObject(map))

@@ -93,6 +93,14 @@ impl OutputSink {
     }
 
     /// The files (or directories) the output consists of.
+    /// The video format being written; `None` for a tensor.
+    pub fn video_format(&self) -> Option<VideoFormat> {
+        match self {
+            OutputSink::Tensor(_) => None,
+            OutputSink::Video(w) => Some(w.format()),
+        }
+    }
+
     pub fn paths(&self) -> Vec<PathBuf> {
         match self {
             OutputSink::Tensor(w) => vec![w.path().to_path_buf()],

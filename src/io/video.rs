@@ -275,6 +275,24 @@ impl VideoWriter {
     }
 }
 
+impl VideoFormat {
+    /// For messages: "a directory of PNG frames".
+    pub fn describe(self) -> &'static str {
+        match self {
+            VideoFormat::PngDir => "a directory of PNG frames",
+            VideoFormat::Apng => "an animated PNG",
+            VideoFormat::Y4m => "a Y4M video",
+        }
+    }
+}
+
+impl VideoWriter {
+    /// The format being written.
+    pub fn format(&self) -> VideoFormat {
+        self.opts.format
+    }
+}
+
 impl Drop for VideoWriter {
     fn drop(&mut self) {
         for out in &mut self.outputs {

@@ -159,8 +159,8 @@ pub struct DecoderConfig {
 impl DecoderConfig {
     /// Parses a JSON object with the upstream argument names.
     pub fn from_json(text: &str) -> Result<Self> {
-        let v: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| Error::InvalidConfig(format!("config JSON: {e}")))?;
+        let v = crate::io::json::parse_strict(text)
+            .map_err(|e| Error::InvalidConfig(format!("config JSON: {e}")))?;
         Self::from_value(&v)
     }
 

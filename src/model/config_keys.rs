@@ -23,6 +23,8 @@ pub enum Kind {
     NumberOrNull,
     /// A list of numbers, or null.
     NumberListOrNull,
+    /// A non-negative integer or a list of them (upstream's `cast_tuple` arguments).
+    UIntOrUIntList,
 }
 
 impl Kind {
@@ -37,6 +39,7 @@ impl Kind {
             Kind::UIntOrNull => "a non-negative integer or null",
             Kind::NumberOrNull => "a number or null",
             Kind::NumberListOrNull => "a list of numbers or null",
+            Kind::UIntOrUIntList => "a non-negative integer or a list of them",
         }
     }
 
@@ -52,6 +55,7 @@ impl Kind {
             Kind::UIntOrNull => v.is_null() || v.is_u64(),
             Kind::NumberOrNull => v.is_null() || v.is_number(),
             Kind::NumberListOrNull => v.is_null() || list(Value::is_number),
+            Kind::UIntOrUIntList => v.is_u64() || list(Value::is_u64),
         }
     }
 }

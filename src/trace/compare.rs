@@ -37,8 +37,8 @@ impl TraceFile {
             .metadata()
             .get(META_KEY)
             .ok_or_else(|| bad(format!("not a trace: no `{META_KEY}` key in the safetensors metadata")))?;
-        let meta: Value =
-            serde_json::from_str(text).map_err(|e| bad(format!("metadata `{META_KEY}` is not JSON: {e}")))?;
+        let meta = crate::io::json::parse_strict(text)
+            .map_err(|e| bad(format!("metadata `{META_KEY}` is not JSON: {e}")))?;
         let order: Vec<String> = meta
             .get("order")
             .and_then(Value::as_array)

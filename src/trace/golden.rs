@@ -224,7 +224,8 @@ fn fill_set(
 pub fn read_set(dir: &Path) -> Result<Manifest> {
     let path = dir.join(MANIFEST);
     let text = crate::io::paths::read_small_text(&path, "manifest", crate::io::paths::MAX_JSON_BYTES)?;
-    let m: Manifest = serde_json::from_str(&text)
+    let m: Manifest = crate::io::json::parse_strict(&text)
+        .and_then(serde_json::from_value)
         .map_err(|e| Error::invalid_file(&path, format!("not a manifest: {e}")))?;
     if m.format != MANIFEST_FORMAT {
         return Err(Error::invalid_file(
@@ -297,14 +298,21 @@ pub struct CaseCheck {
 }
 
 /// The port's output for case `name` in `other`: `NAME.npy`, or `NAME.safetensors` (tensor
-/// `sample`, or its only tensor).
+/// `sample`, or its only tensor); both present is an error (which one the port meant is not
+/// for movq to guess).
 fn read_port_output(other: &Path, name: &str) -> Result<(PathBuf, Vec<usize>, Vec<f64>)> {
     let npy = other.join(format!("{name}.npy"));
+    let st = other.join(format!("{name}.safetensors"));
+    if npy.exists() && st.exists() {
+        return Err(Error::invalid_file(
+            other,
+            format!("holds both {name}.npy and {name}.safetensors for case `{name}`; keep one"),
+        ));
+    }
     if npy.exists() {
         let (d, v) = crate::io::read_npy::<f64>(&npy)?;
         return Ok((npy, d, v));
     }
-    let st = other.join(format!("{name}.safetensors"));
     let f = WeightFile::open(&st)?;
     let key = match f.info("sample") {
         Some(_) => "sample".to_string(),
