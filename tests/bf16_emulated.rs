@@ -40,7 +40,7 @@ fn engine_conv(
 ) -> Vec<f32> {
     let (d, h, wd) = dims;
     let x = Tensor::from_vec(Shape::new(1, p.c_in, d, h, wd), x.to_vec()).unwrap();
-    let layer = ConvLayer { op: "test", weight: w, bias: b, params: p, transformed: None };
+    let layer = ConvLayer { op: "test", weight: w, bias: b, params: p, transformed: None, nearest_2x: false };
     set_bf16_products(bf16);
     let y = conv3d(&layer, ConvInput::plain(&x));
     set_bf16_products(false);
@@ -107,7 +107,14 @@ fn winograd_convs_have_bf16_sized_error_and_bypass_the_f32_cache() {
 
     let cell = OnceLock::new();
     let xt = Tensor::from_vec(Shape::new(1, 16, 4, 9, 10), x.clone()).unwrap();
-    let layer = ConvLayer { op: "test", weight: &w, bias: &b, params: &p, transformed: Some(&cell) };
+    let layer = ConvLayer {
+        op: "test",
+        weight: &w,
+        bias: &b,
+        params: &p,
+        transformed: Some(&cell),
+        nearest_2x: false,
+    };
     let f32_cached = conv3d(&layer, ConvInput::plain(&xt)).unwrap();
     assert!(cell.get().is_some(), "the f32 call fills the layer cache");
     set_bf16_products(true);
@@ -220,12 +227,20 @@ fn bf16_mode_runs_where_it_can_and_is_a_named_error_elsewhere() {
     let dims = (3, 9, 10);
     let (x, w, b) = (values(9 * 3 * 9 * 10, 8), values(8 * p.k_len(), 9), values(8, 10));
     let emulated = engine_conv(&p, dims, &x, &w, &b, true);
-    let layer = ConvLayer { op: "test", weight: &w, bias: &b, params: &p, transformed: None };
+    let layer =
+        ConvLayer { op: "test", weight: &w, bias: &b, params: &p, transformed: None, nearest_2x: false };
     let xt = Tensor::from_vec(Shape::new(1, 9, 3, 9, 10), x.clone()).unwrap();
     let x64 = Tensor::from_vec(xt.shape(), x.iter().map(|&v| v as f64).collect()).unwrap();
     let (w64, b64): (Vec<f64>, Vec<f64>) =
         (w.iter().map(|&v| v as f64).collect(), b.iter().map(|&v| v as f64).collect());
-    let layer64 = ConvLayer { op: "test64", weight: &w64, bias: &b64, params: &p, transformed: None };
+    let layer64 = ConvLayer {
+        op: "test64",
+        weight: &w64,
+        bias: &b64,
+        params: &p,
+        transformed: None,
+        nearest_2x: false,
+    };
     set_bf16_products(true);
     set_bf16_native(true);
     let native = conv3d(&layer, ConvInput::plain(&xt));

@@ -153,6 +153,7 @@ proptest! {
             bf16_products: false,
             bf16_dot: None,
             out_frames: None,
+            nearest_2x: false,
         };
         let mut fast = vec![f64::NAN; p.c_out * d_o * h_o * w_o];
         conv3d_winograd(&mut fast, &ConvCall { x: &x, dims, weight: &wt, bias: &b, p: &p }, &opts);
@@ -322,6 +323,7 @@ proptest! {
             bf16_products: false,
             bf16_dot: None,
             out_frames: None,
+            nearest_2x: false,
         };
         let mut fast = vec![f64::NAN; slow.len()];
         conv3d_winograd(&mut fast, &ConvCall { x: &x, dims, weight: &wt, bias: &b, p: &p }, &opts);

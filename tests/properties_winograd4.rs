@@ -111,6 +111,7 @@ impl Case {
             bf16_products: false,
             bf16_dot: None,
             out_frames: None,
+            nearest_2x: false,
         };
         let mut out = if acc { t(&self.residual) } else { vec![T::from_f64(f64::NAN); self.residual.len()] };
         conv3d_winograd4(&mut out, &ConvCall { x: &x, dims, weight: &wt, bias: &b, p }, &opts);

@@ -47,6 +47,7 @@ impl<T: Float> Conv3d<T> {
             bias: &self.bias,
             params: &self.params,
             transformed: None,
+            nearest_2x: false,
         }
     }
 
@@ -103,16 +104,22 @@ impl<T: Float> Conv2d<T> {
     /// [`Self::forward`] written into frames `at ..` of `out` (n, c_out, frames, h, w), for one
     /// of several calls that share `transformed`, the Winograd weight transforms made by the
     /// first of them (e.g. frame by frame: once per forward, not per frame, and gone with the
-    /// cell). x: (n, c_in, d, h, w)
+    /// cell). `nearest_2x`: x is a nearest 2x upsampling in h and w (so a 3x3 conv skips the
+    /// Winograd products it makes zero). x: (n, c_in, d, h, w)
     pub fn forward_into(
         &self,
         x: &Tensor<T>,
         transformed: &OnceLock<Transformed<T>>,
         out: &mut Tensor<T>,
         at: usize,
+        nearest_2x: bool,
     ) -> Result<()> {
         let c = &self.0;
-        let r = conv3d_into(&ConvLayer { transformed: Some(transformed), ..c.layer() }, x, out, at);
+        // Only 3x3 with padding 1 reads the upsampled pairs in whole tiles.
+        let nearest_2x =
+            nearest_2x && c.params.has_3x3_taps() && c.params.pad_h.0 == 1 && c.params.pad_w.0 == 1;
+        let layer = ConvLayer { transformed: Some(transformed), nearest_2x, ..c.layer() };
+        let r = conv3d_into(&layer, x, out, at);
         c.release();
         r
     }

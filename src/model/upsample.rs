@@ -42,7 +42,7 @@ impl<T: Float> Upsample3d<T> {
                 continue;
             }
             let frame = IndexMaps { t: vec![src], h: maps.h.clone(), w: maps.w.clone() };
-            conv.forward_into(&resize(x, &frame)?, &transformed, &mut out, j)?;
+            conv.forward_into(&resize(x, &frame)?, &transformed, &mut out, j, true)?;
         }
         Ok(out)
     }

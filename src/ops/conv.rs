@@ -46,6 +46,8 @@ pub struct ConvLayer<'a, T> {
     /// Where the layer keeps its Winograd weight transforms across calls (filled on first
     /// use); `None` transforms per call into reused scratch.
     pub transformed: Option<&'a OnceLock<Transformed<T>>>,
+    /// The input is a nearest 2x upsampling in h and w ([`WinogradOptions::nearest_2x`]).
+    pub nearest_2x: bool,
 }
 
 /// A layer's F(2x2, 3x3) weight transforms, in the layout of the kernel that made them.
@@ -325,6 +327,7 @@ fn winograd_into<T: Float>(
             bf16_products: bf16,
             bf16_dot: dot,
             out_frames: Some((frames, at)),
+            nearest_2x: layer.nearest_2x,
         };
         let call = ConvCall { x: xb, dims: (s.d, s.h, s.w), weight: layer.weight, bias: layer.bias, p };
         if algo == ConvAlgo::Winograd4 {
