@@ -32,7 +32,7 @@ use super::input_norm::InputNorm;
 use super::params::{Conv3dParams, ConvCall};
 use super::scratch;
 pub use super::winograd_panels::padded_ld;
-use super::winograd_panels::{PanelArgs, m_ld, pack_tile_channel, tile_groups, tiles_len, weights_len};
+use super::winograd_panels::{NR, PanelArgs, m_ld, pack_tile_channel, tile_groups, tiles_len, weights_len};
 use super::winograd_tiles::{InputRowArgs, OutputRowArgs};
 use super::winograd_weights::{merged_weights, tap_runs};
 pub use super::winograd_weights::{
@@ -297,6 +297,8 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
     // it is multiplied once, by its taps' summed weights. Per run pattern: (runs, panels of
     // runs.len() taps).
     let mut merged: Vec<(Vec<Range<usize>>, scratch::Scratch<T>)> = Vec::new();
+    // What the inverse transform reads for the positions a nearest-2x input makes zero.
+    let zeros = if opts.nearest_2x { vec![T::ZERO; tw] } else { Vec::new() };
     for i0 in (0..th).step_by(strip_rows) {
         let s = Strip { i0, rows: strip_rows.min(th - i0), tw };
         let n_t = s.tiles();
@@ -371,17 +373,30 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
                     }
                     None => (srcs.iter().map(|&sf| frame(sf)).collect(), u, k_d),
                 };
-                // 16 independent gemms (one per transformed position), each over all output
-                // channels: the tasks and every element's rounding are independent of the thread count.
-                mbuf.par_chunks_mut(c_out * ld_m).enumerate().for_each(|(xi, m)| {
-                    if opts.nearest_2x && zero_on_nearest_2x(xi) {
-                        m.fill(T::ZERO);
-                        return;
-                    }
+                // 16 independent gemms (one per transformed position; those a nearest-2x input
+                // makes zero are skipped, and the inverse transform reads zeros for them), each
+                // over all output channels, or over halves of them for single-tap panels when
+                // 9 positions would load the threads unevenly: the tasks and every element's
+                // rounding are independent of the thread count.
+                let halves = opts.nearest_2x && k_u == 1 && bf16_dot.is_none() && panels.is_some();
+                let half = if halves { c_out.div_ceil(NR) / 2 * NR } else { c_out };
+                let tasks: Vec<(usize, usize, &mut [T])> = mbuf
+                    .chunks_mut(c_out * ld_m)
+                    .enumerate()
+                    .filter(|&(xi, _)| !(opts.nearest_2x && zero_on_nearest_2x(xi)))
+                    .flat_map(|(xi, m)| {
+                        let (lo, hi) = m.split_at_mut(half * ld_m);
+                        [(xi, 0, lo), (xi, half, hi)]
+                    })
+                    .filter(|(_, _, m)| !m.is_empty())
+                    .collect();
+                tasks.into_par_iter().for_each(|(xi, co0, m)| {
                     if let Some(mr) = panels {
                         let xo = xi * tiles_len(slots, n_t, mr) / 16;
                         let a: Vec<Option<&[T]>> = taps.iter().map(|v| v.map(|v| &v[xo..])).collect();
-                        let b = &uw[xi * weights_len(c_out, slots, k_u) / 16..];
+                        // Output channels co0.. (a multiple of NR; single tap when co0 > 0).
+                        let b = &uw[xi * weights_len(c_out, slots, k_u) / 16 + co0 * slots..];
+                        let c_out = m.len() / ld_m;
                         let args = PanelArgs { m, ld_m, c_out, c_in: slots, n_t, a: &a, b, mr };
                         match bf16_dot {
                             Some(dot) => T::bf16_panel_product(dot, args),
@@ -410,7 +425,7 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
             out.par_chunks_mut(plane_out).zip(bias.par_iter()).enumerate().for_each(|(co, (dst, &b))| {
                 inverse_transform(
                     dst,
-                    (mbuf, ld_m),
+                    (mbuf, ld_m, &zeros),
                     co,
                     c_out,
                     b,
@@ -425,11 +440,12 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
 }
 
 /// Writes A^T m A + bias of every tile of strip `s` into output frame `t` of channel `co`.
-/// dst: (frames, h_out, w_out) of channel co; m: (16, c_out, tiles), row stride ld_m.
+/// dst: (frames, h_out, w_out) of channel co; m: (16, c_out, tiles), row stride ld_m; with
+/// `zeros` (tw zeros) the positions [`zero_on_nearest_2x`] marks read them instead of m.
 #[allow(clippy::too_many_arguments)]
 fn inverse_transform<T: Float>(
     dst: &mut [T],
-    (m, ld_m): (&[T], usize),
+    (m, ld_m, zeros): (&[T], usize, &[T]),
     co: usize,
     c_out: usize,
     bias: T,
@@ -440,7 +456,10 @@ fn inverse_transform<T: Float>(
     let frame = &mut dst[t * h_out * w_out..][..h_out * w_out];
     for ti in 0..s.rows {
         let y = 2 * (s.i0 + ti);
-        let m = std::array::from_fn(|xi| &m[(xi * c_out + co) * ld_m + ti * s.tw..][..s.tw]);
+        let m = std::array::from_fn(|xi| match zeros.is_empty() || !zero_on_nearest_2x(xi) {
+            true => &m[(xi * c_out + co) * ld_m + ti * s.tw..][..s.tw],
+            false => &zeros[..s.tw],
+        });
         let (r0, rest) = frame[y * w_out..].split_at_mut(w_out);
         let r1 = (y + 1 < h_out).then(|| &mut rest[..w_out]);
         T::winograd_output_row(OutputRowArgs { out: (r0, r1), m, tw: s.tw, bias, accumulate });
