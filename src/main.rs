@@ -131,7 +131,7 @@ enum Command {
 #[derive(clap::Args)]
 struct BenchArgs {
     /// Measure the f32 FMA peak on 1 thread and on all threads instead of decoding.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["weights", "config", "latent", "latent_key", "prefix", "mode", "repeat", "precision", "output", "tile_sample_min_height", "tile_sample_min_width", "tile_overlap_factor_height", "tile_overlap_factor_width"])]
     peak: bool,
     /// Weights in any form `movq decode` takes (file, shard index, model folder).
     #[arg(long, required_unless_present = "peak")]
@@ -518,4 +518,27 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
         movq::Error::NonFinite { .. } => "pass --allow-nonfinite-output to write the output anyway",
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap's own consistency checks (argument ids named by `conflicts_with_all`,
+    /// `required_unless_present` and the like exist), which release builds skip.
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Hints are shown only where the subcommand takes the flags they name.
+    #[test]
+    fn hints_name_only_flags_the_command_takes() {
+        assert!(takes_flags("decode", "pass --allow-nonfinite-output to write the output anyway"));
+        assert!(!takes_flags("bench", "pass --allow-nonfinite-output to write the output anyway"));
+        assert!(takes_flags(
+            "decode",
+            "try --mode tiled (CogVideoX) or a smaller latent, --max-memory to set the budget, or --force to try anyway"
+        ));
+    }
 }

@@ -444,3 +444,21 @@ fn cli_catalogue_exits_2_naming_the_file_and_writes_nothing() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// A file of another format passed as weights fails the header-length check; the message says
+/// what it looks like instead of quoting a meaningless header length.
+#[test]
+fn other_formats_as_safetensors_are_named() {
+    let mut npy = b"\x93NUMPY\x01\x00v\x00".to_vec();
+    npy.extend_from_slice(&[b' '; 118]);
+    for (bytes, kind) in [
+        (npy, "an .npy array"),
+        (b"{\"ch\": 64, \"z_channels\": 4}\n".to_vec(), "JSON text"),
+        (b"\x80\x02}q\x00.  a pickle, not a checkpoint".to_vec(), "a Python pickle"),
+    ] {
+        match parse(bytes) {
+            Err(Error::InvalidHeader { reason, .. }) => assert!(reason.contains(kind), "{reason}"),
+            other => panic!("{kind}: expected InvalidHeader, got {other:?}"),
+        }
+    }
+}

@@ -69,6 +69,13 @@ fn cli_trace_compare_names_the_first_divergence() {
     // The same trace against itself passes.
     let o = run(&[&"compare", &tb, &tb, &"--max-rel", &"0"]);
     assert!(o.status.success() && text(&o).contains("PASS"), "{}", text(&o));
+    // Traces of different crops hold different regions under the same names: refused.
+    let tc = dir.path().join("c.safetensors");
+    let o = run(&[&"trace", &"--weights", &good, &"--latent", &z, &"--crop-rows", &"1:5", &"--output", &tc]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&[&"compare", &tc, &tb]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("crops differ"), "{}", text(&o));
     // A trace against a plain tensor file is refused.
     let o = run(&[&"compare", &ta, &golden]);
     assert_eq!(o.status.code(), Some(2));

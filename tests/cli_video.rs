@@ -321,3 +321,49 @@ fn nonfinite_latent_is_refused_unless_allowed() {
     assert!(String::from_utf8_lossy(&st.stderr).contains("warning"));
     assert!(out.exists());
 }
+
+/// Options that only fill in what an inferred config cannot tell, given against a config that
+/// says otherwise (here the weights' metadata), are refused, not ignored; the same value as the
+/// config's is accepted.
+#[test]
+fn hints_contradicting_the_config_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (w, z) = model(tmp.path(), "1,4,2,3,3");
+    let out = tmp.path().join("y.npy");
+    for (flag, value, says) in [
+        ("--pad-mode", "constant", "pad_mode constant (the config has first)"),
+        ("--temporal-compress-times", "4", "temporal_compress_times 4 (the config has 2)"),
+        (
+            "--class",
+            "ContextParallelDecoder3D",
+            "class ContextParallelDecoder3D (the config has MOVQDecoder3D)",
+        ),
+    ] {
+        let st = decode(&w, &z, &out, &[flag, value]);
+        let err = String::from_utf8_lossy(&st.stderr);
+        assert_eq!(st.status.code(), Some(2), "{flag}: {err}");
+        assert!(err.contains(says) && err.contains("w.safetensors"), "{flag}: {err}");
+        assert!(!out.exists());
+    }
+    let st = decode(&w, &z, &out, &["--pad-mode", "first"]);
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+}
+
+/// A safetensors latent with several tensors needs a latent key: the header's order is not
+/// kept, so "the first" was the alphabetically first (a zero tensor `a` before the latent `b`).
+#[test]
+fn latent_file_with_several_tensors_needs_a_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (w, z) = model(tmp.path(), "1,4,2,3,3");
+    let (dims, data) = read_npy::<f32>(&z).unwrap();
+    let zeros = vec![0.0f32; data.len()];
+    let two = tmp.path().join("two.safetensors");
+    let entries: Vec<(&str, &[usize], &[f32])> = vec![("b", &dims, &data), ("a", &dims, &zeros)];
+    movq::io::write_tensors(&two, &entries, &Default::default()).unwrap();
+    let out = tmp.path().join("y.npy");
+    let st = decode(&w, &two, &out, &[]);
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert_eq!(st.status.code(), Some(2), "{err}");
+    assert!(err.contains("holds several tensors (`a`, `b`)"), "{err}");
+    assert!(decode(&w, &two, &out, &["--latent-key", "b"]).status.success());
+}

@@ -254,5 +254,14 @@ case_ "--fps with a tensor output" 2 "are for video outputs" -- $D $OK --output 
 case_ "--chroma with an APNG output" 2 "is for .y4m outputs" -- $D $OK --output out.apng --chroma 444
 case_ "compare --data-range 0" 2 "not a finite number > 0" -- $M compare z.npy z.npy --data-range 0
 case_ "demo --fps 0" 2 "invalid value" -- $M demo --out out-demo --fps 0
+
+# Fourth pass: the third outside-tester's findings.
+case_ "--pad-mode contradicting the metadata config" 2 "pad_mode constant (the config has first)" -- $D $OK --pad-mode constant --output out.npy
+case_ "--class contradicting the metadata config" 2 "class ContextParallelDecoder3D (the config has MOVQDecoder3D)" -- $D $OK --class ContextParallelDecoder3D --output out.npy
+case_ "an .npy file as weights" 2 "it starts like an .npy array" -- $D --weights z.npy --latent z.npy --output out.npy
+case_ "a JSON file as weights" 2 "it starts like JSON text" -- $D --weights tiny.json --latent z.npy --output out.npy
+case_ "bench --peak with decode options" 2 "cannot be used with" -- $M bench --peak --weights w.safetensors --latent z.npy
+case_ "golden --check with --mode" 2 "cannot be used with" -- $M golden --check a b --mode chunked
+case_ "trace --list with --modules" 2 "cannot be used with" -- $M trace --weights w.safetensors --list --modules 'up.*'
 echo "cases: $N" >&2
 rm -rf "$W"

@@ -132,6 +132,36 @@ fn config_from_value(v: &Value, path: &Path) -> Result<ModelConfig> {
     }
 }
 
+/// Refuses a hint (resolution, pad mode, time compression, class) that the final config
+/// contradicts: hints fill in what tensors cannot tell, so one that a config file, the
+/// metadata or the class overrode would otherwise be silently ignored.
+fn check_hints(config: &DecoderConfig, hints: &InferHints, origin: &str) -> Result<()> {
+    let name = |m: &PadMode| {
+        serde_json::to_value(m).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    };
+    let mut clashes = Vec::new();
+    if let Some(r) = hints.resolution.filter(|&r| r != config.resolution) {
+        clashes.push(format!("resolution {r} (the config has {})", config.resolution));
+    }
+    if let Some(t) = hints.temporal_compress_times.filter(|&t| t != config.temporal_compress_times) {
+        clashes
+            .push(format!("temporal_compress_times {t} (the config has {})", config.temporal_compress_times));
+    }
+    if let Some(m) = hints.pad_mode.filter(|&m| m != config.pad_mode) {
+        clashes.push(format!("pad_mode {} (the config has {})", name(&m), name(&config.pad_mode)));
+    }
+    if let Some(c) = hints.class.filter(|&c| c != config.class) {
+        clashes.push(format!("class {} (the config has {})", c.name(), config.class.name()));
+    }
+    if clashes.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InvalidConfig(format!(
+        "{origin}: given {}: such options only fill in what a config inferred from the tensors cannot tell",
+        clashes.join(", ")
+    )))
+}
+
 /// The decoder plan of `config`; its errors name where the config came from (`origin`: a file,
 /// or a weights file's metadata).
 pub fn plan_from(config: &DecoderConfig, origin: &str) -> Result<DecoderPlan> {
@@ -374,6 +404,7 @@ impl Checkpoint {
             ConfigSource::Metadata => format!("{} (config from its metadata)", path.display()),
             ConfigSource::Inferred(_) => format!("{} (config inferred from its tensors)", path.display()),
         };
+        check_hints(&config, &opts.hints, &origin)?;
         let plan = plan_from(&config, &origin)?;
         let mut ignore: Vec<String> = opts.ignore.iter().map(|s| s.to_string()).collect();
         if prefix.is_empty() {

@@ -145,11 +145,15 @@ fn read_any(path: &Path, key: Option<&str>) -> Result<(Vec<usize>, Vec<f64>)> {
     let name = match key {
         Some(k) => k.to_string(),
         None if file.info("sample").is_some() => "sample".to_string(),
-        None => file
-            .names()
-            .next()
-            .map(str::to_string)
-            .with_context(|| format!("{} holds no tensor", path.display()))?,
+        // The only tensor: with several, which one is meant is not for movq to guess.
+        None => match file.names().take(2).collect::<Vec<_>>().as_slice() {
+            [one] => one.to_string(),
+            [] => bail!("{} holds no tensor", path.display()),
+            _ => bail!(
+                "{} holds several tensors and no `sample`; name one with --key-a / --key-b",
+                path.display()
+            ),
+        },
     };
     if let Some(info) = file.info(&name) {
         check_fits(path, &info.shape)?;

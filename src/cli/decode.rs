@@ -72,7 +72,7 @@ pub struct DecodeArgs {
     /// inferred from the tensor names and shapes (see `movq inspect`).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Latent: a .npy file, or a .safetensors file (first tensor, or --latent-key).
+    /// Latent: a .npy file, or a .safetensors file (its only tensor, or --latent-key).
     #[arg(long)]
     pub latent: PathBuf,
     /// Tensor name inside a safetensors latent file.

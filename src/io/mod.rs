@@ -30,7 +30,7 @@ use crate::tensor::{Element, Shape, Tensor};
 use std::path::Path;
 
 /// Reads a latent tensor: from a `.npy` file, or from a safetensors file (the tensor `key`, or
-/// the first tensor in name order when `key` is `None`). The result must be rank 5.
+/// its only tensor when `key` is `None`). The result must be rank 5.
 pub fn read_latent<T: Element>(path: &Path, key: Option<&str>) -> Result<Tensor<T>> {
     let is_npy = npy_latent(path, key)?;
     let (name, dims, data) = if is_npy {
@@ -73,26 +73,36 @@ fn npy_latent(path: &Path, key: Option<&str>) -> Result<bool> {
     Ok(is_npy)
 }
 
-/// The latent's tensor name in a safetensors file: `key`, or the first name in order.
+/// The file's tensor names for messages: up to 8, escaped, then "...".
+fn listing(file: &WeightFile) -> String {
+    let mut names: Vec<String> = file.names().take(9).map(|n| format!("`{}`", escape(n))).collect();
+    if names.len() == 9 {
+        names[8] = "...".into();
+    }
+    if names.is_empty() { "nothing".into() } else { names.join(", ") }
+}
+
+/// The latent's tensor name in a safetensors file: `key`, or its only tensor.
 fn latent_name(file: &WeightFile, key: Option<&str>) -> Result<String> {
     match key {
         Some(k) if file.info(k).is_some() => Ok(k.to_string()),
-        Some(k) => {
-            let mut names: Vec<String> = file.names().take(9).map(|n| format!("`{}`", escape(n))).collect();
-            if names.len() == 9 {
-                names[8] = "...".into();
+        Some(k) => Err(Error::invalid_file(
+            file.path(),
+            format!("no tensor `{}` to read as the latent (it holds {})", escape(k), listing(file)),
+        )),
+        // The only tensor: with several, which one is the latent is not for movq to guess
+        // (the header's order is lost, names sort alphabetically).
+        None => {
+            let names: Vec<&str> = file.names().take(9).collect();
+            match names.as_slice() {
+                [one] => Ok(one.to_string()),
+                [] => Err(Error::invalid_file(file.path(), "the safetensors file holds no tensor")),
+                _ => Err(Error::invalid_file(
+                    file.path(),
+                    format!("holds several tensors ({}); name the latent's with a latent key", listing(file)),
+                )),
             }
-            let holds = if names.is_empty() { "nothing".into() } else { names.join(", ") };
-            Err(Error::invalid_file(
-                file.path(),
-                format!("no tensor `{}` to read as the latent (it holds {holds})", escape(k)),
-            ))
         }
-        None => file
-            .names()
-            .next()
-            .map(str::to_string)
-            .ok_or_else(|| Error::invalid_file(file.path(), "the safetensors file holds no tensor")),
     }
 }
 

@@ -46,6 +46,10 @@ pub(crate) fn parse(path: &Path, buf: &[u8]) -> Result<Header> {
     };
     let header_len = u64::from_le_bytes(*len_bytes);
     if header_len > MAX_HEADER_BYTES || header_len > file_len - 8 {
+        if let Some(kind) = other_format(buf) {
+            let reason = format!("not a safetensors file: it starts like {kind}");
+            return Err(Error::InvalidHeader { path: path.into(), format: "safetensors", reason });
+        }
         return Err(Error::HeaderLength {
             path: path.into(),
             format: "safetensors",
@@ -108,6 +112,21 @@ pub(crate) fn parse(path: &Path, buf: &[u8]) -> Result<Header> {
         return Err(bad_offsets(name, t, format!("end outside the {data_len}-byte data section")));
     }
     Ok(Header { data_start, tensors, metadata })
+}
+
+/// What a file that failed the header-length check starts like, if it is a format movq users
+/// commonly pass by mistake (a latent, a config, a PyTorch checkpoint under another name).
+fn other_format(buf: &[u8]) -> Option<&'static str> {
+    let text = buf.iter().find(|b| !b.is_ascii_whitespace());
+    Some(match buf {
+        [0x93, b'N', b'U', b'M', b'P', b'Y', ..] => "an .npy array",
+        [0x80, 2..=5, ..] => {
+            "a Python pickle (a legacy PyTorch checkpoint is read by its .pt / .pth / .bin / .ckpt name)"
+        }
+        [0x89, b'P', b'N', b'G', ..] => "a PNG image",
+        _ if matches!(text, Some(b'{' | b'[')) => "JSON text",
+        _ => return None,
+    })
 }
 
 /// One tensor entry. Outer error: the entry is malformed (a reason for InvalidHeader); inner:

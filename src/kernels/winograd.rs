@@ -33,6 +33,7 @@ use super::params::{Conv3dParams, ConvCall};
 use super::scratch;
 pub use super::winograd_panels::padded_ld;
 use super::winograd_panels::{NR, PanelArgs, m_ld, pack_tile_channel, tile_groups, tiles_len, weights_len};
+pub use super::winograd_tiles::zero_on_nearest_2x;
 use super::winograd_tiles::{InputRowArgs, OutputRowArgs};
 use super::winograd_weights::{merged_weights, tap_runs};
 pub use super::winograd_weights::{
@@ -76,16 +77,6 @@ pub struct WinogradOptions<'a, T> {
     /// x is a nearest 2x upsampling in h and w (every aligned 2x2 block of a frame holds one
     /// value; h and w even), convolved with padding 1: see [`zero_on_nearest_2x`].
     pub nearest_2x: bool,
-}
-
-/// Whether transformed position xi (row xi / 4, column xi % 4 of the 4x4 tile) is exactly zero
-/// for every tile of a nearest-2x upsampled input with padding 1. A tile's input rows are then
-/// 2i - 1 .. 2i + 2, i.e. upsampled rows (a, b, b, c), and row 2 of B^T is (0, -1, 1, 0):
-/// b - b = 0, in every column (likewise for columns). So 7 of the 16 products are zero and
-/// are not computed (2.25 instead of 4 multiplies per output); finite inputs give the same
-/// output, bit for bit.
-pub fn zero_on_nearest_2x(xi: usize) -> bool {
-    xi / 4 == 2 || xi % 4 == 2
 }
 
 /// Geometry of one strip of tile rows (also of [`super::winograd4`]'s 4x4 tiles).

@@ -122,6 +122,12 @@ pub fn compare_traces(a: &TraceFile, b: &TraceFile) -> Result<TraceComparison> {
         name: name.to_string(),
         reason,
     };
+    // Entries cropped to different regions would be compared value by value as if aligned.
+    let (ca, cb) = (a.meta.get("crop"), b.meta.get("crop"));
+    if ca != cb {
+        let show = |c: Option<&Value>| c.map_or("none".to_string(), |c| c.to_string());
+        return Err(mismatch("(every entry)", format!("crops differ: A {}, B {}", show(ca), show(cb))));
+    }
     let mut rows = Vec::with_capacity(a.order.len());
     for name in &a.order {
         let da = a.dims(name).expect("order checked on opening");

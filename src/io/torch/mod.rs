@@ -116,7 +116,14 @@ fn index(path: &Path, buf: &[u8], p: &Pickle, storages: &HashMap<&str, Entry>) -
     for (key, t) in dict {
         let name = if strip { &key["module.".len()..] } else { key };
         let info = tensor_info(path, name, buf, storages, p, t, &mut index.gathered)?;
-        index.tensors.insert(name.to_string(), info);
+        // Python keeps the last of a repeated key; a saved state dict never repeats one, so a
+        // file that does was made by hand, and which value was meant is not for movq to guess.
+        if index.tensors.insert(name.to_string(), info).is_some() {
+            return Err(Error::invalid_file(
+                path,
+                format!("the state dict sets tensor `{}` twice", crate::error::escape(name)),
+            ));
+        }
     }
     Ok(index)
 }

@@ -90,6 +90,23 @@ fn torch_state_dict_contiguous_and_strided() {
     assert_eq!(f.read::<f32>("tail").unwrap().1, vec![4., 5.]);
 }
 
+/// A state dict setting one key twice (Python would keep the second) is refused, naming it.
+#[test]
+fn torch_repeated_state_dict_key_is_refused() {
+    let pkl = P::new()
+        .op(b"}(")
+        .s("w")
+        .tensor("FloatStorage", "0", 6, 0, &[2], &[1])
+        .s("w")
+        .tensor("FloatStorage", "0", 6, 4, &[2], &[1])
+        .op(b"u")
+        .stop();
+    match open(&pkl, &[("0", &f32s(6))]) {
+        Err(e @ Error::InvalidFile { .. }) => assert!(e.to_string().contains("sets tensor `w` twice"), "{e}"),
+        other => panic!("expected InvalidFile, got {:?}", other.map(|f| f.names().count())),
+    }
+}
+
 #[test]
 fn torch_size_one_axis_with_any_stride_is_gathered() {
     // (1, 2, 2) with strides (i64::MAX, 1, 2): non-contiguous, and the size-1 axis's stride
