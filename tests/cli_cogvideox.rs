@@ -176,6 +176,23 @@ fn cli_reads_btchw_latents_and_sharded_weights() {
         err.contains(&format!("weight_map entry `{dup}` names")) && err.contains("does not hold it"),
         "{err}"
     );
+    // An index that leaves out a tensor of its shards, or has a key of another format.
+    let mut partial = index.clone();
+    partial.remove(&dup);
+    std::fs::write(&index_path, serde_json::json!({ "weight_map": partial }).to_string()).unwrap();
+    let st = decode(&["--no-scale", "--layout", "btchw"], &sharded, &zt, &out);
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert_eq!(st.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("tensor `{dup}` of")) && err.contains("is not in the index's weight_map"),
+        "{err}"
+    );
+    std::fs::write(&index_path, serde_json::json!({ "weight_map": index, "weigth_map": {} }).to_string())
+        .unwrap();
+    let st = decode(&["--no-scale", "--layout", "btchw"], &sharded, &zt, &out);
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert_eq!(st.status.code(), Some(2), "{err}");
+    assert!(err.contains("unknown key `weigth_map`"), "{err}");
 }
 
 #[test]

@@ -14,7 +14,7 @@ mod infer;
 pub use class::{ClassChoice, detect_upstream_class};
 pub use infer::{Assumed, InferHints, Inferred, infer_config};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, escape};
 use crate::io::json::parse_strict;
 use crate::io::{Loader, WeightFile};
 use crate::kernels::Float;
@@ -198,6 +198,13 @@ type Shards = (Vec<PathBuf>, Vec<(String, PathBuf)>);
 /// and the map itself.
 fn shards_of_index(index: &Path) -> Result<Shards> {
     let v = read_json(index)?;
+    // What `save_pretrained` writes; another key is a typo or a format movq does not know.
+    if let Some(k) =
+        v.as_object().and_then(|o| o.keys().find(|k| !["metadata", "weight_map"].contains(&k.as_str())))
+    {
+        let reason = format!("unknown key `{}` (a shard index holds `metadata` and `weight_map`)", escape(k));
+        return Err(Error::invalid_file(index, reason));
+    }
     let map = v
         .get("weight_map")
         .and_then(Value::as_object)
@@ -250,6 +257,16 @@ fn check_shards(index: &Path, opened: &[Arc<WeightFile>], entries: &[(String, Pa
         if seen.get(name.as_str()).is_none_or(|p| *p != file.as_path()) {
             let reason =
                 format!("weight_map entry `{name}` names {}, which does not hold it", file.display());
+            return Err(Error::invalid_file(index, reason));
+        }
+    }
+    // With an index, a shard's tensor it does not list is one the index's writer did not
+    // mean to ship (a stale or foreign shard), not one to take silently.
+    if !entries.is_empty() {
+        let listed: BTreeSet<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+        if let Some((n, f)) = seen.iter().filter(|(n, _)| !listed.contains(*n)).min() {
+            let reason =
+                format!("tensor `{}` of {} is not in the index's weight_map", escape(n), f.display());
             return Err(Error::invalid_file(index, reason));
         }
     }
