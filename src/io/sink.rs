@@ -92,7 +92,6 @@ impl OutputSink {
         }
     }
 
-    /// The files (or directories) the output consists of.
     /// The video format being written; `None` for a tensor.
     pub fn video_format(&self) -> Option<VideoFormat> {
         match self {
@@ -101,6 +100,7 @@ impl OutputSink {
         }
     }
 
+    /// The files (or directories) the output consists of.
     pub fn paths(&self) -> Vec<PathBuf> {
         match self {
             OutputSink::Tensor(w) => vec![w.path().to_path_buf()],
