@@ -87,7 +87,8 @@ enum Command {
         latent_out: Option<PathBuf>,
     },
     /// Time decodes of a latent (median of --repeat runs) and report GFLOP/s, peak RSS and the
-    /// kernels used; or, with --peak, measure the machine's f32 FMA peak.
+    /// kernels used; or, with --peak, measure the machine's f32 FMA peak (and bf16
+    /// dot-product peak where the CPU has one).
     Bench(BenchArgs),
     /// Print what a checkpoint holds (tensor and parameter counts, dtypes, naming) and the
     /// decoder config movq uses for it, as JSON: from --config, the model folder's config.json,
@@ -130,7 +131,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct BenchArgs {
-    /// Measure the f32 FMA peak on 1 thread and on all threads instead of decoding.
+    /// Measure the f32 FMA peak (widest vectors the CPU runs well) and, where the CPU has bf16 dot
+    /// products, their peak, on 1 thread and on all threads, instead of decoding.
     #[arg(long, conflicts_with_all = ["weights", "config", "latent", "latent_key", "prefix", "mode", "repeat", "precision", "output", "tile_sample_min_height", "tile_sample_min_width", "tile_overlap_factor_height", "tile_overlap_factor_width"])]
     peak: bool,
     /// Weights in any form `movq decode` takes (file, shard index, model folder).

@@ -21,8 +21,8 @@ pub enum Precision {
     /// error of a bf16 port, on any CPU, at f32 speed or a little slower.
     #[value(name = "bf16-emulated")]
     Bf16Emulated,
-    /// bf16 products in the CPU's bf16 dot-product instructions with f32 sums (ARM BFDOT),
-    /// where movq has a kernel for them; an error elsewhere.
+    /// bf16 products in the CPU's bf16 dot-product instructions with f32 sums (x86
+    /// AVX512_BF16 `vdpbf16ps`, ARM BFDOT), where movq has a kernel for them; an error elsewhere.
     Bf16,
 }
 

@@ -19,6 +19,7 @@
 //! as in the f32 kernel.
 
 use super::bf16::round_bf16;
+use super::simd::{Kernel, Simd};
 use super::winograd_panels::{KC, NR, PanelArgs, panel_ldc};
 use rayon::prelude::*;
 
@@ -57,6 +58,19 @@ pub fn pack_tile_pair(
     n_t: usize,
     mr: usize,
 ) {
+    pack_pairs(pieces, k, lo, hi, (n_t, mr), pair);
+}
+
+/// The loop of [`pack_tile_pair`] with the slot made by `slot(lo, hi)`.
+#[inline(always)]
+fn pack_pairs(
+    pieces: &mut [&mut [f32]],
+    k: usize,
+    lo: &[f32],
+    hi: Option<&[f32]>,
+    (n_t, mr): (usize, usize),
+    slot: impl Fn(f32, f32) -> f32,
+) {
     let nb = n_t.div_ceil(mr);
     assert!(pieces.len() == 16 * nb && lo.len() >= 16 * n_t && hi.is_none_or(|h| h.len() >= 16 * n_t));
     for (i, piece) in pieces.iter_mut().enumerate() {
@@ -67,17 +81,49 @@ pub fn pack_tile_pair(
         match hi {
             Some(h) => {
                 for ((d, &a), &b) in d.iter_mut().zip(l).zip(&h[xi * n_t + t0..][..w]) {
-                    *d = pair(a, b);
+                    *d = slot(a, b);
                 }
             }
             None => {
                 for (d, &a) in d.iter_mut().zip(l) {
-                    *d = pair(a, 0.0);
+                    *d = slot(a, 0.0);
                 }
             }
         }
         d[w..].fill(0.0);
     }
+}
+
+/// [`pack_tile_pair`] compiled for the ISA's vector registers: the rounding without a branch
+/// ([`pair_bits`]), so the compiler vectorises the loop (the scalar loop was 5.6 % of a bf16
+/// seed decode on Zen 4, perf). Equal to the twin bit for bit (tested on every ISA).
+pub struct PackTilePair<'a, 'b> {
+    pub pieces: &'a mut [&'b mut [f32]],
+    pub k: usize,
+    pub lo: &'a [f32],
+    pub hi: Option<&'a [f32]>,
+    pub n_t: usize,
+    pub mr: usize,
+}
+
+impl Kernel for PackTilePair<'_, '_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<S: Simd>(self, _: S) {
+        let PackTilePair { pieces, k, lo, hi, n_t, mr } = self;
+        pack_pairs(pieces, k, lo, hi, (n_t, mr), |a, b| f32::from_bits(pair_bits(a.to_bits(), b.to_bits())));
+    }
+}
+
+/// [`pair`] on bit patterns, NaN chosen by a select instead of a branch.
+#[inline(always)]
+fn pair_bits(lo: u32, hi: u32) -> u32 {
+    let bits = |b: u32| {
+        let nearest = b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16;
+        let quiet = (b | 0x0040_0000) >> 16;
+        if b & 0x7FFF_FFFF > 0x7F80_0000 { quiet } else { nearest }
+    };
+    bits(lo) | (bits(hi) << 16)
 }
 
 /// dst: bf16 weight panels (16, k_d, cb, pairs, NR) from u: (c_out, 16, k_d, c_in), row

@@ -225,7 +225,10 @@ impl Float for f32 {
         n_t: usize,
         mr: usize,
     ) {
-        bf16_panels::pack_tile_pair(pieces, k, lo, hi, n_t, mr)
+        match isa() {
+            Isa::Scalar => bf16_panels::pack_tile_pair(pieces, k, lo, hi, n_t, mr),
+            Isa::Vector(v) => v.run(bf16_panels::PackTilePair { pieces, k, lo, hi, n_t, mr }),
+        }
     }
     fn bf16_pack_weights(dst: &mut [f32], u: &[f32], dims: (usize, usize, usize), ld_u: usize) {
         bf16_panels::pack_weights_bf16(dst, u, dims, ld_u)

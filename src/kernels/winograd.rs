@@ -369,7 +369,7 @@ pub fn conv3d_winograd<T: Float>(out: &mut [T], c: &ConvCall<'_, T>, opts: &Wino
                 // over all output channels, or over halves of them for single-tap panels when
                 // 9 positions would load the threads unevenly: the tasks and every element's
                 // rounding are independent of the thread count.
-                let halves = opts.nearest_2x && k_u == 1 && bf16_dot.is_none() && panels.is_some();
+                let halves = opts.nearest_2x && k_u == 1 && panels.is_some();
                 let half = if halves { c_out.div_ceil(NR) / 2 * NR } else { c_out };
                 let tasks: Vec<(usize, usize, &mut [T])> = mbuf
                     .chunks_mut(c_out * ld_m)

@@ -313,3 +313,83 @@ fn every_bf16_kernel_of_this_cpu_passes_its_self_check() {
         assert!(ok, "{} differs from {} on this CPU", k.name(), k.twin().name());
     }
 }
+
+/// Values whose bf16 rounding is an edge: ties either way, carries into the exponent, the
+/// largest finite (rounds to infinity), subnormals, infinities, signalling and quiet NaNs.
+fn pack_edge_values(n: usize, seed: u64) -> Vec<f32> {
+    const EDGES: [u32; 14] = [
+        0x3F80_8000,
+        0x3F81_8000,
+        0x3F80_7FFF,
+        0x3FFF_FFFF,
+        0x7F7F_FFFF,
+        0xFF7F_FFFF,
+        0x0000_8000,
+        0x007F_FFFF,
+        0x8000_0001,
+        0x7F80_0000,
+        0xFF80_0000,
+        0x7F80_0001,
+        0xFFC1_2345,
+        0x8000_0000,
+    ];
+    let r = values(n, seed);
+    r.iter()
+        .enumerate()
+        .map(|(i, &x)| if (x.to_bits() >> 3) % 3 == 0 { f32::from_bits(EDGES[i % EDGES.len()]) } else { x })
+        .collect()
+}
+
+fn check_pack_pair(pairs: usize, n_t: usize, odd: bool, seed: u64) -> Result<(), TestCaseError> {
+    use crate::kernels::simd::Vector;
+    let c_in = 2 * pairs - usize::from(odd);
+    let v = pack_edge_values(c_in * 16 * n_t, seed);
+    let ch = |ci: usize| &v[ci * 16 * n_t..][..16 * n_t];
+    for mr in [MR_BFDOT, MR_DPBF16] {
+        let pack = |kernel: Option<Vector>| {
+            let mut t = vec![f32::NAN; tiles_len(pairs, n_t, mr)];
+            for (g, mut pieces) in tile_groups(&mut t, pairs, n_t, mr, 2).into_iter().enumerate() {
+                for k in 0..2.min(pairs - 2 * g) {
+                    let ci = 2 * (2 * g + k);
+                    let (lo, hi) = (ch(ci), (ci + 1 < c_in).then(|| ch(ci + 1)));
+                    match kernel {
+                        None => pack_tile_pair(&mut pieces, k, lo, hi, n_t, mr),
+                        Some(vec) => vec.run(PackTilePair { pieces: &mut pieces, k, lo, hi, n_t, mr }),
+                    }
+                }
+            }
+            t
+        };
+        let want = pack(None);
+        for vec in Vector::all_available() {
+            let got = pack(Some(vec));
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                prop_assert_eq!(g.to_bits(), w.to_bits(), "{} mr {} slot {}", vec.name(), mr, i);
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(crate::testing::proptest_cases(24)))]
+    #[test]
+    fn pack_tile_pair_kernel_matches_twin_on_every_isa(
+        pairs in 1usize..6, n_t in 1usize..80, odd in any::<bool>(), seed in any::<u64>(),
+    ) {
+        check_pack_pair(pairs, n_t, odd, seed)?;
+    }
+}
+
+/// The twin's rounding, checked against the kernel's on bit patterns around every
+/// tie of the low half, in all four sign/NaN classes.
+#[test]
+fn pair_bits_equals_pair_near_ties() {
+    for hi16 in [0x0000u32, 0x0001, 0x3F80, 0x3F81, 0x7F7F, 0x7F80, 0x7FC0, 0x8000, 0xFF7F, 0xFF80, 0xFFBF] {
+        for lo16 in [0x0000u32, 0x0001, 0x7FFE, 0x7FFF, 0x8000, 0x8001, 0xFFFF] {
+            let b = (hi16 << 16) | lo16;
+            let want = pair(f32::from_bits(b), f32::from_bits(b ^ 0x8000_0000)).to_bits();
+            assert_eq!(pair_bits(b, b ^ 0x8000_0000), want, "bits {b:#010x}");
+        }
+    }
+}
