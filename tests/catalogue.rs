@@ -293,7 +293,6 @@ fn estimate_over_the_budget_is_over_memory_budget() {
             elem: 4,
             weight_bytes: 1 << 20,
             keep_output: false,
-            bf16: false,
             held_transform_bytes: 0,
         },
     )

@@ -110,7 +110,6 @@ const FOOTPRINT: movq::model::memory::Footprint = movq::model::memory::Footprint
     elem: 4,
     weight_bytes: 0,
     keep_output: false,
-    bf16: false,
     held_transform_bytes: 0,
 };
 

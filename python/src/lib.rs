@@ -425,14 +425,13 @@ impl NativeDecoder {
     }
 
     fn estimate(&self, zs: Shape, mode: &DecodeMode, keep_output: bool) -> movq::Result<u64> {
-        let (elem, bf16, held) = match &self.dec {
-            Loaded::F32(d) => (4, d.emulates_bf16_products(), d.weight_cache_bytes()),
-            Loaded::F64(d) => (8, d.emulates_bf16_products(), d.weight_cache_bytes()),
+        let (elem, held) = match &self.dec {
+            Loaded::F32(d) => (4, d.weight_cache_bytes()),
+            Loaded::F64(d) => (8, d.weight_cache_bytes()),
         };
         let weight_bytes = self.ck.weight_bytes() * (elem as u64 / 4);
-        let bf16 = bf16 || movq::kernels::params::bf16_products();
         let held_transform_bytes = held as u64;
-        let footprint = Footprint { elem, weight_bytes, keep_output, bf16, held_transform_bytes };
+        let footprint = Footprint { elem, weight_bytes, keep_output, held_transform_bytes };
         estimate_peak_bytes(&self.ck.plan, zs, mode, &footprint)
     }
 

@@ -178,7 +178,6 @@ fn check_memory<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode, zs
         elem: std::mem::size_of::<T>(),
         weight_bytes,
         keep_output: false,
-        bf16: movq::kernels::params::bf16_products(),
         held_transform_bytes: 0,
     };
     let mut estimate = estimate_peak_bytes(&ck.plan, zs, mode, &footprint)

@@ -18,17 +18,17 @@ const CONV_SCRATCH_BYTES: u64 = 192 << 20;
 
 /// Estimated bytes of one decoder call on a latent chunk z, and of the conv caches it carries
 /// (`chunked`: its clip has more than one frame batch).
-fn call_bytes(plan: &DecoderPlan, z: Shape, elem: u128, chunked: bool, bf16: bool) -> Result<(u128, u128)> {
+fn call_bytes(plan: &DecoderPlan, z: Shape, elem: u128, chunked: bool) -> Result<(u128, u128)> {
     let walk = plan.walk(z)?;
     let n = z.n as u128;
     let unit = |d: (usize, usize, usize)| n * d.0 as u128 * d.1 as u128 * d.2 as u128 * elem;
     let frame = |d: (usize, usize, usize)| unit((1, d.1, d.2));
     // A k=3 causal conv over c_in channels keeps 2 frames.
     let cache = |c_in: usize, d| if chunked { 2 * c_in as u128 * frame(d) } else { 0 };
-    // x and h; a shortcut is written over x unless it has more channels than x (or bf16
-    // products are on: `crate::ops::conv::conv3d_owned`).
+    // x and h; a shortcut is written over x unless it has more channels than x
+    // (`crate::ops::conv::conv3d_owned`, with or without bf16 products).
     let resblock = |c_in: usize, c_out: usize, d| {
-        let shortcut = if c_out > c_in || (bf16 && c_out != c_in) { c_out as u128 } else { 0 };
+        let shortcut = if c_out > c_in { c_out as u128 } else { 0 };
         (c_in as u128 + c_out as u128 + shortcut) * unit(d)
     };
     let c = plan.mid_channels;
@@ -64,8 +64,6 @@ pub struct Footprint {
     pub weight_bytes: u64,
     /// The whole output is held in memory (not streamed to a file as it is produced).
     pub keep_output: bool,
-    /// The decode runs with bf16 products (process-wide or the decoder's own setting).
-    pub bf16: bool,
     /// Bytes of Winograd weight transforms the decoder holds already
     /// (`Decoder::weight_cache_bytes`).
     pub held_transform_bytes: u64,
@@ -73,7 +71,7 @@ pub struct Footprint {
 
 /// Estimated peak bytes of decoding z with `mode`.
 pub fn estimate_peak_bytes(plan: &DecoderPlan, z: Shape, mode: &DecodeMode, f: &Footprint) -> Result<u64> {
-    let Footprint { elem, weight_bytes, keep_output, bf16, held_transform_bytes } = *f;
+    let Footprint { elem, weight_bytes, keep_output, held_transform_bytes } = *f;
     let out = plan.output_shape(z)?;
     let elem = elem as u128;
     let frame_out = z.n as u128 * plan.out_ch as u128 * elem;
@@ -84,7 +82,7 @@ pub fn estimate_peak_bytes(plan: &DecoderPlan, z: Shape, mode: &DecodeMode, f: &
     let mut work = 0u128;
     for (i, c) in calls.iter().enumerate() {
         let alone = c.starts_clip && calls.get(i + 1).is_none_or(|n| n.starts_clip);
-        let (act, caches) = call_bytes(plan, c.shape(z), elem, c.cached && !alone, bf16)?;
+        let (act, caches) = call_bytes(plan, c.shape(z), elem, c.cached && !alone)?;
         work = work.max(act + caches);
     }
     let held = match mode {
@@ -143,10 +141,9 @@ mod tests {
     use super::*;
     use crate::model::DecoderConfig;
 
-    /// A bf16 decode keeps the shortcut apart from x (a channel-reducing block at full
-    /// resolution is the peak here), and transforms a decoder holds already are counted.
+    /// Transforms a decoder holds already are counted.
     #[test]
-    fn estimate_counts_bf16_shortcuts_and_held_transforms() {
+    fn estimate_counts_held_transforms() {
         let cfg = DecoderConfig::from_json(
             r#"{"class": "CogVideoXDecoder3D", "ch": 32, "out_ch": 3, "ch_mult": [1, 2], "num_res_blocks": 1,
                 "attn_resolutions": [], "resolution": 32, "z_channels": 4}"#,
@@ -154,16 +151,9 @@ mod tests {
         .unwrap();
         let plan = DecoderPlan::new(&cfg).unwrap();
         let z = Shape::new(1, 4, 3, 6, 5);
-        let f = Footprint {
-            elem: 4,
-            weight_bytes: 1 << 20,
-            keep_output: false,
-            bf16: false,
-            held_transform_bytes: 0,
-        };
+        let f = Footprint { elem: 4, weight_bytes: 1 << 20, keep_output: false, held_transform_bytes: 0 };
         let est = |f: Footprint| estimate_peak_bytes(&plan, z, &DecodeMode::Chunked, &f).unwrap();
         let base = est(f);
-        assert!(est(Footprint { bf16: true, ..f }) > base);
         // One frame batch, one call: no transforms kept unless the decoder holds some.
         assert_eq!(est(Footprint { held_transform_bytes: 5 << 20, ..f }), base + (5 << 20));
     }

@@ -342,18 +342,29 @@ fn winograd_into<T: Float>(
 /// strides) with c_out <= c_in ([`pointwise_in_place`]): a resnet block's shortcut then needs
 /// no second tensor beside its input. Bitwise the result of [`conv3d`] (the same gemm per
 /// column block, for the decoders' layer shapes; gemm's small-matrix path, m and n <= 64, may
-/// order the sums of tiny layers differently). Other convs, and bf16 products, take [`conv3d`].
+/// order the sums of tiny layers differently). With bf16 products the input is rounded in
+/// place (it is consumed) and the weights in a copy, the operands [`conv3d`] rounds in copies
+/// of both (a second and third input-sized tensor). Other convs take [`conv3d`].
 /// x: (n, c_in, d, h, w) -> (n, c_out, d', h', w')
 pub fn conv3d_owned<T: Float>(layer: &ConvLayer<'_, T>, x: Tensor<T>) -> Result<Tensor<T>> {
     let p = layer.params;
-    if !p.is_pointwise() || p.c_out > p.c_in || p.c_out == 0 || crate::kernels::params::bf16_products() {
+    if !p.is_pointwise() || p.c_out > p.c_in || p.c_out == 0 {
         return conv3d(layer, ConvInput::plain(&x));
     }
     let s = x.shape();
     let out_shape = conv_out_shape(layer.op, s, p)?;
     let len = s.frame_len() * s.d;
     let mut buf = x.into_vec();
-    pointwise_in_place(&mut buf, s.n, s.c, len, layer.weight, layer.bias);
+    let rounded;
+    let mut weight = layer.weight;
+    if crate::kernels::params::bf16_products() {
+        round_to_bf16(&mut buf);
+        let mut w = weight.to_vec();
+        round_to_bf16(&mut w);
+        rounded = w;
+        weight = &rounded;
+    }
+    pointwise_in_place(&mut buf, s.n, s.c, len, weight, layer.bias);
     buf.truncate(s.n * p.c_out * len);
     buf.shrink_to_fit();
     Tensor::from_vec(out_shape, buf)
