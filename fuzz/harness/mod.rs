@@ -106,12 +106,8 @@ pub fn npy_parse(data: &[u8]) {
     let _ = movq::io::parse_npy::<f32>(std::path::Path::new("fuzz.npy"), data);
 }
 
-const FOOTPRINT: movq::model::memory::Footprint = movq::model::memory::Footprint {
-    elem: 4,
-    weight_bytes: 0,
-    keep_output: false,
-    held_transform_bytes: 0,
-};
+const FOOTPRINT: movq::model::memory::Footprint =
+    movq::model::memory::Footprint { elem: 4, weight_bytes: 0, keep_output: false, held_transform_bytes: 0 };
 
 /// Arbitrary text as a decoder config: parsing, validation and shape arithmetic must not panic.
 pub fn config_json(data: &[u8]) {
