@@ -86,6 +86,42 @@ fn panels(c: &mut Criterion) {
             })
         });
     }
+    // The bf16 dot-product kernel where the CPU has one: channel pairs, so c_in / 2 slots;
+    // still 2 FLOP per multiply-add of the c_in channels, read against `bench --peak`'s bf16.
+    if let Some(dot) = movq::kernels::bf16_panels::Bf16Dot::detect() {
+        let mr = dot.mr();
+        for (ch, n_t) in [(512usize, 1350usize), (256, 1024)] {
+            let (nb, k_d, pairs) = (n_t.div_ceil(mr), 3, ch / 2);
+            let a_len = nb * panel_ldc(pairs) * mr;
+            let pair = |n: usize, seed: u64| -> Vec<f32> {
+                data(2 * n, seed)
+                    .chunks_exact(2)
+                    .map(|q| movq::kernels::bf16_panels::pair(q[0], q[1]))
+                    .collect()
+            };
+            let a: Vec<Vec<f32>> = (0..k_d).map(|i| pair(a_len, 20 + i as u64)).collect();
+            let b = pair(k_d * ch.div_ceil(NR) * pairs * NR, 30);
+            let ld_m = m_ld(n_t, mr);
+            let mut m = vec![0.0f32; ch * ld_m];
+            g.throughput(Throughput::Elements((2 * ch * ch * k_d * nb * mr) as u64));
+            g.bench_function(format!("c{ch}_tiles{n_t}_k3_{}", dot.name()), |bch| {
+                bch.iter(|| {
+                    let taps: Vec<Option<&[f32]>> = a.iter().map(|x| Some(&x[..])).collect();
+                    let args = PanelArgs {
+                        m: black_box(&mut m),
+                        ld_m,
+                        c_out: ch,
+                        c_in: pairs,
+                        n_t,
+                        a: &taps,
+                        b: &b,
+                        mr,
+                    };
+                    dot.panel_product(args)
+                })
+            });
+        }
+    }
     g.finish();
 }
 

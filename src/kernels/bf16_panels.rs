@@ -117,7 +117,7 @@ impl Kernel for PackTilePair<'_, '_> {
 
 /// [`pair`] on bit patterns, NaN chosen by a select instead of a branch.
 #[inline(always)]
-fn pair_bits(lo: u32, hi: u32) -> u32 {
+pub(crate) fn pair_bits(lo: u32, hi: u32) -> u32 {
     let bits = |b: u32| {
         let nearest = b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16;
         let quiet = (b | 0x0040_0000) >> 16;
@@ -127,7 +127,8 @@ fn pair_bits(lo: u32, hi: u32) -> u32 {
 }
 
 /// dst: bf16 weight panels (16, k_d, cb, pairs, NR) from u: (c_out, 16, k_d, c_in), row
-/// stride `ld_u` ([`super::winograd`]'s transformed weight rows).
+/// stride `ld_u` ([`super::winograd`]'s transformed weight rows). The twin of the bf16 output
+/// of [`super::winograd_weight_blocks::BlockTransforms`], which decodes use.
 pub fn pack_weights_bf16(dst: &mut [f32], u: &[f32], (c_out, c_in, k_d): (usize, usize, usize), ld_u: usize) {
     let (cb, pairs) = (c_out.div_ceil(NR), c_in.div_ceil(2));
     assert!(dst.len() == 16 * k_d * cb * pairs * NR && c_out * ld_u <= u.len() && 16 * k_d * c_in <= ld_u);

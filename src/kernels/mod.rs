@@ -26,6 +26,7 @@ pub mod winograd;
 pub mod winograd4;
 pub mod winograd_panels;
 pub mod winograd_tiles;
+pub mod winograd_weight_blocks;
 pub mod winograd_weights;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
@@ -123,8 +124,8 @@ pub trait Float: Element + scratch::Pooled {
     fn bf16_pack_pair(_: &mut [&mut [Self]], _: usize, _: &[Self], _: Option<&[Self]>, _: usize, _: usize) {
         unreachable!("bf16 dot products on {}", Self::NAME)
     }
-    /// See [`bf16_panels::pack_weights_bf16`] (f32 only).
-    fn bf16_pack_weights(_: &mut [Self], _: &[Self], _: (usize, usize, usize), _: usize) {
+    /// The f32 whose bits are `b` (bf16 channel-pair slots; f32 only).
+    fn from_f32_bits(_: u32) -> Self {
         unreachable!("bf16 dot products on {}", Self::NAME)
     }
     /// See [`bf16_panels::Bf16Dot::panel_product`] (f32 only).
@@ -230,8 +231,8 @@ impl Float for f32 {
             Isa::Vector(v) => v.run(bf16_panels::PackTilePair { pieces, k, lo, hi, n_t, mr }),
         }
     }
-    fn bf16_pack_weights(dst: &mut [f32], u: &[f32], dims: (usize, usize, usize), ld_u: usize) {
-        bf16_panels::pack_weights_bf16(dst, u, dims, ld_u)
+    fn from_f32_bits(b: u32) -> f32 {
+        f32::from_bits(b)
     }
     fn bf16_panel_product(dot: bf16_panels::Bf16Dot, a: PanelArgs<'_, f32>) {
         dot.panel_product(a)

@@ -8,7 +8,9 @@ use super::Float;
 use super::bf16::round_to_bf16;
 use super::params::Conv3dParams;
 use super::scratch;
+use super::simd::dispatch;
 use super::winograd_panels::{NR, padded_ld, weights_len};
+use super::winograd_weight_blocks::{BlockScratch, BlockTransforms, CI_BLOCK};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -32,13 +34,7 @@ fn transform_weight_panels<T: Float>(
     runs: &[Range<usize>],
     bf16_pairs: bool,
 ) {
-    if !bf16_pairs {
-        return transform_into_panels(u, weight, p, runs);
-    }
-    let ld_u = padded_ld(16 * runs.len() * p.c_in);
-    let mut rows = scratch::take(p.c_out * ld_u);
-    transform_weight_rows(&mut rows, weight, p, runs);
-    T::bf16_pack_weights(u, &rows, (p.c_out, p.c_in, runs.len()), ld_u);
+    transform_into_panels(u, weight, p, runs, bf16_pairs)
 }
 
 /// u = the transformed weights as bf16 channel-pair weight panels ([`super::bf16_panels`]).
@@ -58,7 +54,7 @@ pub fn transformed_len_bf16(p: &Conv3dParams) -> usize {
 /// run's taps (in tap order, from the first), all in f64 so each value of U is rounded once.
 /// weight: (c_out, c_in, k_d, 3, 3).
 #[inline(always)]
-fn transform_one<T: Float>(
+pub(crate) fn transform_one<T: Float>(
     weight: &[T],
     p: &Conv3dParams,
     co: usize,
@@ -88,55 +84,40 @@ fn transform_one<T: Float>(
     u
 }
 
-/// Input channels per pass of [`transform_into_panels`]: the pass's 16 x k pieces of
-/// CI_BLOCK x NR values (18 KiB for k = 3) stay in L1 until copied out.
-const CI_BLOCK: usize = 16;
-
-/// u: weight panels (16, k, cb, c_in, NR) ([`weights_len`]), k = `runs.len()`, of the
-/// transforms [`transform_one`] of each run; output channels past c_out are zero. Written in
-/// place, in parallel over the blocks of NR output channels: no rows buffer as large as the
-/// panels and no packing pass over it (`pack_weights`, its twin in the tests). Per block of
-/// [`CI_BLOCK`] input channels the values are gathered in a local buffer and copied out as
-/// contiguous runs: stored directly into the pieces (16 x k streams of 4-byte stores, cb x
-/// c_in x NR values apart) the transform ran 1.6-1.8x slower (criterion `weight_transform`).
-fn transform_into_panels<T: Float>(u: &mut [T], weight: &[T], p: &Conv3dParams, runs: &[Range<usize>]) {
-    let (c_in, k, cb) = (p.c_in, runs.len(), p.c_out.div_ceil(NR));
-    assert!(u.len() == weights_len(p.c_out, c_in, k) && runs.iter().all(|r| !r.is_empty() && r.end <= p.k_d));
+/// u: weight panels (16, k, cb, slots, NR) ([`weights_len`]), k = `runs.len()`, of the
+/// transforms [`transform_one`] of each run, rounded to T (`pairs`: to f32, then to bf16
+/// channel pairs in f32 slots, slots = ceil(c_in / 2), [`super::bf16_panels`]; T is f32);
+/// output channels past c_out are zero. Written in place, in parallel over the blocks of NR
+/// output channels, per block of [`CI_BLOCK`] input channels by [`BlockTransforms`]: no rows
+/// buffer as large as the panels and no packing pass over it (`pack_weights` and
+/// `pack_weights_bf16` on [`transform_weight_rows`], the twins in the tests).
+pub(crate) fn transform_into_panels<T: Float>(
+    u: &mut [T],
+    weight: &[T],
+    p: &Conv3dParams,
+    runs: &[Range<usize>],
+    pairs: bool,
+) {
+    let (k, cb) = (runs.len(), p.c_out.div_ceil(NR));
+    let slots = if pairs { p.c_in.div_ceil(2) } else { p.c_in };
+    assert!(
+        u.len() == weights_len(p.c_out, slots, k) && runs.iter().all(|r| !r.is_empty() && r.end <= p.k_d)
+    );
+    assert!(!pairs || T::NAME == "f32", "bf16 pairs of {}", T::NAME);
     if u.is_empty() {
         return;
     }
-    // Piece i of c_in x NR values holds position xd = i / cb (= rc * k + dt) of block i % cb.
+    // Piece i of slots x NR values holds position xd = i / cb (= rc * k + dt) of block i % cb.
     let mut blocks: Vec<Vec<&mut [T]>> = (0..cb).map(|_| Vec::with_capacity(16 * k)).collect();
-    for (i, piece) in u.chunks_exact_mut(c_in * NR).enumerate() {
+    for (i, piece) in u.chunks_exact_mut(slots * NR).enumerate() {
         blocks[i % cb].push(piece);
     }
-    let local_len = 16 * k * CI_BLOCK * NR;
-    blocks.into_par_iter().enumerate().for_each_init(
-        || vec![T::ZERO; local_len],
-        |local, (j, mut pieces)| {
-            for c0 in (0..c_in).step_by(CI_BLOCK) {
-                let n = CI_BLOCK.min(c_in - c0);
-                // local: (16 * k, CI_BLOCK, NR), position xd's values at xd * CI_BLOCK * NR.
-                for r in 0..NR {
-                    let co = j * NR + r;
-                    for ci in 0..n {
-                        for (dt, run) in runs.iter().enumerate() {
-                            let vals = match co < p.c_out {
-                                true => transform_one(weight, p, co, c0 + ci, run),
-                                false => [0.0; 16],
-                            };
-                            for (rc, v) in vals.into_iter().enumerate() {
-                                local[((rc * k + dt) * CI_BLOCK + ci) * NR + r] = T::from_f64(v);
-                            }
-                        }
-                    }
-                }
-                for (xd, piece) in pieces.iter_mut().enumerate() {
-                    piece[c0 * NR..][..n * NR].copy_from_slice(&local[xd * CI_BLOCK * NR..][..n * NR]);
-                }
-            }
-        },
-    );
+    blocks.into_par_iter().enumerate().for_each_init(Box::<BlockScratch>::default, |scr, (j, mut pieces)| {
+        for c0 in (0..p.c_in).step_by(CI_BLOCK) {
+            let n = CI_BLOCK.min(p.c_in - c0);
+            dispatch(BlockTransforms { pieces: &mut pieces, scr, weight, p, runs, j, c0, n, pairs });
+        }
+    });
 }
 
 /// u: (c_out, 16, k, c_in), row stride `padded_ld(16 * k * c_in)`, k = `runs.len()`, from
@@ -246,7 +227,7 @@ mod tests {
             let mut want = vec![f32::NAN; weights_len(c_out, c_in, k)];
             pack_weights(&mut want, &rows, (c_out, c_in, k), ld_u);
             let mut got = vec![f32::NAN; want.len()];
-            transform_into_panels(&mut got, &weight, &p, &runs);
+            transform_into_panels(&mut got, &weight, &p, &runs, false);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "c_in {c_in} c_out {c_out} runs {runs:?}");
         }
