@@ -14,9 +14,10 @@ use std::ops::Range;
 pub const CI_BLOCK: usize = 16;
 const _: () = assert!(CI_BLOCK.is_multiple_of(2));
 
-/// Lanes of one block: input channel ci, output channel r of the block at lane `ci * NR + r`,
-/// the order of a weight panel's values.
+/// Lanes of one block (see [`block_values`]).
 const BLOCK_LANES: usize = CI_BLOCK * NR;
+/// Lanes of the even input channels of a block in the bf16 pair layout ([`block_values`]).
+const HALF: usize = BLOCK_LANES / 2;
 
 /// [`BlockTransforms`]' f64 values; lanes past a block's `n * NR` are never read.
 pub struct BlockScratch {
@@ -63,7 +64,7 @@ impl<T: Float> Kernel for BlockTransforms<'_, '_, T> {
         assert!(n <= CI_BLOCK && c0.is_multiple_of(CI_BLOCK) && pieces.len() == 16 * k);
         assert!(!pairs || T::NAME == "f32", "bf16 pairs of {}", T::NAME);
         for (dt, run) in runs.iter().enumerate() {
-            block_values(scr, weight, p, run, (j, c0, n));
+            block_values(scr, weight, p, run, (j, c0, n), pairs);
             // Separate passes: stores into 16 slices of one buffer kept the compiler from
             // vectorising the arithmetic.
             let outs = pieces.iter_mut().skip(dt).step_by(k).zip(scr.u.iter());
@@ -76,22 +77,13 @@ impl<T: Float> Kernel for BlockTransforms<'_, '_, T> {
                     }
                 }
                 true => {
-                    // Pair q of the block: lanes of channels 2q (low half) and 2q + 1 (high;
-                    // zero past c_in), each rounded to f32 first, as the f32 panels hold them.
-                    let (q_n, even) = (n.div_ceil(2), n / 2);
+                    // Pair q: even channel 2q in the low half, odd 2q + 1 (or zero) in the
+                    // high one, each rounded to f32 first, as the f32 panels hold them.
+                    let q_n = n.div_ceil(2) * NR;
                     for (piece, ur) in outs {
-                        let d = &mut piece[c0 / 2 * NR..][..q_n * NR];
-                        for (dq, lh) in d.chunks_exact_mut(NR).zip(ur.chunks_exact(2 * NR)).take(even) {
-                            let (l, h) = lh.split_at(NR);
-                            for ((o, &a), &b) in dq.iter_mut().zip(l).zip(h) {
-                                *o = T::from_f32_bits(pair_bits((a as f32).to_bits(), (b as f32).to_bits()));
-                            }
-                        }
-                        if q_n > even {
-                            let l = &ur[2 * even * NR..][..NR];
-                            for (o, &a) in d[even * NR..].iter_mut().zip(l) {
-                                *o = T::from_f32_bits(pair_bits((a as f32).to_bits(), 0));
-                            }
+                        let (lo, hi) = ur.split_at(HALF);
+                        for ((o, &a), &b) in piece[c0 / 2 * NR..][..q_n].iter_mut().zip(lo).zip(hi) {
+                            *o = T::from_f32_bits(pair_bits((a as f32).to_bits(), (b as f32).to_bits()));
                         }
                     }
                 }
@@ -100,7 +92,11 @@ impl<T: Float> Kernel for BlockTransforms<'_, '_, T> {
     }
 }
 
-/// scr.u = the transforms of `run` for the block's lanes (see [`BlockTransforms`]).
+/// scr.u = the transforms of `run` for the block's lanes (see [`BlockTransforms`]): input
+/// channel ci, output channel r at lane `ci * NR + r`, or with `pairs` the even channels in
+/// the first [`HALF`] lanes and the odd ones in the rest (lane
+/// `(ci % 2) * HALF + ci / 2 * NR + r`), so a pair's halves are the same lane of either half;
+/// the odd lanes of a lone last channel are zero.
 #[inline(always)]
 fn block_values<T: Float>(
     scr: &mut BlockScratch,
@@ -108,8 +104,10 @@ fn block_values<T: Float>(
     p: &Conv3dParams,
     run: &Range<usize>,
     (j, c0, n): (usize, usize, usize),
+    pairs: bool,
 ) {
     let BlockScratch { g, u } = scr;
+    let lane = |ci: usize, r: usize| if pairs { (ci % 2) * HALF + ci / 2 * NR + r } else { ci * NR + r };
     for ci in 0..n {
         for r in 0..NR {
             let co = j * NR + r;
@@ -125,11 +123,18 @@ fn block_values<T: Float>(
                 }
             }
             for (ge, s) in g.iter_mut().zip(sum) {
-                ge[ci * NR + r] = s;
+                ge[lane(ci, r)] = s;
             }
         }
     }
-    for l in 0..n * NR {
+    if pairs && n % 2 == 1 {
+        for ge in g.iter_mut() {
+            ge[lane(n, 0)..][..NR].fill(0.0);
+        }
+    }
+    // Every lane (those past the block's channels hold stale values, never read): one loop
+    // length for both layouts.
+    for l in 0..BLOCK_LANES {
         let col = |c: usize| (g[c][l], g[3 + c][l], g[6 + c][l]);
         let ((a0, b0, d0), (a1, b1, d1), (a2, b2, d2)) = (col(0), col(1), col(2));
         // Rows of Gg (as in transform_one), then each row times G^T.
