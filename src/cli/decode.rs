@@ -331,7 +331,7 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
         "decoding z {} -> {} in {} ({mode:?}; estimated peak {:.2} GiB)",
         z.shape(),
         out_shape,
-        T::NAME,
+        movq::kernels::bf16::precision_name::<T>(),
         gib(estimate)
     );
     let t1 = Instant::now();
