@@ -128,7 +128,7 @@ pub(crate) fn pair_bits(lo: u32, hi: u32) -> u32 {
 
 /// dst: bf16 weight panels (16, k_d, cb, pairs, NR) from u: (c_out, 16, k_d, c_in), row
 /// stride `ld_u` ([`super::winograd`]'s transformed weight rows). The twin of the bf16 output
-/// of [`super::winograd_weight_blocks::BlockTransforms`], which decodes use.
+/// of [`super::winograd_weight_blocks::BlockTransforms`], which vector ISAs use.
 pub fn pack_weights_bf16(dst: &mut [f32], u: &[f32], (c_out, c_in, k_d): (usize, usize, usize), ld_u: usize) {
     let (cb, pairs) = (c_out.div_ceil(NR), c_in.div_ceil(2));
     assert!(dst.len() == 16 * k_d * cb * pairs * NR && c_out * ld_u <= u.len() && 16 * k_d * c_in <= ld_u);

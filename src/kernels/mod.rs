@@ -124,6 +124,10 @@ pub trait Float: Element + scratch::Pooled {
     fn bf16_pack_pair(_: &mut [&mut [Self]], _: usize, _: &[Self], _: Option<&[Self]>, _: usize, _: usize) {
         unreachable!("bf16 dot products on {}", Self::NAME)
     }
+    /// See [`bf16_panels::pack_weights_bf16`] (f32 only).
+    fn bf16_pack_weights(_: &mut [Self], _: &[Self], _: (usize, usize, usize), _: usize) {
+        unreachable!("bf16 dot products on {}", Self::NAME)
+    }
     /// The f32 whose bits are `b` (bf16 channel-pair slots; f32 only).
     fn from_f32_bits(_: u32) -> Self {
         unreachable!("bf16 dot products on {}", Self::NAME)
@@ -230,6 +234,9 @@ impl Float for f32 {
             Isa::Scalar => bf16_panels::pack_tile_pair(pieces, k, lo, hi, n_t, mr),
             Isa::Vector(v) => v.run(bf16_panels::PackTilePair { pieces, k, lo, hi, n_t, mr }),
         }
+    }
+    fn bf16_pack_weights(dst: &mut [f32], u: &[f32], dims: (usize, usize, usize), ld_u: usize) {
+        bf16_panels::pack_weights_bf16(dst, u, dims, ld_u)
     }
     fn from_f32_bits(b: u32) -> f32 {
         f32::from_bits(b)

@@ -34,7 +34,18 @@ fn transform_weight_panels<T: Float>(
     runs: &[Range<usize>],
     bf16_pairs: bool,
 ) {
-    transform_into_panels(u, weight, p, runs, bf16_pairs)
+    if !matches!(super::isa(), super::Isa::Scalar) {
+        return transform_into_panels(u, weight, p, runs, bf16_pairs);
+    }
+    // The scalar ISA runs the twin (bf16 pairs only: f32 panels need a vector ISA).
+    let ld_u = padded_ld(16 * runs.len() * p.c_in);
+    let mut rows = scratch::take(p.c_out * ld_u);
+    transform_weight_rows(&mut rows, weight, p, runs);
+    let dims = (p.c_out, p.c_in, runs.len());
+    match bf16_pairs {
+        true => T::bf16_pack_weights(u, &rows, dims, ld_u),
+        false => super::winograd_panels::pack_weights(u, &rows, dims, ld_u),
+    }
 }
 
 /// u = the transformed weights as bf16 channel-pair weight panels ([`super::bf16_panels`]).
