@@ -305,24 +305,9 @@ fn bf16_mode_runs_where_it_can_and_is_a_named_error_elsewhere() {
 #[test]
 fn the_decode_line_names_the_precision() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("tiny.json");
-    std::fs::write(
-        &cfg,
-        r#"{"ch": 32, "out_ch": 3, "ch_mult": [1, 1], "num_res_blocks": 0, "attn_resolutions": [],
-        "resolution": 16, "z_channels": 4, "temporal_compress_times": 2}"#,
-    )
-    .unwrap();
-    let (w, z) = (dir.path().join("w.safetensors"), dir.path().join("z.npy"));
-    let st = common::movq()
-        .args(["random-weights", "--config"])
-        .arg(&cfg)
-        .arg("--output")
-        .arg(&w)
-        .args(["--latent-shape", "1,4,2,4,4", "--latent-out"])
-        .arg(&z)
-        .output()
-        .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let tiny = r#"{"ch": 32, "out_ch": 3, "ch_mult": [1, 1], "num_res_blocks": 0, "attn_resolutions": [],
+        "resolution": 16, "z_channels": 4, "temporal_compress_times": 2}"#;
+    let (w, z) = common::random_model(dir.path(), "tiny", tiny, "1,4,2,4,4");
     for precision in ["bf16-emulated", "f32", "f64"] {
         let out = dir.path().join(format!("{precision}.npy"));
         let o = common::movq()

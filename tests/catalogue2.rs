@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,24 +16,6 @@ const TINY: &str = r#"{"ch": 32, "out_ch": 3, "ch_mult": [1, 1], "num_res_blocks
 /// A decoder whose chunked decode of (1, 4, 16, 24, 24) takes a few seconds on one thread.
 const SLOW: &str = r#"{"ch": 64, "out_ch": 3, "ch_mult": [1, 2], "num_res_blocks": 1,
     "attn_resolutions": [], "resolution": 16, "z_channels": 4, "temporal_compress_times": 2}"#;
-
-/// Writes `config` to dir/name.json and random weights and a latent of `shape` beside it.
-fn random_model(dir: &Path, name: &str, config: &str, shape: &str) -> (PathBuf, PathBuf) {
-    let cfg = dir.join(format!("{name}.json"));
-    std::fs::write(&cfg, config).unwrap();
-    let (w, z) = (dir.join(format!("{name}.safetensors")), dir.join(format!("{name}_z.npy")));
-    let st = common::movq()
-        .args(["random-weights", "--config"])
-        .arg(&cfg)
-        .arg("--output")
-        .arg(&w)
-        .args(["--latent-shape", shape, "--latent-out"])
-        .arg(&z)
-        .output()
-        .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-    (w, z)
-}
 
 fn decode_cmd(w: &Path, z: &Path, out: &Path) -> Command {
     let mut c = common::movq();
@@ -90,7 +72,7 @@ fn finish(mut child: Child, mut err: BufReader<std::process::ChildStderr>) -> (O
 #[test]
 fn weights_truncated_during_a_decode_are_a_named_error_not_sigbus() {
     let dir = tempfile::tempdir().unwrap();
-    let (w, z) = random_model(dir.path(), "slow", SLOW, "1,4,16,24,24");
+    let (w, z) = common::random_model(dir.path(), "slow", SLOW, "1,4,16,24,24");
     let out = dir.path().join("out.y4m");
     let (child, err) = start_slow_decode(&w, &z, &out);
     std::fs::OpenOptions::new().write(true).open(&w).unwrap().set_len(4000).unwrap();
@@ -107,7 +89,7 @@ fn weights_truncated_during_a_decode_are_a_named_error_not_sigbus() {
 #[test]
 fn fatal_signals_remove_the_temporary_and_say_so() {
     let dir = tempfile::tempdir().unwrap();
-    let (w, z) = random_model(dir.path(), "slow", SLOW, "1,4,16,24,24");
+    let (w, z) = common::random_model(dir.path(), "slow", SLOW, "1,4,16,24,24");
     let out = dir.path().join("out.y4m");
     for (sig, name) in [(libc::SIGUSR1, "SIGUSR1"), (libc::SIGQUIT, "SIGQUIT"), (libc::SIGALRM, "SIGALRM")] {
         let (child, err) = start_slow_decode(&w, &z, &out);
@@ -203,7 +185,7 @@ fn thread_counts_of_zero_or_above_four_per_core_are_refused() {
 #[test]
 fn a_shard_index_of_100000_entries_is_read_in_linear_time() {
     let dir = tempfile::tempdir().unwrap();
-    let (w, _) = random_model(dir.path(), "tiny", TINY, "1,4,2,4,4");
+    let (w, _) = common::random_model(dir.path(), "tiny", TINY, "1,4,2,4,4");
     let name = w.file_name().unwrap().to_string_lossy().into_owned();
     let index = dir.path().join("m.safetensors.index.json");
     let write_index = |file: &dyn Fn(usize) -> String| {
@@ -228,7 +210,7 @@ fn a_shard_index_of_100000_entries_is_read_in_linear_time() {
 #[test]
 fn y4m_streams_to_a_named_pipe_and_standard_output() {
     let dir = tempfile::tempdir().unwrap();
-    let (w, z) = random_model(dir.path(), "tiny", TINY, "1,4,2,4,4");
+    let (w, z) = common::random_model(dir.path(), "tiny", TINY, "1,4,2,4,4");
     let file = dir.path().join("file.y4m");
     assert!(decode_cmd(&w, &z, &file).output().unwrap().status.success());
     let expected = std::fs::read(&file).unwrap();
@@ -267,7 +249,7 @@ fn y4m_streams_to_a_named_pipe_and_standard_output() {
 fn a_stream_cut_by_its_reader_is_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     // 15 frames of 64 x 64: more than a pipe buffer holds.
-    let (w, z) = random_model(dir.path(), "tiny", TINY, "1,4,8,32,32");
+    let (w, z) = common::random_model(dir.path(), "tiny", TINY, "1,4,8,32,32");
     let mut child =
         decode_cmd(&w, &z, Path::new("-")).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut head = [0u8; 10];
@@ -281,7 +263,7 @@ fn a_stream_cut_by_its_reader_is_exit_2() {
 #[test]
 fn frame_directories_holding_anything_else_are_refused_and_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let (w, z) = random_model(dir.path(), "tiny", TINY, "1,4,2,4,4");
+    let (w, z) = common::random_model(dir.path(), "tiny", TINY, "1,4,2,4,4");
     let frames = dir.path().join("frames");
     std::fs::create_dir_all(frames.join("frame_00099.png")).unwrap();
     std::fs::write(frames.join("frame_00099.png/precious.txt"), b"keep me").unwrap();
@@ -303,7 +285,7 @@ fn frame_directories_holding_anything_else_are_refused_and_kept() {
 #[test]
 fn outputs_that_are_inputs_by_another_name_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (w, z) = random_model(dir.path(), "tiny", TINY, "1,4,2,4,4");
+    let (w, z) = common::random_model(dir.path(), "tiny", TINY, "1,4,2,4,4");
     let cfg = dir.path().join("tiny.json");
     let before = std::fs::read(&w).unwrap();
     let hard = dir.path().join("hard.safetensors");
@@ -326,7 +308,7 @@ fn outputs_that_are_inputs_by_another_name_are_refused() {
 #[test]
 fn special_and_huge_inputs_are_refused_from_their_headers() {
     let dir = tempfile::tempdir().unwrap();
-    let (w, z) = random_model(dir.path(), "tiny", TINY, "1,4,2,4,4");
+    let (w, z) = common::random_model(dir.path(), "tiny", TINY, "1,4,2,4,4");
     let out = dir.path().join("out.npy");
     refused(
         &decode_cmd(&w, Path::new("/dev/zero"), &out).output().unwrap(),
@@ -369,7 +351,7 @@ fn a_model_folder_config_that_is_not_a_file_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let vae = dir.path().join("model/vae");
     std::fs::create_dir_all(vae.join("config.json")).unwrap();
-    let (w, z) = random_model(dir.path(), "tiny", TINY, "1,4,2,4,4");
+    let (w, z) = common::random_model(dir.path(), "tiny", TINY, "1,4,2,4,4");
     std::fs::rename(&w, vae.join("diffusion_pytorch_model.safetensors")).unwrap();
     let o = decode_cmd(&dir.path().join("model"), &z, &dir.path().join("o.npy")).output().unwrap();
     refused(&o, &["vae/config.json: is a directory"]);
@@ -378,7 +360,7 @@ fn a_model_folder_config_that_is_not_a_file_is_an_error() {
 #[test]
 fn control_characters_in_tensor_names_are_escaped() {
     let dir = tempfile::tempdir().unwrap();
-    let (w, z) = random_model(dir.path(), "tiny", TINY, "1,4,2,4,4");
+    let (w, z) = common::random_model(dir.path(), "tiny", TINY, "1,4,2,4,4");
     let f = movq::io::WeightFile::open(&w).unwrap();
     let mut t: Vec<(String, Vec<usize>, Vec<f32>)> = f
         .names()
@@ -475,7 +457,7 @@ fn duplicate_tensor_names_and_unknown_environment_values_are_refused() {
 #[test]
 fn symbolic_link_outputs_are_resolved_never_replaced() {
     let dir = tempfile::tempdir().unwrap();
-    let (w, z) = random_model(dir.path(), "tiny", TINY, "1,4,2,4,4");
+    let (w, z) = common::random_model(dir.path(), "tiny", TINY, "1,4,2,4,4");
     let real = dir.path().join("real.npy");
     std::fs::write(&real, b"old").unwrap();
     let link = dir.path().join("link.npy");

@@ -1,4 +1,4 @@
-//! Shared test helpers: locating the golden reference data.
+//! Shared test helpers: locating the golden reference data, running the CLI, small random models.
 
 #![allow(dead_code)]
 
@@ -76,4 +76,22 @@ pub fn png_frames(path: &std::path::Path) -> (u32, u32, Option<u32>, Vec<Vec<u8>
         frames.push(buf);
     }
     (w, h, animated, frames)
+}
+
+/// Writes `config` to dir/name.json and random weights and a latent of `shape` beside it.
+pub fn random_model(dir: &std::path::Path, name: &str, config: &str, shape: &str) -> (PathBuf, PathBuf) {
+    let cfg = dir.join(format!("{name}.json"));
+    std::fs::write(&cfg, config).unwrap();
+    let (w, z) = (dir.join(format!("{name}.safetensors")), dir.join(format!("{name}_z.npy")));
+    let st = movq()
+        .args(["random-weights", "--config"])
+        .arg(&cfg)
+        .arg("--output")
+        .arg(&w)
+        .args(["--latent-shape", shape, "--latent-out"])
+        .arg(&z)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    (w, z)
 }
