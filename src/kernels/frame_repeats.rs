@@ -8,7 +8,7 @@
 //! prefix: an earlier chunk's normalised frames) finds the runs the whole clip finds.
 
 use super::Float;
-use super::input_norm::InputNorm;
+use super::input_norm::{InputNorm, RowScratch};
 use rayon::prelude::*;
 
 /// The sequence prefix ++ norm(x) of one sample.
@@ -59,7 +59,7 @@ fn bits_equal<T: Float>(a: &[T], b: &[T]) -> bool {
 /// channels; stops at the first difference, usually in the first row).
 fn frames_equal<T: Float>(s: &SeqFrames<'_, T>, a: usize, b: usize) -> bool {
     let (h, w) = s.hw;
-    let init = || (vec![T::ZERO; w], vec![T::ZERO; w], (Vec::new(), Vec::new()));
+    let init = || (vec![T::ZERO; w], vec![T::ZERO; w], RowScratch::default());
     (0..s.c)
         .into_par_iter()
         .map_init(init, |(na, nb, scr), c| {

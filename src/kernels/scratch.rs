@@ -64,11 +64,8 @@ pub fn take<T: Float>(len: usize) -> Scratch<T> {
         fit.map(|i| pool.swap_remove(i))
     };
     let buf = pooled.unwrap_or_else(|| {
-        // A zeroed block from calloc (fresh pages need no clearing; a block reused from the
-        // heap is cleared by calloc) rather than a fill pass the caller overwrites anyway.
-        let buf = vec![T::ZERO; want];
-        crate::tensor::huge_pages::advise(&buf);
-        buf
+        // Zeroed by calloc, or by the pool for a large block ([`crate::tensor::zeroed`]).
+        crate::tensor::zeroed(want)
     });
     // Where this block starts decides the offset to its first 64-byte boundary.
     let off = buf.as_ptr().align_offset(64).min(ALIGN_SLACK);

@@ -28,7 +28,7 @@ use super::bf16::round_to_bf16;
 use super::bf16_panels::Bf16Dot;
 use super::frame_repeats::{SeqFrames, run_starts};
 use super::gemm::{Mat, Par, gemm};
-use super::input_norm::InputNorm;
+use super::input_norm::{InputNorm, RowScratch};
 use super::params::{Conv3dParams, ConvCall};
 use super::scratch;
 pub use super::winograd_panels::padded_ld;
@@ -125,7 +125,7 @@ enum Dest {
 fn transform_input<T: Float>(v: &mut [T], fr: InputFrame<'_, T>, p: &Conv3dParams, s: Strip, dest: Dest) {
     let n_t = s.tiles();
     let (pw, n_rows) = (2 * s.tw + 2, 2 * s.rows + 2);
-    let init = || (vec![T::ZERO; n_rows * pw], (Vec::new(), Vec::new()), Vec::new());
+    let init = || (vec![T::ZERO; n_rows * pw], RowScratch::default(), Vec::new());
     if v.is_empty() {
         return; // nothing to write (no chunk size)
     }
@@ -172,12 +172,12 @@ fn transform_input<T: Float>(v: &mut [T], fr: InputFrame<'_, T>, p: &Conv3dParam
 
 /// vc: (16, tiles) = B^T d B of every tile of strip `s` in frame `fr` of channel ci; pad: the
 /// strip's (2 rows + 2) x (2 tw + 2) input window, scr: the norm's row scratch.
-fn transform_channel<T: Float>(
+fn transform_channel<'a, T: Float>(
     vc: &mut [T],
     pad: &mut [T],
-    scr: &mut (Vec<T>, Vec<T>),
+    scr: &mut RowScratch<'a, T>,
     ci: usize,
-    fr: InputFrame<'_, T>,
+    fr: InputFrame<'a, T>,
     p: &Conv3dParams,
     s: Strip,
 ) {

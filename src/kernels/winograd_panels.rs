@@ -67,7 +67,11 @@ pub fn m_ld(n_t: usize, mr: usize) -> usize {
 /// decode).
 pub fn tile_groups<T>(v: &mut [T], c_in: usize, n_t: usize, mr: usize, group: usize) -> Vec<Vec<&mut [T]>> {
     assert!(group > 0 && v.len() == tiles_len(c_in, n_t, mr));
-    let mut groups: Vec<Vec<&mut [T]>> = (0..c_in.div_ceil(group)).map(|_| Vec::new()).collect();
+    // Sized up front: growing them by pushes was 0.4 % of a CogVideoX decode, on the main
+    // thread while the pool waited (perf).
+    let pieces = 16 * n_t.div_ceil(mr);
+    let mut groups: Vec<Vec<&mut [T]>> =
+        (0..c_in.div_ceil(group)).map(|_| Vec::with_capacity(pieces)).collect();
     if v.is_empty() {
         return groups;
     }

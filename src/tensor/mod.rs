@@ -162,17 +162,40 @@ pub fn try_filled<T: Clone>(len: usize, value: T, what: &str) -> Result<Vec<T>> 
 }
 
 /// A zero-filled vector of `len` elements, or [`Error::TooLarge`] naming `what` if the memory
-/// cannot be reserved. The zeros come from the allocator (`calloc`: fresh blocks are zero
-/// pages; a block reused from the heap, as under [`heap::keep_freed_memory`], is cleared by
-/// calloc), not from a fill pass: with fresh mappings for every block, a fill touched every
-/// page once more in one thread, and its page faults and memset were 9 % of a decode's CPU
-/// time (seed config, perf).
+/// cannot be reserved ([`zeroed`]).
 pub fn try_zeroed<T: Element>(len: usize, what: &str) -> Result<Vec<T>> {
     // Reserving first turns an impossible size into an error instead of an abort.
     drop(try_reserved::<T>(len, what)?);
-    let v = vec![T::ZERO; len];
-    huge_pages::advise(&v);
-    Ok(v)
+    Ok(zeroed(len))
+}
+
+/// Blocks from this size on are cleared by the thread pool when [`zeroed`] is called from
+/// outside it.
+pub const PARALLEL_ZERO_BYTES: usize = 4 << 20;
+
+/// A zero-filled vector of `len` elements. Called from outside the thread pool (the layers
+/// between two parallel ops), a large block is cleared by every thread of the pool, which
+/// also takes the page faults of fresh memory. Otherwise the zeros come from the allocator
+/// (`calloc`: fresh blocks are zero pages, a block reused from the heap is cleared by
+/// calloc): a fill pass in one thread, on fresh mappings, cost 9 % of a decode's CPU time
+/// (seed config, perf), and calloc's clearing of reused blocks on the main thread, while the
+/// pool waited, 2-3 % of a CogVideoX chunked decode (perf, 2026-12-07).
+pub fn zeroed<T: Element>(len: usize) -> Vec<T> {
+    use rayon::prelude::*;
+    let parallel = len.saturating_mul(std::mem::size_of::<T>()) >= PARALLEL_ZERO_BYTES
+        && rayon::current_thread_index().is_none()
+        && rayon::current_num_threads() > 1;
+    if !parallel {
+        let v = vec![T::ZERO; len];
+        huge_pages::advise(&v);
+        return v;
+    }
+    // No huge-page advice here: advised before this first touch, the kernel cleared whole
+    // 2 MiB pages, and clear_page went from 1.0 to 4.3 % of a CogVideoX chunked decode
+    // (system time 1.8 -> 3.6 s; perf, 2026-12-07).
+    let mut v = Vec::with_capacity(len);
+    v.par_extend(rayon::iter::repeat_n(T::ZERO, len));
+    v
 }
 
 /// An owned NCDHW tensor; `data.len() == shape.numel()` always holds.
@@ -246,4 +269,28 @@ pub fn random_normal(shape: &[usize], seed: u64) -> Result<Vec<f32>> {
         *x = (rng.uniform() + rng.uniform() + rng.uniform() + rng.uniform()) * norm;
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Large blocks are cleared by the global pool (called from outside it) or by calloc
+    /// (inside a pool), including blocks the allocator hands back after they were freed dirty.
+    #[test]
+    fn zeroed_blocks_are_zero_on_every_path() {
+        let len = PARALLEL_ZERO_BYTES / 4 + 1000;
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool");
+        for inside in [false, true] {
+            for _ in 0..3 {
+                drop(vec![f32::NAN; len]);
+                let v: Vec<f32> = match inside {
+                    false => zeroed(len),
+                    true => pool.install(|| zeroed(len)),
+                };
+                assert_eq!(v.len(), len);
+                assert!(v.iter().all(|x| x.to_bits() == 0), "inside the pool: {inside}");
+            }
+        }
+    }
 }
