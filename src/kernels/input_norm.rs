@@ -107,7 +107,7 @@ mod tests {
             reads in proptest::collection::vec((0usize..4, 0usize..4, 0usize..9), 1..60),
             seed in any::<u32>(),
         ) {
-            let val = |i: usize, o: u32| ((i as f32 * 0.37 + (seed ^ o) as f32 * 0.011).sin() * 2.0);
+            let val = |i: usize, o: u32| (i as f32 * 0.37 + (seed ^ o) as f32 * 0.011).sin() * 2.0;
             let x: Vec<f32> = (0..c * d * h * w).map(|i| val(i, 1)).collect();
             let scale: Vec<f32> = (0..c * md * mh * mw).map(|i| val(i, 2)).collect();
             let shift: Vec<f32> = (0..c * md * mh * mw).map(|i| val(i, 3)).collect();
