@@ -68,8 +68,9 @@ fn panels(c: &mut Criterion) {
     let mr = 2 * v.lanes();
     let mut g = c.benchmark_group("panels");
     g.sample_size(10);
-    // CogVideoX-2b's 512-channel level (60x90 frames: 1350 tiles) and the seed's 256 x 64x64.
-    for (ch, n_t) in [(512usize, 1350usize), (256, 1024)] {
+    // CogVideoX-2b's 512-channel level (60x90 frames: 1350 tiles), the seed's 256 x 64x64
+    // and its 128 x 128x128 (a whole frame of tiles).
+    for (ch, n_t) in [(512usize, 1350usize), (256, 1024), (128, 4096)] {
         let (nb, k_d) = (n_t.div_ceil(mr), 3);
         let a_len = nb * panel_ldc(ch) * mr;
         let a: Vec<Vec<f32>> = (0..k_d).map(|i| data(a_len, 20 + i as u64)).collect();

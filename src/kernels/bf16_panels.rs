@@ -20,7 +20,7 @@
 
 use super::bf16::round_bf16;
 use super::simd::{Kernel, Simd};
-use super::winograd_panels::{KC, NR, PanelArgs, panel_ldc};
+use super::winograd_panels::{KC, NR, PanelArgs, panel_ldc, prefetch};
 use rayon::prelude::*;
 
 /// Tiles per micro-tile of the `BFDOT` kernel and its twin (two vectors of 4 f32 lanes).
@@ -76,7 +76,7 @@ fn pack_pairs(
     for (i, piece) in pieces.iter_mut().enumerate() {
         let (xi, t0) = (i / nb, (i % nb) * mr);
         let w = mr.min(n_t - t0);
-        let d = &mut piece[k * mr..][..mr];
+        let (d, next) = piece[k * mr..].split_at_mut(mr);
         let l = &lo[xi * n_t + t0..][..w];
         match hi {
             Some(h) => {
@@ -91,6 +91,7 @@ fn pack_pairs(
             }
         }
         d[w..].fill(0.0);
+        prefetch(next, 4 * mr); // as in `winograd_panels::pack_tile_channel`
     }
 }
 

@@ -94,10 +94,32 @@ pub fn pack_tile_channel<T: Element>(pieces: &mut [&mut [T]], k: usize, v: &[T],
     for (i, piece) in pieces.iter_mut().enumerate() {
         let (xi, t0) = (i / nb, (i % nb) * mr);
         let w = mr.min(n_t - t0);
-        let d = &mut piece[k * mr..][..mr];
+        let (d, next) = piece[k * mr..].split_at_mut(mr);
         copy_short(&mut d[..w], &v[xi * n_t + t0..][..w]);
         d[w..].fill(T::ZERO);
+        // The next channel's slot, ahead of its stores: each channel writes one slot in every
+        // piece, hundreds of interleaved streams that no hardware prefetcher follows, so its
+        // stores waited for their lines to come from memory (copy_short: 4.3 -> 1.5 % of the
+        // seed decode, perf).
+        prefetch(next, mr * std::mem::size_of::<T>());
     }
+}
+
+/// Asks for the cache lines holding the first `bytes` bytes of `s` (at most its length): a
+/// hint, on x86-64 only (aarch64 could not be measured here: qemu only).
+#[inline(always)]
+pub(crate) fn prefetch<T>(s: &[T], bytes: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let p = s.as_ptr().cast::<i8>();
+        for off in (0..bytes.min(std::mem::size_of_val(s))).step_by(64) {
+            // SAFETY: a prefetch never faults, and the address is inside `s`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (s, bytes);
 }
 
 /// d = s (equal lengths) by blocks of 8 moved as values: copy_from_slice, and a plain loop
