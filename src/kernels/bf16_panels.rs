@@ -91,7 +91,7 @@ fn pack_pairs(
             }
         }
         d[w..].fill(0.0);
-        prefetch(next, 4 * mr); // as in `winograd_panels::pack_tile_channel`
+        prefetch(next, std::mem::size_of_val(d)); // as in `winograd_panels::pack_tile_channel`
     }
 }
 
