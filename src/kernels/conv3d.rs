@@ -93,9 +93,12 @@ pub fn pointwise_in_place_blocked<T: Float>(
             }
             let rhs = Mat { data: &buf[b * c_in * len + p0..], rs: len, cs: 1 };
             gemm(c_out, nc, c_in, block, nc, 1, true, lhs, rhs, Par::Rayon);
-            for (co, row) in block.chunks_exact(nc).enumerate() {
-                buf[(b * c_out + co) * len + p0..][..nc].copy_from_slice(row);
-            }
+            // Split over the threads: one thread copying 128 x 16k values left the other idle
+            // (0.3 % of a CogVideoX decode, perf).
+            let rows = &mut buf[b * c_out * len..][..c_out * len];
+            rows.par_chunks_mut(len).zip(block.par_chunks(nc)).for_each(|(dst, row)| {
+                dst[p0..][..nc].copy_from_slice(row);
+            });
         }
     }
 }

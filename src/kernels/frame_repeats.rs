@@ -324,7 +324,7 @@ mod tests {
     }
 
     fn repeated_products_are_reused<T: Float>(src: &[usize], tol: f64) {
-        let (c_in, c_out, (h, w)) = (3, 4, (70, 67));
+        let (c_in, c_out, (h, w)) = (3, 4, (130, 67));
         let p = causal_first(c_in, c_out);
         let dims = (src.len(), h, w);
         let x = clip_of(src, c_in, (h, w));

@@ -45,7 +45,7 @@ use std::ops::Range;
 /// Input channels per task of the input transform into tile panels, at most.
 const PACK_GROUP: usize = 16;
 /// Target number of 2x2 tiles per strip (one gemm's column count).
-pub const TILES_PER_STRIP: usize = 1024;
+pub const TILES_PER_STRIP: usize = 2048;
 /// Upper bound of the transformed-input cache of one strip (k_d source frames).
 pub const STRIP_CACHE_BYTES: usize = 64 << 20;
 
@@ -476,7 +476,7 @@ mod tests {
     /// taps, against the direct convolution in f64.
     #[test]
     fn f32_panels_across_channel_groups_match_the_direct_conv() {
-        let (c_in, c_out, dims) = (2 * PACK_GROUP + 5, 7, (3, 70, 67));
+        let (c_in, c_out, dims) = (2 * PACK_GROUP + 5, 7, (3, 130, 67));
         let mut p = Conv3dParams::plain(c_in, c_out, (3, 3, 3));
         (p.pad_d, p.pad_h, p.pad_w) = ((2, 0), (1, 1), (1, 1));
         let (d, h, w) = p.out_dims(dims.0, dims.1, dims.2).unwrap();
@@ -510,7 +510,7 @@ mod tests {
     }
 
     fn bf16_dot_matches_emulated(time_pad: TimePad, still: bool) {
-        let (c_in, c_out, dims) = (PACK_GROUP + 5, 7, (3, 70, 67));
+        let (c_in, c_out, dims) = (PACK_GROUP + 5, 7, (3, 130, 67));
         let mut p = Conv3dParams::plain(c_in, c_out, (3, 3, 3));
         (p.pad_d, p.pad_h, p.pad_w, p.time_pad) = ((2, 0), (1, 1), (1, 1), time_pad);
         let plane = dims.1 * dims.2;

@@ -39,7 +39,7 @@ use rayon::prelude::*;
 use std::ops::Deref;
 
 /// Target number of 4x4 tiles per strip (one gemm's column count): 4096 outputs, as the
-/// F(2x2, 3x3) kernel's 1024 tiles.
+/// F(2x2, 3x3) kernel's strips had when this was chosen (1024 tiles; 2048 since 2026-12-07).
 pub const TILES_PER_STRIP: usize = 256;
 /// Upper bound of the transformed-input cache of one strip (k_d source frames).
 pub const STRIP_CACHE_BYTES: usize = 64 << 20;

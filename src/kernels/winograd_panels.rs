@@ -268,11 +268,25 @@ pub fn for_each_micro_tile<T: Element>(
 }
 
 /// c[r * ld + i] (+)= sum_k a[k * mr + i] * b[k * NR + r] for rows r < `rows`, i < mr = 2 lanes:
-/// the sum from zero, then added to the stored one when `add`, else stored.
+/// the sum from zero, then added to the stored one when `add`, else stored. A panel's rows past
+/// c_out (its last, when NR does not divide c_out: 128 = 21 x 6 + 2) are not computed.
 #[inline(always)]
 fn micro_tile<S: Simd>(s: S, a: &[f32], b: &[f32], c: &mut [f32], ld: usize, rows: usize, add: bool) {
+    match rows {
+        NR => micro_rows::<S, NR>(s, a, b, c, ld, add),
+        5 => micro_rows::<S, 5>(s, a, b, c, ld, add),
+        4 => micro_rows::<S, 4>(s, a, b, c, ld, add),
+        3 => micro_rows::<S, 3>(s, a, b, c, ld, add),
+        2 => micro_rows::<S, 2>(s, a, b, c, ld, add),
+        _ => micro_rows::<S, 1>(s, a, b, c, ld, add),
+    }
+}
+
+/// [`micro_tile`] for R <= NR rows: the first R weights of every panel row.
+#[inline(always)]
+fn micro_rows<S: Simd, const R: usize>(s: S, a: &[f32], b: &[f32], c: &mut [f32], ld: usize, add: bool) {
     let l = S::LANES;
-    let mut acc = [[s.splat(0.0); 2]; NR];
+    let mut acc = [[s.splat(0.0); 2]; R];
     for (ak, bk) in a.chunks_exact(2 * l).zip(b.chunks_exact(NR)) {
         let (a0, a1) = (s.load(ak), s.load(&ak[l..]));
         for (ar, &w) in acc.iter_mut().zip(bk) {
@@ -280,7 +294,7 @@ fn micro_tile<S: Simd>(s: S, a: &[f32], b: &[f32], c: &mut [f32], ld: usize, row
             *ar = [s.fma(a0, w, ar[0]), s.fma(a1, w, ar[1])];
         }
     }
-    for (r, ar) in acc.iter().enumerate().take(rows) {
+    for (r, ar) in acc.iter().enumerate() {
         let (c0, c1) = c[r * ld..][..2 * l].split_at_mut(l);
         let (v0, v1) = match add {
             true => (s.add(s.load(c0), ar[0]), s.add(s.load(c1), ar[1])),
@@ -394,6 +408,14 @@ mod tests {
     #[test]
     fn panel_product_without_channels_is_zero() {
         check(7, 0, 19, &[true, true, false], 3).unwrap();
+    }
+
+    /// Every count of rows a last weight panel can hold (c_out % NR = 1 .. NR - 1, and 0).
+    #[test]
+    fn panel_product_with_each_partial_panel() {
+        for c_out in 1..=2 * NR {
+            check(c_out, 9, 37, &[true, true], c_out as u64).unwrap();
+        }
     }
 
     /// Blocks of KC channels and MC_TILES tiles, and a partial last row block.

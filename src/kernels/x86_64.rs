@@ -44,10 +44,25 @@ fn pairs(x: __m512) -> __m512bh {
 }
 
 /// c[r * ld + i] (+)= the vdpbf16ps sum over the pairs k of a[k * MR + i] . b[k * NR + r],
-/// r < rows: the sum from zero, then added to the stored one when `add`, else stored.
+/// r < rows: the sum from zero, then added to the stored one when `add`, else stored. Rows
+/// past c_out in a last weight panel are not computed.
 #[target_feature(enable = "avx512f,avx512bf16")]
 fn micro_tile(a: &[f32], b: &[f32], c: &mut [f32], ld: usize, rows: usize, add: bool) {
-    let mut acc = [[_mm512_setzero_ps(); 2]; NR];
+    match rows {
+        NR => micro_rows::<NR>(a, b, c, ld, add),
+        5 => micro_rows::<5>(a, b, c, ld, add),
+        4 => micro_rows::<4>(a, b, c, ld, add),
+        3 => micro_rows::<3>(a, b, c, ld, add),
+        2 => micro_rows::<2>(a, b, c, ld, add),
+        _ => micro_rows::<1>(a, b, c, ld, add),
+    }
+}
+
+/// [`micro_tile`] for R <= NR rows: the first R weight pairs of every panel row.
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[inline]
+fn micro_rows<const R: usize>(a: &[f32], b: &[f32], c: &mut [f32], ld: usize, add: bool) {
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
     for (ak, bk) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
         let ak: &[f32; MR] = ak.try_into().unwrap();
         // SAFETY: ak holds MR = 32 values: two 16-lane loads.
@@ -58,7 +73,7 @@ fn micro_tile(a: &[f32], b: &[f32], c: &mut [f32], ld: usize, rows: usize, add: 
             *ar = [_mm512_dpbf16_ps(ar[0], a0, w), _mm512_dpbf16_ps(ar[1], a1, w)];
         }
     }
-    for (r, ar) in acc.iter().enumerate().take(rows) {
+    for (r, ar) in acc.iter().enumerate() {
         let cr: &mut [f32; MR] = (&mut c[r * ld..][..MR]).try_into().unwrap();
         let p = cr.as_mut_ptr();
         // SAFETY: cr holds 32 values: two 16-lane loads and stores.

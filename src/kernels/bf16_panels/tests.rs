@@ -192,6 +192,14 @@ fn bf16_panel_product_across_blocks() {
     check(13, KC + 3, MC_TILES * 2 + 5, &[true, false, true], 7).unwrap();
 }
 
+/// Every count of rows a last weight panel can hold (c_out % NR = 1 .. NR - 1, and 0).
+#[test]
+fn bf16_panel_product_with_each_partial_panel() {
+    for c_out in 1..=2 * NR {
+        check(c_out, 9, 37, &[true, true], c_out as u64).unwrap();
+    }
+}
+
 #[test]
 fn bf16_panel_product_without_taps_is_zero() {
     check(7, 5, 19, &[false, false], 3).unwrap();
