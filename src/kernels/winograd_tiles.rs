@@ -65,8 +65,15 @@ impl Kernel for InputRow<'_> {
         for j in (0..body).step_by(S::LANES) {
             input_tiles(s, v, n_t, t0, &rows, j);
         }
-        for j in body..tw {
-            input_tiles(Lane1, v, n_t, t0, &rows, j);
+        // The tail as one vector ending at the last tile when the row has that many: it
+        // rewrites some tiles with the values they hold (the tails of 23- and 45-tile rows,
+        // one lane at a time, were most of their transforms' time).
+        if body < tw && tw >= S::LANES {
+            input_tiles(s, v, n_t, t0, &rows, tw - S::LANES);
+        } else {
+            for j in body..tw {
+                input_tiles(Lane1, v, n_t, t0, &rows, j);
+            }
         }
     }
 }
@@ -137,6 +144,9 @@ pub fn output_row<T: Element>(a: OutputRowArgs<'_, T>) {
     }
 }
 
+/// The widest vector of any ISA, in f32 lanes (AVX-512).
+const MAX_LANES: usize = 16;
+
 /// [`output_row`] on f32 in vectors of tiles.
 pub struct OutputRow<'a>(pub OutputRowArgs<'a, f32>);
 
@@ -154,11 +164,30 @@ impl Kernel for OutputRow<'_> {
         // Tiles whose two columns both exist; an odd w_out leaves one half tile.
         let full = w_out / 2;
         let body = full / S::LANES * S::LANES;
+        assert!(S::LANES <= MAX_LANES);
         for j in (0..body).step_by(S::LANES) {
             output_tiles(s, (o0, o1.as_deref_mut()), &m, j, bias, accumulate);
         }
-        for j in body..full {
-            output_tiles(Lane1, (o0, o1.as_deref_mut()), &m, j, bias, accumulate);
+        if body < full && full >= S::LANES {
+            // The tail tiles from one vector ending at the last full tile, computed into a
+            // buffer (the output may hold a residual, so tiles are not written twice) and
+            // added or stored one by one, in the order the vector code adds.
+            let (l, j0) = (S::LANES, full - S::LANES);
+            let m1: [&[f32]; 16] = std::array::from_fn(|xi| &m[xi][j0..]);
+            let mut t = [[0.0f32; 2 * MAX_LANES]; 2];
+            let [t0, t1] = &mut t;
+            output_tiles(s, (&mut t0[..2 * l], Some(&mut t1[..2 * l])), &m1, 0, bias, false);
+            let skip = 2 * (body - j0);
+            for (o, t) in [(Some(&mut *o0), &*t0), (o1.as_deref_mut(), &*t1)] {
+                let Some(o) = o else { continue };
+                for (d, &x) in o[2 * body..2 * full].iter_mut().zip(&t[skip..2 * l]) {
+                    *d = if accumulate { *d + x } else { x };
+                }
+            }
+        } else {
+            for j in body..full {
+                output_tiles(Lane1, (o0, o1.as_deref_mut()), &m, j, bias, accumulate);
+            }
         }
         if full < tw {
             let m1: [&[f32]; 16] = std::array::from_fn(|xi| &m[xi][full..]);
