@@ -278,7 +278,8 @@ fn micro_tile<S: Simd>(s: S, a: &[f32], b: &[f32], c: &mut [f32], ld: usize, row
         4 => micro_rows::<S, 4>(s, a, b, c, ld, add),
         3 => micro_rows::<S, 3>(s, a, b, c, ld, add),
         2 => micro_rows::<S, 2>(s, a, b, c, ld, add),
-        _ => micro_rows::<S, 1>(s, a, b, c, ld, add),
+        1 => micro_rows::<S, 1>(s, a, b, c, ld, add),
+        _ => unreachable!("a weight panel of {rows} rows"),
     }
 }
 

@@ -54,7 +54,8 @@ fn micro_tile(a: &[f32], b: &[f32], c: &mut [f32], ld: usize, rows: usize, add: 
         4 => micro_rows::<4>(a, b, c, ld, add),
         3 => micro_rows::<3>(a, b, c, ld, add),
         2 => micro_rows::<2>(a, b, c, ld, add),
-        _ => micro_rows::<1>(a, b, c, ld, add),
+        1 => micro_rows::<1>(a, b, c, ld, add),
+        _ => unreachable!("a weight panel of {rows} rows"),
     }
 }
 
