@@ -328,7 +328,7 @@ fn run<T: Float>(a: &DecodeArgs, ck: &Checkpoint, mode: &DecodeMode) -> Result<(
     super::signals::track(&writer.tmp_paths(), out_shape.d, &mapped);
     let t_load = t0.elapsed().as_secs_f64();
     eprintln!(
-        "decoding z {} -> {} in {} ({mode:?}; estimated peak {:.2} GiB)",
+        "decoding z {} -> {} in {} ({mode}; estimated peak {:.2} GiB)",
         z.shape(),
         out_shape,
         movq::kernels::bf16::precision_name::<T>(),

@@ -21,6 +21,28 @@ pub enum DecodeMode {
     Tiled(TileConfig),
 }
 
+/// As the CLI's progress line names it: `Whole`, `Chunked`, or the tile geometry in words.
+impl std::fmt::Display for DecodeMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeMode::Whole => f.write_str("Whole"),
+            DecodeMode::Chunked => f.write_str("Chunked"),
+            DecodeMode::Tiled(c) => write!(
+                f,
+                "Tiled: latent tiles {}x{}, strides {}x{}; output blended over {}x{}, {}x{} kept per tile",
+                c.tile_latent.0,
+                c.tile_latent.1,
+                c.stride_latent.0,
+                c.stride_latent.1,
+                c.blend.0,
+                c.blend.1,
+                c.keep.0,
+                c.keep.1
+            ),
+        }
+    }
+}
+
 /// The latent frame ranges of the batches of a clip of `t` frames:
 /// batch i covers [2i + (0 if i = 0 else t % 2), 2(i + 1) + t % 2), clipped to t.
 pub fn chunk_schedule(t: usize) -> Vec<Range<usize>> {
@@ -223,6 +245,18 @@ pub fn calls(mode: &DecodeMode, z: Shape) -> Vec<Call> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modes_print_in_words() {
+        let c =
+            TileConfig { tile_latent: (30, 45), stride_latent: (25, 36), blend: (40, 72), keep: (200, 288) };
+        assert_eq!(
+            DecodeMode::Tiled(c).to_string(),
+            "Tiled: latent tiles 30x45, strides 25x36; output blended over 40x72, 200x288 kept per tile"
+        );
+        assert_eq!(DecodeMode::Chunked.to_string(), "Chunked");
+        assert_eq!(DecodeMode::Whole.to_string(), "Whole");
+    }
 
     #[test]
     fn chunk_schedule_spec_11_1() {
