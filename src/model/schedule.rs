@@ -21,25 +21,26 @@ pub enum DecodeMode {
     Tiled(TileConfig),
 }
 
-/// As the CLI's progress line names it: `Whole`, `Chunked`, or the tile geometry in words.
+/// As the CLI's progress line names it: `Whole`, `Chunked`, or `Tiled: ` and the geometry.
 impl std::fmt::Display for DecodeMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DecodeMode::Whole => f.write_str("Whole"),
             DecodeMode::Chunked => f.write_str("Chunked"),
-            DecodeMode::Tiled(c) => write!(
-                f,
-                "Tiled: latent tiles {}x{}, strides {}x{}; output blended over {}x{}, {}x{} kept per tile",
-                c.tile_latent.0,
-                c.tile_latent.1,
-                c.stride_latent.0,
-                c.stride_latent.1,
-                c.blend.0,
-                c.blend.1,
-                c.keep.0,
-                c.keep.1
-            ),
+            DecodeMode::Tiled(c) => write!(f, "Tiled: {c}"),
         }
+    }
+}
+
+/// The geometry in words, for messages (the progress line, geometry errors).
+impl std::fmt::Display for TileConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ((th, tw), (sh, sw)) = (self.tile_latent, self.stride_latent);
+        let ((bh, bw), (kh, kw)) = (self.blend, self.keep);
+        write!(
+            f,
+            "latent tiles {th} x {tw}, strides {sh} x {sw}, {bh} x {bw} output pixels blended, {kh} x {kw} kept per tile"
+        )
     }
 }
 
@@ -150,10 +151,7 @@ impl TileConfig {
         let (th, tw) = self.tile_latent;
         let (sh, sw) = self.stride_latent;
         if th == 0 || tw == 0 || sh == 0 || sw == 0 || self.keep.0 == 0 || self.keep.1 == 0 {
-            return Err(Error::InvalidConfig(format!(
-                "tile geometry with a zero size: latent tiles {th} x {tw}, strides {sh} x {sw}, {} x {} output pixels kept per tile",
-                self.keep.0, self.keep.1
-            )));
+            return Err(Error::InvalidConfig(format!("tile geometry with a zero size: {self}")));
         }
         Ok(())
     }
@@ -252,7 +250,7 @@ mod tests {
             TileConfig { tile_latent: (30, 45), stride_latent: (25, 36), blend: (40, 72), keep: (200, 288) };
         assert_eq!(
             DecodeMode::Tiled(c).to_string(),
-            "Tiled: latent tiles 30x45, strides 25x36; output blended over 40x72, 200x288 kept per tile"
+            "Tiled: latent tiles 30 x 45, strides 25 x 36, 40 x 72 output pixels blended, 200 x 288 kept per tile"
         );
         assert_eq!(DecodeMode::Chunked.to_string(), "Chunked");
         assert_eq!(DecodeMode::Whole.to_string(), "Whole");
