@@ -144,6 +144,11 @@ pub enum Error {
     )]
     NoSuchModule { pattern: String, known: String },
 
+    /// A trace crop (`--crop-frames`, `--crop-rows`, `--crop-cols`) keeps nothing of a traced
+    /// module's output: `crop` its ranges, `empty` which of them miss the tensor's axes.
+    #[error("{} keeps nothing of `{}` (shape {shape}): {}", escape(crop), escape(module), escape(empty))]
+    EmptyCrop { crop: String, module: String, shape: String, empty: String },
+
     /// Two traces (or a reference set and a port's outputs) cannot be compared entry by entry:
     /// an entry is missing from one, or the shapes differ.
     #[error("{} vs {}: entry `{}`: {}", a.display(), b.display(), escape(name), escape(reason))]

@@ -76,6 +76,15 @@ fn cli_trace_compare_names_the_first_divergence() {
     let o = run(&[&"compare", &tc, &tb]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("crops differ"), "{}", text(&o));
+    // An uncropped trace (a port's full outputs) is cut to the other's crop: same verdict.
+    let tf = dir.path().join("full.safetensors");
+    let o = run(&[&"trace", &"--weights", &bad, &"--latent", &z, &"--output", &tf]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&[&"compare", &tf, &tb]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("A (uncropped) cut to B's crop: rows 0:4"), "{out}");
+    assert!(out.lines().find(|l| l.starts_with("FAIL")).unwrap().contains(": up.2.block.0.conv1 ("), "{out}");
     // A trace against a plain tensor file is refused.
     let o = run(&[&"compare", &ta, &golden]);
     assert_eq!(o.status.code(), Some(2));
@@ -178,6 +187,33 @@ fn cli_golden_writes_checks_and_detects_tampering() {
     assert!(
         text(&o).contains(
             "z: trace: first module over --trace-max-rel 1e-5: decoder.up_blocks.3.resnets.1.conv1 ("
+        ),
+        "{}",
+        text(&o)
+    );
+    // The port's trace at full size (no crop): cut to the set's crop, same first module.
+    let o = run(&[
+        &"trace",
+        &"--weights",
+        &bad,
+        &"--latent",
+        &zl,
+        &"--precision",
+        &"f32",
+        &"--output",
+        &pt,
+        &"--modules",
+        &"decoder.up_blocks.3.*",
+        &"--mode",
+        &"whole",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&[&"golden", &"--check", &tset, &port]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(
+            "z: trace (the port's cut to the set's crop: rows 0:4): first module over --trace-max-rel 1e-5: \
+             decoder.up_blocks.3.resnets.1.conv1 ("
         ),
         "{}",
         text(&o)

@@ -8,7 +8,7 @@ use movq::checkpoint::{Checkpoint, OpenOptions};
 use movq::io::WeightFile;
 use movq::metrics::distance;
 use movq::model::{DecodeMode, TileConfig};
-use movq::trace::{Bounds, Crop, TraceFile, TraceOptions, compare_traces, module_names, trace};
+use movq::trace::{Bounds, Crop, Cut, TraceFile, TraceOptions, compare_traces, module_names, trace};
 use movq::{Error, Tensor};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -91,7 +91,10 @@ fn trace_names_every_module_in_order_and_leaves_the_decode_unchanged() {
     assert!(e.to_string().contains("decoder.up_blocks.*"), "{e}");
     let past =
         TraceOptions { crop: Crop { frames: Some(40..41), ..Default::default() }, ..Default::default() };
-    assert!(trace(&ck, &dec, &z, &DecodeMode::Whole, &past).is_err());
+    let e = trace(&ck, &dec, &z, &DecodeMode::Whole, &past).unwrap_err();
+    assert!(matches!(e, Error::EmptyCrop { .. }), "{e}");
+    assert!(e.to_string().contains("crop (frames 40:41) keeps nothing of"), "{e}");
+    assert!(e.to_string().contains("frames 40:41 lie past its"), "{e}");
 }
 
 #[test]
@@ -246,7 +249,34 @@ fn check_against_hooks(case: &str, mode: DecodeMode, crop: Crop) {
         if let Some(r) = c.first_over(&bounds) {
             panic!("{case} {precision}: {} differs from PyTorch by {:?} (bounds {bounds:?})", r.name, r.dist);
         }
+        assert_eq!(c.cut, None, "{case}: the same crop");
     }
+    // An uncropped trace (a port's full outputs) against the cropped hook trace: cut to its
+    // crop, in either order, and the same distances as the cropped trace's.
+    let full = dir.path().join("full.safetensors");
+    let dec = ck.load::<f64>().unwrap();
+    trace(&ck, &dec, &latent::<f64>(&path), &mode, &TraceOptions::default()).unwrap().write(&full).unwrap();
+    let cropped =
+        compare_traces(&TraceFile::open(&dir.path().join("f64.safetensors")).unwrap(), &torch).unwrap();
+    let words = opts.crop.words();
+    let ab = compare_traces(&TraceFile::open(&full).unwrap(), &torch).unwrap();
+    assert_eq!(ab.cut, Some((Cut::A, words.clone())), "{case}");
+    let ba = compare_traces(&torch, &TraceFile::open(&full).unwrap()).unwrap();
+    assert_eq!(ba.cut, Some((Cut::B, words)), "{case}");
+    assert_eq!(ab.rows.len(), cropped.rows.len(), "{case}");
+    for ((x, y), z) in ab.rows.iter().zip(&ba.rows).zip(&cropped.rows) {
+        assert_eq!((&x.name, &x.dims, x.dist.max_abs), (&z.name, &z.dims, z.dist.max_abs), "{case}");
+        assert_eq!((&y.dims, y.dist.max_abs), (&z.dims, z.dist.max_abs), "{case}");
+    }
+    // Two different crops cannot be lined up.
+    let other = dir.path().join("other.safetensors");
+    let crop = Crop { rows: Some(0..2), ..Default::default() };
+    trace(&ck, &dec, &latent::<f64>(&path), &mode, &TraceOptions { modules: vec![], crop })
+        .unwrap()
+        .write(&other)
+        .unwrap();
+    let e = compare_traces(&TraceFile::open(&other).unwrap(), &torch).unwrap_err();
+    assert!(e.to_string().contains("crops differ: A (rows 0:2), B (frames"), "{e}");
 }
 
 #[test]

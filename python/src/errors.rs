@@ -25,9 +25,11 @@ fn class_of(e: &movq::Error) -> &'static str {
         | E::InputChanged { .. } => "CheckpointError",
         E::TraceMismatch { .. } | E::Checksum { .. } => "CheckpointError",
         E::InvalidEnv { .. } => "ConfigError",
-        E::InvalidConfig(_) | E::GroupCount { .. } | E::UnknownClass(_) | E::NoSuchModule { .. } => {
-            "ConfigError"
-        }
+        E::InvalidConfig(_)
+        | E::GroupCount { .. }
+        | E::UnknownClass(_)
+        | E::NoSuchModule { .. }
+        | E::EmptyCrop { .. } => "ConfigError",
         E::NonFinite { .. } => "NonFiniteOutputError",
         E::NonFiniteLatent { .. }
         | E::LatentRank { .. }

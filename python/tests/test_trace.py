@@ -50,6 +50,8 @@ def test_trace_selects_and_crops():
     assert tr["decoder.conv_out"].shape[3] == 2
     with pytest.raises(movq.ConfigError, match="matches no module"):
         dec.trace(tensors["input.z"], mode="whole", modules=["nothing*"])
+    with pytest.raises(movq.ConfigError, match=r"crop \(frames 40:41\) keeps nothing of .*lie past its"):
+        dec.trace(tensors["input.z"], mode="whole", modules=["*conv_out"], crop_frames=(40, 41))
 
 
 def test_sat_checkpoint_class_and_nonfinite_output_errors():

@@ -263,5 +263,8 @@ case_ "a JSON file as weights" 2 "it starts like JSON text" -- $D --weights tiny
 case_ "bench --peak with decode options" 2 "cannot be used with" -- $M bench --peak --weights w.safetensors --latent z.npy
 case_ "golden --check with --mode" 2 "cannot be used with" -- $M golden --check a b --mode chunked
 case_ "trace --list with --modules" 2 "cannot be used with" -- $M trace --weights w.safetensors --list --modules 'up.*'
+
+# Fifth pass: docs/hostile-input.md's open items.
+case_ "trace --crop-frames past the last frame" 2 "frames 50:60 lie past its" -- $M trace $OK --modules conv_in --crop-frames 50:60 --output out.safetensors
 echo "cases: $N" >&2
 rm -rf "$W"

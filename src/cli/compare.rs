@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use movq::io::{WeightFile, read_npy};
 use movq::metrics::{distance, psnr};
-use movq::trace::{Bounds, TraceFile};
+use movq::trace::{Bounds, Cut, TraceFile};
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
@@ -56,6 +56,11 @@ fn compare_traces(args: &CompareArgs, a: TraceFile, b: TraceFile) -> Result<bool
         b.path().display(),
         b.order.len()
     );
+    match &c.cut {
+        Some((Cut::B, crop)) => println!("B (uncropped) cut to A's crop: {}", movq::error::escape(crop)),
+        Some((Cut::A, crop)) => println!("A (uncropped) cut to B's crop: {}", movq::error::escape(crop)),
+        None => {}
+    }
     let width = c.rows.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
     println!("{:<width$} {:>22} {:>12} {:>12}  worst index", "module", "shape", "max_abs", "rel_l2");
     for r in &c.rows {

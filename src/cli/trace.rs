@@ -11,7 +11,7 @@ use movq::io::paths::{Stamp, refuse_overwriting_inputs};
 use movq::io::read_latent;
 use movq::kernels::Float;
 use movq::trace::golden::{Manifest, check_outputs, check_weights, read_set, write_set};
-use movq::trace::{Bounds, Crop, TraceFile, TraceOptions, compare_traces, module_names, trace};
+use movq::trace::{Bounds, Crop, Cut, TraceFile, TraceOptions, compare_traces, module_names, trace};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -205,15 +205,27 @@ fn diagnose_traces(dir: &Path, m: &Manifest, other: &Path, max_rel: f64) -> Resu
                 continue;
             }
         };
+        let cut = match &cmp.cut {
+            Some((Cut::B, crop)) => {
+                format!(" (the port's cut to the set's crop: {})", movq::error::escape(crop))
+            }
+            Some((Cut::A, crop)) => {
+                format!(" (the set's cut to the port's crop: {})", movq::error::escape(crop))
+            }
+            None => String::new(),
+        };
         match cmp.first_over(&bounds) {
             Some(r) => println!(
-                "{name}: trace: first module over --trace-max-rel {max_rel:e}: {} (max_abs {:.4e}, rel_l2 {:.4e})",
+                "{name}: trace{cut}: first module over --trace-max-rel {max_rel:e}: {} (max_abs {:.4e}, rel_l2 {:.4e})",
                 movq::error::escape(&r.name),
                 r.dist.max_abs,
                 r.dist.rel_l2
             ),
             None => {
-                println!("{name}: trace: all {} modules within --trace-max-rel {max_rel:e}", cmp.rows.len())
+                println!(
+                    "{name}: trace{cut}: all {} modules within --trace-max-rel {max_rel:e}",
+                    cmp.rows.len()
+                )
             }
         }
     }

@@ -1,10 +1,12 @@
 //! Reading trace files and comparing two of them module by module.
 
-use super::META_KEY;
+use super::{Crop, META_KEY};
 use crate::error::{Error, Result};
 use crate::io::WeightFile;
 use crate::metrics::{Distance, distance};
+use crate::tensor::{Shape, Tensor};
 use serde_json::Value;
+use std::ops::Range;
 use std::path::Path;
 
 /// An opened trace: a safetensors file whose metadata key [`META_KEY`] holds JSON with
@@ -93,7 +95,7 @@ pub struct ModuleDiff {
     pub name: String,
     pub dims: Vec<usize>,
     pub dist: Distance,
-    /// Index of the largest difference in the stored (possibly cropped) tensor.
+    /// Index of the largest difference in the compared (possibly cropped) tensor.
     pub worst_index: Vec<usize>,
 }
 
@@ -103,6 +105,9 @@ pub struct TraceComparison {
     pub rows: Vec<ModuleDiff>,
     /// B's entries A has not (B may trace more modules, e.g. a PyTorch hook on every module).
     pub only_in_b: Vec<String>,
+    /// When one trace is cropped and the other is not: the side cut to the other's crop, and
+    /// that crop in words ("frames 0:3, rows 3:5, columns 2:5").
+    pub cut: Option<(Cut, String)>,
 }
 
 impl TraceComparison {
@@ -112,9 +117,43 @@ impl TraceComparison {
     }
 }
 
+/// The crop a trace's metadata describes (`crop`: `frames`, `rows`, `cols`, each `[start,
+/// end]` or null, as `movq trace` and scripts/fixtures/hook_trace.py write it); `None` when
+/// absent or keeping every axis whole.
+fn crop_of(t: &TraceFile) -> Result<Option<Crop>> {
+    let Some(c) = t.meta.get("crop").filter(|c| !c.is_null()) else { return Ok(None) };
+    let bad = |m: String| Error::invalid_file(t.path(), format!("metadata `{META_KEY}`: `crop` {m}"));
+    let obj = c.as_object().ok_or_else(|| bad(format!("is {c}, not an object")))?;
+    if let Some(k) = obj.keys().find(|k| !["frames", "rows", "cols"].contains(&k.as_str())) {
+        return Err(bad(format!("has the unknown key `{k}` (known: frames, rows, cols)")));
+    }
+    let range = |k: &str| -> Result<Option<Range<usize>>> {
+        match obj.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => match v.as_array().map(|a| a.iter().map(Value::as_u64).collect::<Vec<_>>()).as_deref()
+            {
+                Some(&[Some(a), Some(b)]) if a < b => Ok(Some(a as usize..b as usize)),
+                _ => Err(bad(format!("`{k}` is {v}, not [start, end] with start < end"))),
+            },
+        }
+    };
+    let crop = Crop { frames: range("frames")?, rows: range("rows")?, cols: range("cols")? };
+    Ok((crop != Crop::default()).then_some(crop))
+}
+
+/// Which trace is cut to the other's crop before comparing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cut {
+    A,
+    B,
+}
+
 /// Compares trace `a` (e.g. a port's, or an f32 decode's) with the reference `b`: every entry
 /// of A must be in B with the same shape ([`Error::TraceMismatch`] otherwise, naming both files,
-/// the entry and the shapes). Differences are taken in f64.
+/// the entry and the shapes). Differences are taken in f64. When exactly one of the traces is
+/// cropped (`movq trace --crop-*`, or a hook trace's `crop`), the other's entries are cut to
+/// that crop first (their stored shapes are the modules' full shapes), and
+/// [`TraceComparison::cut`] says so; two different crops are an error.
 pub fn compare_traces(a: &TraceFile, b: &TraceFile) -> Result<TraceComparison> {
     let mismatch = |name: &str, reason: String| Error::TraceMismatch {
         a: a.path().to_path_buf(),
@@ -123,26 +162,66 @@ pub fn compare_traces(a: &TraceFile, b: &TraceFile) -> Result<TraceComparison> {
         reason,
     };
     // Entries cropped to different regions would be compared value by value as if aligned.
-    let (ca, cb) = (a.meta.get("crop"), b.meta.get("crop"));
-    if ca != cb {
-        let show = |c: Option<&Value>| c.map_or("none".to_string(), |c| c.to_string());
-        return Err(mismatch("(every entry)", format!("crops differ: A {}, B {}", show(ca), show(cb))));
-    }
+    let (ca, cb) = (crop_of(a)?, crop_of(b)?);
+    let (cut, crop) = match (ca, cb) {
+        (None, None) => (None, None),
+        (Some(ca), Some(cb)) if ca == cb => (None, None),
+        (Some(c), None) => (Some(Cut::B), Some(c)),
+        (None, Some(c)) => (Some(Cut::A), Some(c)),
+        (Some(ca), Some(cb)) => {
+            return Err(mismatch(
+                "(every entry)",
+                format!("crops differ: A ({}), B ({})", ca.words(), cb.words()),
+            ));
+        }
+    };
     let mut rows = Vec::with_capacity(a.order.len());
     for name in &a.order {
         let da = a.dims(name).expect("order checked on opening");
         let Some(db) = b.dims(name) else {
             return Err(mismatch(name, format!("in A with shape {da:?}, missing from B")));
         };
-        if da != db {
-            return Err(mismatch(name, format!("shapes differ: A {da:?}, B {db:?}")));
-        }
-        let (dims, va) = a.file.read::<f64>(name)?;
-        let (_, vb) = b.file.read::<f64>(name)?;
+        let (dims, va, vb) = match (cut, &crop) {
+            (Some(side), Some(crop)) => {
+                let (whole, kept) = if side == Cut::B { (db, da) } else { (da, db) };
+                let shape = Shape::from_dims(whole).map_err(|e| mismatch(name, e.to_string()))?;
+                let region = crop.region(shape).ok_or_else(|| {
+                    mismatch(
+                        name,
+                        format!("the crop ({}) keeps nothing of its shape {whole:?}", crop.words()),
+                    )
+                })?;
+                let want = [shape.n, shape.c, region.d.len(), region.h.len(), region.w.len()];
+                if kept != want {
+                    let s = if side == Cut::B { "A" } else { "B" };
+                    return Err(mismatch(
+                        name,
+                        format!("{s}'s shape {kept:?} is not the crop ({}) of {whole:?}", crop.words()),
+                    ));
+                }
+                let read_cut = |t: &TraceFile| -> Result<Vec<f64>> {
+                    let (_, v) = t.file.read::<f64>(name)?;
+                    Ok(Tensor::from_vec(shape, v)?.crop(&region)?.into_vec())
+                };
+                let (va, vb) = match side {
+                    Cut::B => (a.file.read::<f64>(name)?.1, read_cut(b)?),
+                    Cut::A => (read_cut(a)?, b.file.read::<f64>(name)?.1),
+                };
+                (want.to_vec(), va, vb)
+            }
+            _ => {
+                if da != db {
+                    return Err(mismatch(name, format!("shapes differ: A {da:?}, B {db:?}")));
+                }
+                let (dims, va) = a.file.read::<f64>(name)?;
+                (dims, va, b.file.read::<f64>(name)?.1)
+            }
+        };
         let dist = distance(&va, &vb);
         let worst_index = crate::tensor::unravel(dist.worst, &dims);
         rows.push(ModuleDiff { name: name.clone(), dims, dist, worst_index });
     }
     let only_in_b = b.order.iter().filter(|n| a.file.info(n).is_none()).cloned().collect();
-    Ok(TraceComparison { rows, only_in_b })
+    let cut = cut.zip(crop).map(|(side, c)| (side, c.words()));
+    Ok(TraceComparison { rows, only_in_b, cut })
 }

@@ -33,7 +33,7 @@ mod compare;
 pub mod golden;
 pub mod sha256;
 
-pub use compare::{Bounds, ModuleDiff, TraceComparison, TraceFile, compare_traces};
+pub use compare::{Bounds, Cut, ModuleDiff, TraceComparison, TraceFile, compare_traces};
 
 use crate::checkpoint::diffusers::diffusers_key;
 use crate::checkpoint::{Checkpoint, Naming};
@@ -72,6 +72,40 @@ impl Crop {
         };
         let r = Region { d: clip(&self.frames, s.d), h: clip(&self.rows, s.h), w: clip(&self.cols, s.w) };
         (!r.d.is_empty() && !r.h.is_empty() && !r.w.is_empty()).then_some(r)
+    }
+
+    /// The ranges kept, in words ("frames 0:3, rows 3:5"; "whole tensors" for none).
+    pub fn words(&self) -> String {
+        let axes = [("frames", &self.frames), ("rows", &self.rows), ("columns", &self.cols)];
+        let kept: Vec<String> = axes
+            .iter()
+            .filter_map(|(axis, r)| r.as_ref().map(|r| format!("{axis} {}:{}", r.start, r.end)))
+            .collect();
+        if kept.is_empty() { "whole tensors".into() } else { kept.join(", ") }
+    }
+
+    /// Why the crop keeps nothing of shape `s` ([`Self::region`] is `None`): its ranges and,
+    /// per axis they miss, the axis's extent (in words, not as JSON).
+    pub fn empty_error(&self, module: &str, s: Shape) -> Error {
+        let axes = [("frames", &self.frames, s.d), ("rows", &self.rows, s.h), ("columns", &self.cols, s.w)];
+        let empty = axes
+            .iter()
+            .filter_map(|(axis, r, n)| {
+                let r = r.as_ref()?;
+                let what = format!("{axis} {}:{}", r.start, r.end);
+                match r.start.min(*n) < r.end.min(*n) {
+                    true => None,
+                    false if r.start >= r.end => Some(format!("{what} is an empty range")),
+                    false => Some(format!("{what} lie past its {n} {axis}")),
+                }
+            })
+            .collect::<Vec<_>>();
+        Error::EmptyCrop {
+            crop: format!("the trace crop ({})", self.words()),
+            module: module.to_string(),
+            shape: s.to_string(),
+            empty: empty.join(", "),
+        }
     }
 
     fn to_json(&self) -> Value {
@@ -179,12 +213,7 @@ impl<T: Float> Tracer<T> for Collect<'_, T> {
         let module = self.rec.selected.get(path).cloned().unwrap_or_else(|| module_name(self.rec.ck, path));
         let name = format!("{module}{}", self.rec.suffix);
         let s = x.shape();
-        let region = self.rec.opts.crop.region(s).ok_or_else(|| {
-            Error::InvalidConfig(format!(
-                "the trace crop {} leaves nothing of `{name}` (shape {s})",
-                self.rec.opts.crop.to_json()
-            ))
-        })?;
+        let region = self.rec.opts.crop.region(s).ok_or_else(|| self.rec.opts.crop.empty_error(&name, s))?;
         if self.entries.iter().any(|e| e.name == name) {
             // A module runs once per decoder call; a repeat would be a tracing bug.
             return Err(Error::Unsupported(format!("module `{name}` traced twice in one call")));
