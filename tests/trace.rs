@@ -94,7 +94,37 @@ fn trace_names_every_module_in_order_and_leaves_the_decode_unchanged() {
     let e = trace(&ck, &dec, &z, &DecodeMode::Whole, &past).unwrap_err();
     assert!(matches!(e, Error::EmptyCrop { .. }), "{e}");
     assert!(e.to_string().contains("crop (frames 40:41) keeps nothing of"), "{e}");
-    assert!(e.to_string().contains("frames 40:41 lie past its"), "{e}");
+    assert!(e.to_string().contains("frames 40:41 miss its frames 0:"), "{e}");
+}
+
+#[test]
+fn trace_cut_to_a_crop_needs_the_same_decode() {
+    let Some(path) = common::golden("diffusers_decoder_whole_t3") else { return };
+    let (ck, z) = (open(&path), latent::<f64>(&path));
+    let dec = ck.load::<f64>().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let full = trace_file(&ck, &z, &DecodeMode::Whole, dir.path(), "full.safetensors");
+    // One latent column fewer: every module's width differs, but rows 0:2 and columns 0:4 of
+    // each keep the same shape, so only the recorded full shapes tell the decodes apart.
+    let s = z.shape();
+    let narrow = z.crop(&movq::tensor::Region { d: 0..s.d, h: 0..s.h, w: 0..s.w - 1 }).unwrap();
+    let crop = Crop { rows: Some(0..2), cols: Some(0..4), ..Default::default() };
+    let small = dir.path().join("small.safetensors");
+    trace(&ck, &dec, &narrow, &DecodeMode::Whole, &TraceOptions { modules: vec![], crop: crop.clone() })
+        .unwrap()
+        .write(&small)
+        .unwrap();
+    let e = compare_traces(&TraceFile::open(&small).unwrap(), &TraceFile::open(&full).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("not the same decode"), "{e}");
+    // The same decode cropped is compared: bitwise equal to the full trace's region.
+    let same = dir.path().join("same.safetensors");
+    trace(&ck, &dec, &z, &DecodeMode::Whole, &TraceOptions { modules: vec![], crop })
+        .unwrap()
+        .write(&same)
+        .unwrap();
+    let c = compare_traces(&TraceFile::open(&same).unwrap(), &TraceFile::open(&full).unwrap()).unwrap();
+    assert!(c.rows.iter().all(|r| r.dist.max_abs == 0.0 && r.dims[3] <= 2 && r.dims[4] <= 4), "{:?}", c.rows);
+    assert_eq!(c.cut, Some((Cut::B, "rows 0:2, columns 0:4".to_string())));
 }
 
 #[test]

@@ -50,7 +50,7 @@ def test_trace_selects_and_crops():
     assert tr["decoder.conv_out"].shape[3] == 2
     with pytest.raises(movq.ConfigError, match="matches no module"):
         dec.trace(tensors["input.z"], mode="whole", modules=["nothing*"])
-    with pytest.raises(movq.ConfigError, match=r"crop \(frames 40:41\) keeps nothing of .*lie past its"):
+    with pytest.raises(movq.ConfigError, match=r"crop \(frames 40:41\) keeps nothing of .*frames 40:41 miss its frames 0:"):
         dec.trace(tensors["input.z"], mode="whole", modules=["*conv_out"], crop_frames=(40, 41))
 
 

@@ -119,7 +119,7 @@ impl TraceComparison {
 
 /// The crop a trace's metadata describes (`crop`: `frames`, `rows`, `cols`, each `[start,
 /// end]` or null, as `movq trace` and scripts/fixtures/hook_trace.py write it); `None` when
-/// absent or keeping every axis whole.
+/// absent or null on every axis (a range covering a whole axis still counts as a crop).
 fn crop_of(t: &TraceFile) -> Result<Option<Crop>> {
     let Some(c) = t.meta.get("crop").filter(|c| !c.is_null()) else { return Ok(None) };
     let bad = |m: String| Error::invalid_file(t.path(), format!("metadata `{META_KEY}`: `crop` {m}"));
@@ -132,7 +132,10 @@ fn crop_of(t: &TraceFile) -> Result<Option<Crop>> {
             None | Some(Value::Null) => Ok(None),
             Some(v) => match v.as_array().map(|a| a.iter().map(Value::as_u64).collect::<Vec<_>>()).as_deref()
             {
-                Some(&[Some(a), Some(b)]) if a < b => Ok(Some(a as usize..b as usize)),
+                Some(&[Some(a), Some(b)]) if a < b => match (usize::try_from(a), usize::try_from(b)) {
+                    (Ok(a), Ok(b)) => Ok(Some(a..b)),
+                    _ => Err(bad(format!("`{k}` is {v}, past this machine's sizes"))),
+                },
                 _ => Err(bad(format!("`{k}` is {v}, not [start, end] with start < end"))),
             },
         }
@@ -183,21 +186,39 @@ pub fn compare_traces(a: &TraceFile, b: &TraceFile) -> Result<TraceComparison> {
         };
         let (dims, va, vb) = match (cut, &crop) {
             (Some(side), Some(crop)) => {
-                let (whole, kept) = if side == Cut::B { (db, da) } else { (da, db) };
-                let shape = Shape::from_dims(whole).map_err(|e| mismatch(name, e.to_string()))?;
-                let region = crop.region(shape).ok_or_else(|| {
+                let (whole, kept, cropped) = if side == Cut::B { (db, da, a) } else { (da, db, b) };
+                let (uncut, kept_by) = if side == Cut::B { ("B", "A") } else { ("A", "B") };
+                // Taken as full size only because its metadata names no crop: said wherever the
+                // shapes then disagree (e.g. a hook trace sliced without writing `crop`).
+                let why = format!("{uncut}'s metadata names no crop, so its entries are taken as full size");
+                // Crops clip to each axis, so decodes of different sizes can keep equal shapes:
+                // a movq trace records each entry's full shape, which must be the uncut one's.
+                let key = format!("/entries/{}/shape", name.replace('~', "~0").replace('/', "~1"));
+                let full = cropped.meta.pointer(&key).and_then(Value::as_array);
+                if let Some(full) =
+                    full.filter(|f| f.iter().map(Value::as_u64).ne(whole.iter().map(|&n| Some(n as u64))))
+                {
+                    let full = Value::from(full.clone());
+                    let msg = format!("{kept_by} was cropped from shape {full}, {uncut} holds {whole:?}");
+                    return Err(mismatch(name, format!("{msg}: not the same decode")));
+                }
+                let shape = Shape::from_dims(whole).map_err(|_| {
                     mismatch(
                         name,
-                        format!("the crop ({}) keeps nothing of its shape {whole:?}", crop.words()),
+                        format!("{uncut}'s shape {whole:?} is not (n, c, d, h, w), so it cannot be cut"),
                     )
+                })?;
+                let region = crop.region(shape).ok_or_else(|| {
+                    let words = crop.words();
+                    mismatch(name, format!("the crop ({words}) keeps nothing of {uncut}'s {whole:?} ({why})"))
                 })?;
                 let want = [shape.n, shape.c, region.d.len(), region.h.len(), region.w.len()];
                 if kept != want {
-                    let s = if side == Cut::B { "A" } else { "B" };
-                    return Err(mismatch(
-                        name,
-                        format!("{s}'s shape {kept:?} is not the crop ({}) of {whole:?}", crop.words()),
-                    ));
+                    let words = crop.words();
+                    let msg = format!(
+                        "{kept_by}'s shape {kept:?} is not the crop ({words}) of {uncut}'s {whole:?} ({why})"
+                    );
+                    return Err(mismatch(name, msg));
                 }
                 let read_cut = |t: &TraceFile| -> Result<Vec<f64>> {
                     let (_, v) = t.file.read::<f64>(name)?;

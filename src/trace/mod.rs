@@ -88,23 +88,23 @@ impl Crop {
     /// per axis they miss, the axis's extent (in words, not as JSON).
     pub fn empty_error(&self, module: &str, s: Shape) -> Error {
         let axes = [("frames", &self.frames, s.d), ("rows", &self.rows, s.h), ("columns", &self.cols, s.w)];
-        let empty = axes
+        let empty: Vec<String> = axes
             .iter()
             .filter_map(|(axis, r, n)| {
                 let r = r.as_ref()?;
-                let what = format!("{axis} {}:{}", r.start, r.end);
-                match r.start.min(*n) < r.end.min(*n) {
-                    true => None,
-                    false if r.start >= r.end => Some(format!("{what} is an empty range")),
-                    false => Some(format!("{what} lie past its {n} {axis}")),
-                }
+                (r.start.min(*n) >= r.end.min(*n))
+                    .then(|| format!("{axis} {}:{} miss its {axis} 0:{n}", r.start, r.end))
             })
-            .collect::<Vec<_>>();
+            .collect();
+        // Every range is non-empty (checked where crops are made), so only an axis of size
+        // zero that the crop leaves alone can leave nothing without a range to blame.
+        let empty =
+            if empty.is_empty() { "the tensor itself is empty".to_string() } else { empty.join(", ") };
         Error::EmptyCrop {
             crop: format!("the trace crop ({})", self.words()),
             module: module.to_string(),
             shape: s.to_string(),
-            empty: empty.join(", "),
+            empty,
         }
     }
 
