@@ -218,6 +218,15 @@ fn cli_golden_writes_checks_and_detects_tampering() {
         "{}",
         text(&o)
     );
+    // A port trace that is not a trace at all: reported, the verdict still the outputs'.
+    std::fs::write(&pt, b"garbage").unwrap();
+    let o = run(&[&"golden", &"--check", &tset, &port]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("z: trace: not compared: ") && text(&o).contains("1 passed, 0 failed"),
+        "{}",
+        text(&o)
+    );
     std::fs::remove_file(&pt).unwrap();
 
     // A reference output changed after the set was made: exit code 2, the file named.

@@ -157,6 +157,48 @@ fn trace_chunked_names_each_frame_batch() {
         *b,
         t.output.crop(&movq::tensor::Region { d: a.shape().d..s.d, h: 0..s.h, w: 0..s.w }).unwrap()
     );
+    // Each batch's entries have their own frames: a crop past them says so.
+    let past = TraceOptions { crop: Crop { frames: Some(40..41), ..Default::default() }, ..opts.clone() };
+    let e = trace(&ck, &dec, &z, &DecodeMode::Chunked, &past).unwrap_err();
+    assert!(e.to_string().contains("each frame batch and tile as its own entry"), "{e}");
+    // A whole-mode trace against this one: the entries' names differ, and the modes are named.
+    let dir = tempfile::tempdir().unwrap();
+    let (pw, pc) = (dir.path().join("whole.safetensors"), dir.path().join("chunked.safetensors"));
+    trace(&ck, &dec, &z, &DecodeMode::Whole, &opts).unwrap().write(&pw).unwrap();
+    t.write(&pc).unwrap();
+    let e = compare_traces(&TraceFile::open(&pw).unwrap(), &TraceFile::open(&pc).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("A was traced in whole mode, B in chunked"), "{e}");
+}
+
+/// The largest difference's index is in the module's whole output whether the entries are
+/// cropped, cut to a crop, or whole.
+#[test]
+fn trace_worst_index_is_in_the_whole_output() {
+    let Some(path) = common::golden("movq_first_tct4_attn16") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.safetensors");
+    perturbed(&path, &bad, "up.1.block.0.conv2.conv.weight", 1e-3);
+    let z = latent::<f64>(&path);
+    let (ck_bad, ck) = (open(&bad), open(&path));
+    let full_bad = trace_file(&ck_bad, &z, &DecodeMode::Whole, dir.path(), "a.safetensors");
+    let full = trace_file(&ck, &z, &DecodeMode::Whole, dir.path(), "b.safetensors");
+    let whole =
+        compare_traces(&TraceFile::open(&full_bad).unwrap(), &TraceFile::open(&full).unwrap()).unwrap();
+    let r = whole.rows.iter().find(|r| r.name == "up.1.block.0.conv2").unwrap();
+    let w = r.worst_index.clone();
+    assert!(w[3] > 0 && w[4] > 0, "{w:?}: a crop starting at it must move it");
+    // A crop holding just that element, of the perturbed decode, against the full reference.
+    let crop = Crop { frames: Some(w[2]..w[2] + 1), rows: Some(w[3]..w[3] + 1), cols: Some(w[4]..w[4] + 1) };
+    let opts = TraceOptions { modules: vec!["up.1.block.0.conv2".into()], crop };
+    let cropped = dir.path().join("c.safetensors");
+    trace(&ck_bad, &ck_bad.load::<f64>().unwrap(), &z, &DecodeMode::Whole, &opts)
+        .unwrap()
+        .write(&cropped)
+        .unwrap();
+    let cut = compare_traces(&TraceFile::open(&cropped).unwrap(), &TraceFile::open(&full).unwrap()).unwrap();
+    assert_eq!(cut.rows[0].dims, [r.dims[0], r.dims[1], 1, 1, 1]);
+    assert_eq!(cut.rows[0].worst_index, w, "cut to the crop: the index in the whole output");
+    assert_eq!(cut.rows[0].dist.max_abs, r.dist.max_abs);
 }
 
 #[test]

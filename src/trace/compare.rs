@@ -95,7 +95,9 @@ pub struct ModuleDiff {
     pub name: String,
     pub dims: Vec<usize>,
     pub dist: Distance,
-    /// Index of the largest difference in the compared (possibly cropped) tensor.
+    /// Index of the largest difference in the module's whole output: in the compared tensor
+    /// plus, for a cropped one, the crop's start on each axis it cuts (where every non-empty
+    /// cropped entry begins), so a port can look it up in its own full tensor.
     pub worst_index: Vec<usize>,
 }
 
@@ -166,6 +168,8 @@ pub fn compare_traces(a: &TraceFile, b: &TraceFile) -> Result<TraceComparison> {
     };
     // Entries cropped to different regions would be compared value by value as if aligned.
     let (ca, cb) = (crop_of(a)?, crop_of(b)?);
+    // The crop the compared entries share (for their indices in the whole outputs).
+    let crop_any = ca.clone().or_else(|| cb.clone());
     let (cut, crop) = match (ca, cb) {
         (None, None) => (None, None),
         (Some(ca), Some(cb)) if ca == cb => (None, None),
@@ -182,7 +186,15 @@ pub fn compare_traces(a: &TraceFile, b: &TraceFile) -> Result<TraceComparison> {
     for name in &a.order {
         let da = a.dims(name).expect("order checked on opening");
         let Some(db) = b.dims(name) else {
-            return Err(mismatch(name, format!("in A with shape {da:?}, missing from B")));
+            let mode = |t: &TraceFile| t.meta.get("mode").and_then(Value::as_str).map(str::to_string);
+            let hint = match (mode(a), mode(b)) {
+                (Some(ma), Some(mb)) if ma != mb => format!(
+                    " (A was traced in {ma} mode, B in {mb}: chunked and tiled modes name entries \
+                     per frame batch and tile)"
+                ),
+                _ => String::new(),
+            };
+            return Err(mismatch(name, format!("in A with shape {da:?}, missing from B{hint}")));
         };
         let (dims, va, vb) = match (cut, &crop) {
             (Some(side), Some(crop)) => {
@@ -239,7 +251,11 @@ pub fn compare_traces(a: &TraceFile, b: &TraceFile) -> Result<TraceComparison> {
             }
         };
         let dist = distance(&va, &vb);
-        let worst_index = crate::tensor::unravel(dist.worst, &dims);
+        let mut worst_index = crate::tensor::unravel(dist.worst, &dims);
+        if let (Some(c), [_, _, d, h, w]) = (&crop_any, &mut worst_index[..]) {
+            let start = |r: &Option<Range<usize>>| r.as_ref().map_or(0, |r| r.start);
+            (*d, *h, *w) = (*d + start(&c.frames), *h + start(&c.rows), *w + start(&c.cols));
+        }
         rows.push(ModuleDiff { name: name.clone(), dims, dist, worst_index });
     }
     let only_in_b = b.order.iter().filter(|n| a.file.info(n).is_none()).cloned().collect();

@@ -98,8 +98,13 @@ impl Crop {
             .collect();
         // Every range is non-empty (checked where crops are made), so only an axis of size
         // zero that the crop leaves alone can leave nothing without a range to blame.
-        let empty =
+        let mut empty =
             if empty.is_empty() { "the tensor itself is empty".to_string() } else { empty.join(", ") };
+        if module.contains("@chunk") || module.contains("@tile") {
+            // The crop is not a region of the output video here: say what it indexes.
+            empty += " (chunked and tiled decodes trace each frame batch and tile as its own entry; \
+                      the ranges index each entry's own frames, rows and columns)";
+        }
         Error::EmptyCrop {
             crop: format!("the trace crop ({})", self.words()),
             module: module.to_string(),
