@@ -168,11 +168,11 @@ pub fn compare_traces(a: &TraceFile, b: &TraceFile) -> Result<TraceComparison> {
     };
     // Entries cropped to different regions would be compared value by value as if aligned.
     let (ca, cb) = (crop_of(a)?, crop_of(b)?);
-    // The crop the compared entries share (for their indices in the whole outputs).
-    let crop_any = ca.clone().or_else(|| cb.clone());
+    // The one crop the compared entries have (for their indices in the whole outputs), and
+    // the side cut to it when only the other trace was cropped.
     let (cut, crop) = match (ca, cb) {
         (None, None) => (None, None),
-        (Some(ca), Some(cb)) if ca == cb => (None, None),
+        (Some(ca), Some(cb)) if ca == cb => (None, Some(ca)),
         (Some(c), None) => (Some(Cut::B), Some(c)),
         (None, Some(c)) => (Some(Cut::A), Some(c)),
         (Some(ca), Some(cb)) => {
@@ -252,13 +252,13 @@ pub fn compare_traces(a: &TraceFile, b: &TraceFile) -> Result<TraceComparison> {
         };
         let dist = distance(&va, &vb);
         let mut worst_index = crate::tensor::unravel(dist.worst, &dims);
-        if let (Some(c), [_, _, d, h, w]) = (&crop_any, &mut worst_index[..]) {
+        if let (Some(c), [_, _, d, h, w]) = (&crop, &mut worst_index[..]) {
             let start = |r: &Option<Range<usize>>| r.as_ref().map_or(0, |r| r.start);
             (*d, *h, *w) = (*d + start(&c.frames), *h + start(&c.rows), *w + start(&c.cols));
         }
         rows.push(ModuleDiff { name: name.clone(), dims, dist, worst_index });
     }
     let only_in_b = b.order.iter().filter(|n| a.file.info(n).is_none()).cloned().collect();
-    let cut = cut.zip(crop).map(|(side, c)| (side, c.words()));
+    let cut = cut.zip(crop.as_ref()).map(|(side, c)| (side, c.words()));
     Ok(TraceComparison { rows, only_in_b, cut })
 }

@@ -74,10 +74,15 @@ impl Crop {
         (!r.d.is_empty() && !r.h.is_empty() && !r.w.is_empty()).then_some(r)
     }
 
+    /// Each axis's name in words and its range.
+    fn axes(&self) -> [(&'static str, &Option<Range<usize>>); 3] {
+        [("frames", &self.frames), ("rows", &self.rows), ("columns", &self.cols)]
+    }
+
     /// The ranges kept, in words ("frames 0:3, rows 3:5"; "whole tensors" for none).
     pub fn words(&self) -> String {
-        let axes = [("frames", &self.frames), ("rows", &self.rows), ("columns", &self.cols)];
-        let kept: Vec<String> = axes
+        let kept: Vec<String> = self
+            .axes()
             .iter()
             .filter_map(|(axis, r)| r.as_ref().map(|r| format!("{axis} {}:{}", r.start, r.end)))
             .collect();
@@ -85,14 +90,16 @@ impl Crop {
     }
 
     /// Why the crop keeps nothing of shape `s` ([`Self::region`] is `None`): its ranges and,
-    /// per axis they miss, the axis's extent (in words, not as JSON).
-    pub fn empty_error(&self, module: &str, s: Shape) -> Error {
-        let axes = [("frames", &self.frames, s.d), ("rows", &self.rows, s.h), ("columns", &self.cols, s.w)];
-        let empty: Vec<String> = axes
-            .iter()
-            .filter_map(|(axis, r, n)| {
+    /// per axis they miss, the axis's extent (in words, not as JSON). `part`: the entry is one
+    /// frame batch or tile of a chunked or tiled decode.
+    pub fn empty_error(&self, module: &str, s: Shape, part: bool) -> Error {
+        let empty: Vec<String> = self
+            .axes()
+            .into_iter()
+            .zip([s.d, s.h, s.w])
+            .filter_map(|((axis, r), n)| {
                 let r = r.as_ref()?;
-                (r.start.min(*n) >= r.end.min(*n))
+                (r.start.min(n) >= r.end.min(n))
                     .then(|| format!("{axis} {}:{} miss its {axis} 0:{n}", r.start, r.end))
             })
             .collect();
@@ -100,7 +107,7 @@ impl Crop {
         // zero that the crop leaves alone can leave nothing without a range to blame.
         let mut empty =
             if empty.is_empty() { "the tensor itself is empty".to_string() } else { empty.join(", ") };
-        if module.contains("@chunk") || module.contains("@tile") {
+        if part {
             // The crop is not a region of the output video here: say what it indexes.
             empty += " (chunked and tiled decodes trace each frame batch and tile as its own entry; \
                       the ranges index each entry's own frames, rows and columns)";
@@ -218,7 +225,12 @@ impl<T: Float> Tracer<T> for Collect<'_, T> {
         let module = self.rec.selected.get(path).cloned().unwrap_or_else(|| module_name(self.rec.ck, path));
         let name = format!("{module}{}", self.rec.suffix);
         let s = x.shape();
-        let region = self.rec.opts.crop.region(s).ok_or_else(|| self.rec.opts.crop.empty_error(&name, s))?;
+        let region = self
+            .rec
+            .opts
+            .crop
+            .region(s)
+            .ok_or_else(|| self.rec.opts.crop.empty_error(&name, s, !self.rec.suffix.is_empty()))?;
         if self.entries.iter().any(|e| e.name == name) {
             // A module runs once per decoder call; a repeat would be a tracing bug.
             return Err(Error::Unsupported(format!("module `{name}` traced twice in one call")));
